@@ -1,0 +1,3 @@
+"""longmix: long-context continual pretraining toolkit."""
+
+__version__ = "0.1.0"

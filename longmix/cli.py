@@ -1,0 +1,105 @@
+"""The `longmix` command line: one subcommand per step of the flow."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from longmix.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="longmix: long-context data mixes, training and evaluation.")
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+
+
+@app.command()
+def build(
+    recipe: Annotated[Path, typer.Argument(help="data recipe (YAML)")],
+    executor: Annotated[Optional[str], typer.Option(help="local or ray (default: the recipe's)")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="stop after this stage")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="override the recipe's output")] = None,
+) -> None:
+    """Run a data recipe, resuming whatever finished before."""
+    from longmix.config import load_recipe
+    from longmix.pipeline.build import build as run_build
+    from longmix.report_view import print_reports
+
+    overrides = {"output": str(output.resolve())} if output else {}
+    rec = load_recipe(recipe, overrides)
+    reports = run_build(rec, until=until, executor=executor, workers=workers)
+    print_reports(reports, Console())
+    console.print(f"outputs in {rec.output_dir}")
+
+
+@app.command()
+def dedup(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL (.gz/.zst) or Parquet files")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder")],
+    threshold: Annotated[float, typer.Option(help="Jaccard threshold of word n-gram sets")] = 0.8,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations")] = 128,
+    ngram: Annotated[int, typer.Option(help="words per shingle")] = 5,
+    keep: Annotated[str, typer.Option(help="which duplicate to keep: longest or source_priority")] = "longest",
+    text_field: Annotated[str, typer.Option(help="field holding the text")] = "text",
+    id_field: Annotated[str, typer.Option(help="field holding the id ('' for none)")] = "id",
+    workers: Annotated[Optional[int], typer.Option(min=1, help="parallel tasks (default: all cores)")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    seed: Annotated[int, typer.Option(help="MinHash seed")] = 1,
+) -> None:
+    """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
+    from longmix.config import parse_model, Recipe
+    from longmix.pipeline.build import build as run_build
+    from longmix.report_view import print_reports
+
+    for p in inputs:
+        if not p.exists():
+            raise UserError(f"input '{p}' not found")
+    data = {
+        "name": "dedup", "output": str(output.resolve()), "seed": seed,
+        "executor": {"kind": executor, **({"workers": workers} if workers else {})},
+        "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
+                     "text_field": text_field, "id_field": id_field or None}],
+        "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "keep": keep}},
+    }
+    rec = parse_model(Recipe, data, "dedup options")
+    reports = run_build(rec)
+    print_reports(reports, Console())
+    console.print(f"kept documents in {rec.output_dir / 'near_dedup' / 'shards'}; removed lists in "
+                  f"{rec.output_dir}/*/removed.parquet")
+
+
+@app.command("demo-corpus")
+def demo_corpus(out: Annotated[Path, typer.Argument(help="folder to write the corpus to")]) -> None:
+    """Write the built-in demo corpus (text shipped with Python) as JSONL."""
+    from longmix.data.demo_corpus import write_demo_corpus
+
+    summary = write_demo_corpus(out)
+    for name, s in summary["sources"].items():
+        console.print(f"{name}: {s['docs']:,} documents, {s['chars'] / 1e6:.1f} M chars, {len(s['files'])} files")
+    console.print(f"demo corpus (Python {summary['python']}) in {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Applying a global step's per-row decisions to one document shard.
+
+A decisions file lists only rows that do not survive: (shard, row, action, reason, ...) where
+action is "drop" or "quarantine". Quarantined rows are written with their full record as raw bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from longmix.data.documents import write_quarantine, write_table
+from longmix.pipeline.stats import Counts
+
+DECISION_SCHEMA = pa.schema([
+    ("shard", pa.int32()), ("row", pa.int64()), ("action", pa.string()), ("reason", pa.string()),
+    ("detail", pa.string()),
+])
+
+
+def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_dir: str, rel_path: str,
+                         quarantine_path: str) -> dict[str, Any]:
+    """Input shard -> output shard at `rel_path` under out_dir (same name; not written when empty)."""
+    table = pq.read_table(in_path)
+    decided = pq.read_table(decisions_path, filters=[("shard", "=", shard)])
+    rows = decided.column("row").to_numpy()
+    actions = decided.column("action").to_pylist()
+    reasons = decided.column("reason").to_pylist()
+    details = decided.column("detail").to_pylist()
+
+    counts = Counts()
+    sources = table.column("source").to_pylist()
+    text_bytes = pc.binary_length(table.column("text").cast(pa.large_binary())).to_numpy()
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[rows] = False
+    for s, nb in zip(sources, text_bytes):
+        counts.saw(s, int(nb))
+    for s, nb in zip(np.asarray(sources, dtype=object)[keep], text_bytes[keep]):
+        counts.keep(s, int(nb))
+    bad_rows = []
+    for r, act, reason, detail in zip(rows, actions, reasons, details):
+        src = sources[r]
+        if act == "drop":
+            counts.drop(src, reason)
+        else:
+            counts.quarantine(src, reason)
+            record = {k: table.column(k)[int(r)].as_py() for k in table.column_names}
+            bad_rows.append({"source": src, "origin_file": in_path, "origin_pos": int(r), "reason": reason,
+                             "detail": detail or "", "raw": json.dumps(record, ensure_ascii=False).encode()})
+    outputs = []
+    if keep.any():
+        kept = table.filter(pa.array(keep))
+        size = write_table(Path(out_dir) / rel_path, kept)
+        outputs.append({"path": rel_path, "rows": kept.num_rows, "bytes": size})
+    qfiles = []
+    if write_quarantine(Path(quarantine_path), bad_rows):
+        qfiles.append(str(Path(quarantine_path).relative_to(out_dir)))
+    return counts.to_dict(outputs=outputs, quarantine_files=qfiles)
+
+
+def write_decisions(path: Path, rows: pa.Table) -> None:
+    write_table(path, rows.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA))
+
+
+def apply_tasks(stage_dir: Path, inputs: list[tuple[Path, str]], decisions_path: Path, fn_prefix: str) -> list:
+    """One apply task per input shard; inputs are (absolute path, path relative to its stage folder)."""
+    from longmix.pipeline.tasks import Task
+
+    return [Task(f"{fn_prefix}-{i:05d}", "longmix.data.decisions:apply_decisions_task", {
+        "in_path": str(path), "shard": i, "decisions_path": str(decisions_path), "out_dir": str(stage_dir),
+        "rel_path": rel, "quarantine_path": str(stage_dir / "quarantine" / f"{i:05d}.parquet"),
+    }, marker=str(stage_dir / "_tasks" / f"{fn_prefix}-{i:05d}.json")) for i, (path, rel) in enumerate(inputs)]

@@ -1,0 +1,81 @@
+"""The document-shard contract (Parquet, zstd) and the quarantine file format, with atomic writers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from longmix.atomic import atomic_path
+
+DOC_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("text", pa.large_string()),
+    ("n_chars", pa.int32()),
+    ("meta", pa.string()),
+    ("content_hash", pa.string()),
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("origin_file", pa.string()),
+    ("origin_pos", pa.int64()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("raw", pa.large_binary()),
+])
+
+_ROW_GROUP_ROWS = 8192
+
+
+def write_table(path: Path, table: pa.Table) -> int:
+    """Write one Parquet file atomically (zstd); returns its size in bytes."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS)
+    return path.stat().st_size
+
+
+class ShardWriter:
+    """Rolls document rows into numbered Parquet parts of at most ~`shard_bytes` of text each."""
+
+    def __init__(self, root: Path, rel_stem: str, shard_bytes: int, schema: pa.Schema = DOC_SCHEMA) -> None:
+        self.root, self.rel_stem, self.shard_bytes, self.schema = root, rel_stem, shard_bytes, schema
+        self._rows: list[dict[str, Any]] = []
+        self._bytes = 0
+        self.outputs: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any], nbytes: int) -> None:
+        self._rows.append(row)
+        self._bytes += nbytes
+        if self._bytes >= self.shard_bytes:
+            self.flush()
+
+    def add_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._write(table)
+
+    def flush(self) -> None:
+        if self._rows:
+            self._write(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows, self._bytes = [], 0
+
+    def _write(self, table: pa.Table) -> None:
+        rel = f"{self.rel_stem}-{len(self.outputs):04d}.parquet"
+        size = write_table(self.root / rel, table)
+        self.outputs.append({"path": rel, "rows": table.num_rows, "bytes": size})
+
+
+def write_quarantine(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    rows = list(rows)
+    if not rows:
+        return 0
+    write_table(path, pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA))
+    return len(rows)
+
+
+def shard_rows(paths: list[Path]) -> list[int]:
+    return [pq.read_metadata(p).num_rows for p in paths]

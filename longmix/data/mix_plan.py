@@ -1,0 +1,357 @@
+"""The mixture plan: how many times each document is used, computed from per-document lengths only.
+
+Targets are set per source x length bucket from the source shares and the within-source shape (bucket
+weights or a long-token share), then each cell is filled on its own: every document gets the same whole
+number of passes and a seeded random subset one more, choosing the subset whose token sum is closest to
+the remainder. So a cell lands within half its longest document of its target, unless the target needs
+more than ``max_epochs`` passes over the cell, in which case the cell gets exactly ``max_epochs`` passes
+and a shortfall is reported (logged as a warning, or raised with ``on_shortfall="error"``). Targets are
+never moved between cells: the mix you asked for is the mix you get, or you are told how far off it is.
+See docs/mixing.md for the semantics of every parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from longmix.data.buckets import (
+    assign_buckets,
+    bucket_names,
+    doc_counts,
+    resolve_bucket,
+    token_counts,
+    validate_edges,
+)
+
+log = logging.getLogger(__name__)
+SHARE_ATOL = 1e-6
+
+
+class MixShortfallError(ValueError):
+    """Raised by plan_mix with on_shortfall='error' when some target cannot be met."""
+
+
+class SourceMix(BaseModel):
+    """How one source enters the mix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    share: float | None = Field(None, ge=0.0, le=1.0)
+    bucket_weights: dict[int | str, float] | None = None
+    long_share: float | None = Field(None, ge=0.0, le=1.0)
+    remove_buckets: tuple[int | str, ...] = ()
+    max_epochs: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _weights_non_negative(self) -> SourceMix:
+        for key, w in (self.bucket_weights or {}).items():
+            if not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"source {self.name!r}: bucket weight for {key!r} must be >= 0, got {w}")
+        return self
+
+
+class MixParams(BaseModel):
+    """The whole mix: budget, sources in index order, bucket edges, caps and seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total_tokens: int | None = Field(None, gt=0)
+    sources: tuple[SourceMix, ...]
+    edges: tuple[int, ...]
+    long_min_tokens: int | None = None
+    max_epochs: int = Field(4, ge=1)
+    seed: int = 0
+    on_shortfall: Literal["warn", "error"] = "warn"
+
+    @model_validator(mode="after")
+    def _check(self) -> MixParams:
+        validate_edges(self.edges)
+        names = [s.name for s in self.sources]
+        if not names:
+            raise ValueError("the mix lists no sources")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source listed twice in the mix: {', '.join(dupes)}")
+        given = [s.share is not None for s in self.sources]
+        if any(given) and not all(given):
+            missing = [s.name for s in self.sources if s.share is None]
+            raise ValueError(f"set a share for every source or for none (natural shares); missing: {missing}")
+        if all(given):
+            total = sum(s.share for s in self.sources)  # type: ignore[misc]
+            if abs(total - 1.0) > SHARE_ATOL:
+                raise ValueError(f"source shares must sum to 1, got {total:.6g}")
+        if self.long_min_tokens is not None and self.long_min_tokens not in self.edges:
+            raise ValueError(f"long_min_tokens={self.long_min_tokens} must be one of the edges {self.edges}")
+        for s in self.sources:
+            for b in (*s.remove_buckets, *(s.bucket_weights or {})):
+                resolve_bucket(b, self.edges)
+        return self
+
+    def long_bucket(self) -> int:
+        """First bucket counted as long: the one starting at long_min_tokens (default: the first edge)."""
+        threshold = self.long_min_tokens if self.long_min_tokens is not None else self.edges[0]
+        return self.edges.index(threshold) + 1
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    source: str
+    bucket: str
+    target_tokens: int
+    achievable_tokens: int
+    message: str
+
+    @property
+    def missing_tokens(self) -> int:
+        return self.target_tokens - self.achievable_tokens
+
+
+@dataclass
+class MixReport:
+    """Target vs achieved tokens per source x bucket, plus repetition statistics."""
+
+    sources: list[str]
+    buckets: list[str]
+    available_tokens: np.ndarray  # (S, B) int64, before sampling
+    available_docs: np.ndarray  # (S, B) int64
+    target_tokens: np.ndarray  # (S, B) int64
+    achieved_tokens: np.ndarray  # (S, B) int64
+    used_docs: np.ndarray  # (S, B) int64, distinct documents used at least once
+    long_bucket: int
+    long_share_target: list[float | None]
+    repetition_hist: dict[int, int]  # repetitions -> number of documents
+    shortfalls: list[Shortfall] = field(default_factory=list)
+
+    @property
+    def total_target(self) -> int:
+        return int(self.target_tokens.sum())
+
+    @property
+    def total_achieved(self) -> int:
+        return int(self.achieved_tokens.sum())
+
+    def long_share_achieved(self) -> list[float]:
+        """Share of each source's achieved tokens that come from long buckets."""
+        tot = self.achieved_tokens.sum(axis=1)
+        long = self.achieved_tokens[:, self.long_bucket :].sum(axis=1)
+        return [float(lg / t) if t else 0.0 for lg, t in zip(long, tot, strict=True)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per source x bucket, for tables and JSON."""
+        out = []
+        for s, src in enumerate(self.sources):
+            for b, bucket in enumerate(self.buckets):
+                avail = int(self.available_tokens[s, b])
+                achieved = int(self.achieved_tokens[s, b])
+                out.append(
+                    {
+                        "source": src,
+                        "bucket": bucket,
+                        "available_tokens": avail,
+                        "available_docs": int(self.available_docs[s, b]),
+                        "target_tokens": int(self.target_tokens[s, b]),
+                        "achieved_tokens": achieved,
+                        "used_docs": int(self.used_docs[s, b]),
+                        "epochs": achieved / avail if avail else 0.0,
+                    }
+                )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the manifest's mix section."""
+        return {
+            "sources": self.sources,
+            "buckets": self.buckets,
+            "long_from_bucket": self.buckets[self.long_bucket],
+            "target_tokens": int(self.total_target),
+            "achieved_tokens": int(self.total_achieved),
+            "cells": self.rows(),
+            "long_share": [
+                {"source": src, "target": tgt, "achieved": ach}
+                for src, tgt, ach in zip(
+                    self.sources, self.long_share_target, self.long_share_achieved(), strict=True
+                )
+            ],
+            "repetitions": {str(k): v for k, v in sorted(self.repetition_hist.items())},
+            "shortfalls": [
+                {
+                    "source": sf.source,
+                    "bucket": sf.bucket,
+                    "target_tokens": sf.target_tokens,
+                    "achievable_tokens": sf.achievable_tokens,
+                    "missing_tokens": sf.missing_tokens,
+                    "message": sf.message,
+                }
+                for sf in self.shortfalls
+            ],
+        }
+
+
+@dataclass
+class MixPlan:
+    counts: np.ndarray  # int32 repetitions per document, aligned with the input arrays
+    report: MixReport
+
+
+def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams) -> MixPlan:
+    """Repetition count per document so the mix meets ``params`` (see the module docstring)."""
+    src = np.asarray(source_idx, dtype=np.int64)
+    lens = np.asarray(n_tokens, dtype=np.int64)
+    if src.shape != lens.shape or src.ndim != 1:
+        raise ValueError("source_idx and n_tokens must be 1-D arrays of the same length")
+    if lens.size and lens.min() < 0:
+        raise ValueError("n_tokens must be non-negative")
+    edges = np.asarray(params.edges, dtype=np.int64)
+    n_src, n_bkt = len(params.sources), len(edges) + 1
+    bkt = assign_buckets(lens, edges)
+    avail = token_counts(src, bkt, lens, n_src, n_bkt)
+    ndocs = doc_counts(src, bkt, n_src, n_bkt)
+    names = bucket_names(edges)
+    long_bucket = params.long_bucket()
+
+    targets, shortfalls = _targets(avail, params, long_bucket, names)
+    counts = np.zeros(lens.size, dtype=np.int32)
+    achieved = np.zeros_like(avail)
+    used = np.zeros_like(avail)
+    # One stable sort groups documents by cell; each cell is then filled independently.
+    cell = src * n_bkt + bkt
+    order = np.argsort(cell, kind="stable")
+    bounds = np.searchsorted(cell[order], np.arange(n_src * n_bkt + 1))
+    for s, sm in enumerate(params.sources):
+        cap = sm.max_epochs if sm.max_epochs is not None else params.max_epochs
+        for b in range(n_bkt):
+            idx = order[bounds[s * n_bkt + b] : bounds[s * n_bkt + b + 1]]
+            tgt = int(targets[s, b])
+            if tgt > cap * avail[s, b]:
+                shortfalls.append(_cell_shortfall(sm.name, names[b], tgt, int(avail[s, b]), cap))
+            rng = np.random.default_rng([params.seed, s, b])
+            achieved[s, b] = _fill_cell(idx, lens, min(tgt, cap * int(avail[s, b])), rng, counts)
+            used[s, b] = int(np.count_nonzero(counts[idx]))
+
+    hist = np.bincount(counts) if counts.size else np.zeros(1, dtype=np.int64)
+    report = MixReport(
+        sources=[s.name for s in params.sources],
+        buckets=names,
+        available_tokens=avail,
+        available_docs=ndocs,
+        target_tokens=targets,
+        achieved_tokens=achieved,
+        used_docs=used,
+        long_bucket=long_bucket,
+        long_share_target=[s.long_share for s in params.sources],
+        repetition_hist={int(k): int(v) for k, v in enumerate(hist) if v},
+        shortfalls=shortfalls,
+    )
+    for sf in shortfalls:
+        log.warning(sf.message)
+    if shortfalls and params.on_shortfall == "error":
+        raise MixShortfallError(f"{len(shortfalls)} mix target(s) unmet; first: {shortfalls[0].message}")
+    return MixPlan(counts=counts, report=report)
+
+
+def _targets(
+    avail: np.ndarray, params: MixParams, long_bucket: int, names: list[str]
+) -> tuple[np.ndarray, list[Shortfall]]:
+    """Integer token targets per source x bucket, plus shortfalls for shapes that have nowhere to go."""
+    total = params.total_tokens if params.total_tokens is not None else int(avail.sum())
+    per_source = avail.sum(axis=1)
+    if params.sources[0].share is None:
+        # Natural shares come from the corpus as it is, before any bucket is removed.
+        shares = per_source / per_source.sum() if per_source.sum() else np.zeros(len(per_source))
+    else:
+        shares = np.array([s.share for s in params.sources], dtype=np.float64)
+    n_bkt = avail.shape[1]
+    targets = np.zeros(avail.shape, dtype=np.float64)
+    shortfalls: list[Shortfall] = []
+    for s, sm in enumerate(params.sources):
+        t_src = shares[s] * total
+        weights = np.ones(n_bkt)
+        for key, w in (sm.bucket_weights or {}).items():
+            weights[resolve_bucket(key, params.edges)] = w
+        for key in sm.remove_buckets:
+            weights[resolve_bucket(key, params.edges)] = 0.0
+        base = weights * avail[s]
+        if sm.long_share is None:
+            groups = [(np.arange(n_bkt), t_src, "all buckets")]
+        else:
+            threshold = params.edges[long_bucket - 1]
+            groups = [
+                (np.arange(long_bucket), (1.0 - sm.long_share) * t_src, f"short (<{threshold})"),
+                (np.arange(long_bucket, n_bkt), sm.long_share * t_src, f"long (>={threshold})"),
+            ]
+        for cells, want, label in groups:
+            mass = base[cells].sum()
+            if mass > 0:
+                targets[s, cells] = want * base[cells] / mass
+            elif want >= 0.5:
+                shortfalls.append(_empty_group_shortfall(sm.name, label, int(round(want))))
+    return np.rint(targets).astype(np.int64), shortfalls
+
+
+def _empty_group_shortfall(source: str, label: str, target: int) -> Shortfall:
+    return Shortfall(
+        source=source,
+        bucket=label,
+        target_tokens=target,
+        achievable_tokens=0,
+        message=(
+            f"mix shortfall: source {source!r} {label}: target {target:,} tokens but no tokens there "
+            f"(after removed buckets and zero weights); short by {target:,} (100%)"
+        ),
+    )
+
+
+def _cell_shortfall(source: str, bucket: str, target: int, avail: int, cap: int) -> Shortfall:
+    achievable = cap * avail
+    missing = target - achievable
+    return Shortfall(
+        source=source,
+        bucket=bucket,
+        target_tokens=target,
+        achievable_tokens=achievable,
+        message=(
+            f"mix shortfall: source {source!r} bucket {bucket!r}: target {target:,} tokens but only "
+            f"{achievable:,} available ({avail:,} tokens x max_epochs {cap}); "
+            f"short by {missing:,} ({100.0 * missing / target:.1f}%)"
+        ),
+    )
+
+
+def _fill_cell(
+    idx: np.ndarray, lens: np.ndarray, want: int, rng: np.random.Generator, counts: np.ndarray
+) -> int:
+    """Set counts[idx] to hit ``want`` tokens (want <= cap * cell tokens); return tokens achieved."""
+    if want <= 0 or idx.size == 0:
+        return 0
+    cell_lens = lens[idx]
+    cell_tokens = int(cell_lens.sum())
+    if cell_tokens == 0:
+        return 0
+    full, rest = divmod(want, cell_tokens)
+    counts[idx] = full
+    if rest == 0:
+        return full * cell_tokens
+    perm = rng.permutation(idx.size)
+    csum = np.cumsum(cell_lens[perm])
+    k = int(np.searchsorted(csum, rest))  # csum[k-1] < rest <= csum[k]
+    below = int(csum[k - 1]) if k > 0 else 0
+    take = k + 1 if int(csum[k]) - rest < rest - below else k
+    counts[idx[perm[:take]]] += 1
+    return full * cell_tokens + (int(csum[take - 1]) if take else 0)
+
+
+def sample_order(counts: np.ndarray, seed: int) -> np.ndarray:
+    """Document indices, each repeated counts[i] times, in a seeded random order (int64).
+
+    Shuffling the repeats apart keeps copies of a short document out of the same packed sequence.
+    """
+    order = np.repeat(np.arange(len(counts), dtype=np.int64), np.asarray(counts, dtype=np.int64))
+    np.random.default_rng([seed, 0x5A4D]).shuffle(order)
+    return order

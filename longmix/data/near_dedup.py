@@ -1,0 +1,160 @@
+"""MinHash LSH near-dedup in three steps, each parallel:
+
+1. per shard (tasks): signatures -> one 64-bit key per LSH band, written as `bands/<shard>.parquet`;
+2. global, on band keys only: per band, documents sharing a key are joined to the group's smallest
+   index (polars, multi-threaded); the edges of all bands -> connected components (scipy); one
+   document kept per component (longest, or by source priority);
+3. per shard (tasks): drop the others.
+Memory of step 2 is bounded by one band's keys plus the edges, never by texts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from longmix.atomic import atomic_path, write_json
+from longmix.config import NearDedupConfig
+from longmix.data.decisions import apply_tasks, write_decisions
+from longmix.data.documents import write_table
+from longmix.data.minhash import LshParams, batch_band_keys, lsh_params
+from longmix.pipeline.runner import StageContext
+from longmix.pipeline.tasks import Task
+
+STAGE = "near_dedup"
+
+
+def band_task(*, in_path: str, out_path: str, num_perm: int, bands: int, rows: int, ngram: int, seed: int,
+              batch_docs: int) -> dict[str, Any]:
+    params = LshParams(num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, seed=seed)
+    parts_keys, parts_counts = [], []
+    pf = pq.ParquetFile(in_path)
+    for batch in pf.iter_batches(batch_size=batch_docs, columns=["text"]):
+        keys, n_shingles = batch_band_keys(batch.column(0), params)
+        parts_keys.append(keys)
+        parts_counts.append(n_shingles)
+    keys = np.concatenate(parts_keys) if parts_keys else np.zeros((0, bands), dtype=np.uint64)
+    counts = np.concatenate(parts_counts) if parts_counts else np.zeros(0, dtype=np.int64)
+    cols = {"n_shingles": pa.array(counts.astype(np.int32))}
+    cols.update({f"b{j}": pa.array(keys[:, j]) for j in range(bands)})
+    write_table(Path(out_path), pa.table(cols))
+    return {"docs": int(len(counts)), "shingles": int(counts.sum())}
+
+
+def find_edges(band_files: list[Path], bands: int) -> np.ndarray:
+    """Candidate pairs as (doc, group root) over all bands; docs are global indices in shard order."""
+    scan = pl.scan_parquet(band_files, row_index_name="doc").filter(pl.col("n_shingles") > 0)
+    edges = []
+    for j in range(bands):
+        key = f"b{j}"
+        e = (scan.select("doc", key)
+             .with_columns(root=pl.col("doc").min().over(key))
+             .filter(pl.col("doc") != pl.col("root"))
+             .select("doc", "root")
+             .collect())
+        edges.append(e)
+    all_edges = pl.concat(edges).unique() if edges else pl.DataFrame({"doc": [], "root": []})
+    return all_edges.to_numpy().astype(np.int64).reshape(-1, 2)
+
+
+def choose_kept(docs: pl.DataFrame, keep: str) -> pl.DataFrame:
+    """docs: doc, cluster, n_chars, source_rank, ... ; adds `kept_doc` per cluster."""
+    order = ["cluster", "n_chars", "doc"]
+    desc = [False, True, False]
+    if keep == "source_priority":
+        order, desc = ["cluster", "source_rank", "n_chars", "doc"], [False, False, True, False]
+    ranked = docs.sort(order, descending=desc)
+    return ranked.with_columns(kept_doc=pl.col("doc").first().over("cluster"))
+
+
+def cluster(shards: list[Path], band_files: list[Path], params: LshParams, keep: str,
+            source_order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(decisions, removed list, cluster sizes, stats)."""
+    rows = [pq.read_metadata(p).num_rows for p in shards]
+    n = int(sum(rows))
+    t0 = time.time()
+    edges = find_edges(band_files, params.bands)
+    t_edges = time.time() - t0
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    in_cluster = sizes[labels] > 1
+    members = np.flatnonzero(in_cluster)
+    starts = np.concatenate([[0], np.cumsum(rows)])
+    shard_of = np.searchsorted(starts, members, side="right") - 1
+    meta = pl.concat([
+        pl.read_parquet(p, columns=["id", "source", "n_chars"]).with_columns(shard=pl.lit(i, pl.Int32))
+        .with_row_index("row").filter(pl.col("row").is_in(members[shard_of == i] - starts[i]))
+        for i, p in enumerate(shards)
+    ]) if len(members) else pl.DataFrame(schema={"row": pl.UInt32, "id": pl.String, "source": pl.String,
+                                                  "n_chars": pl.Int32, "shard": pl.Int32})
+    rank = {s: i for i, s in enumerate(source_order)}
+    docs = meta.with_columns(
+        doc=pl.Series(members, dtype=pl.Int64),
+        cluster=pl.Series(labels[members], dtype=pl.Int64),
+        source_rank=pl.col("source").replace_strict(rank, default=len(rank), return_dtype=pl.Int32),
+    )
+    docs = choose_kept(docs, keep)
+    kept = docs.filter(pl.col("doc") == pl.col("kept_doc")).select(
+        "cluster", kept_id="id", kept_source="source")
+    docs = docs.join(kept, on="cluster", how="left")
+    # Cluster ids are the kept document's global index: stable for the same inputs.
+    docs = docs.with_columns(cluster=pl.col("kept_doc"))
+    removed_docs = docs.filter(pl.col("doc") != pl.col("kept_doc")).sort("doc")
+    decisions = removed_docs.select(
+        "shard", pl.col("row").cast(pl.Int64), action=pl.lit("drop"), reason=pl.lit("near_duplicate"),
+        detail=pl.format("cluster {} kept {} ({})", "cluster", "kept_id", "kept_source"))
+    removed = removed_docs.select("id", "source", "cluster", "kept_id", "kept_source")
+    clusters = (docs.group_by("cluster").agg(size=pl.len(), kept_id=pl.col("kept_id").first(),
+                                               kept_source=pl.col("kept_source").first()).sort("cluster"))
+    stats = {"docs": n, "candidate_edges": int(len(edges)), "clusters": int(clusters.height),
+             "docs_in_clusters": int(len(members)), "largest_cluster": int(sizes.max()) if n else 0,
+             "edge_seconds": round(t_edges, 3), "cluster_seconds": round(time.time() - t0 - t_edges, 3)}
+    return decisions, removed, clusters, stats
+
+
+def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
+        cfg: NearDedupConfig, source_order: list[str]) -> dict[str, Any]:
+    done = ctx.finished_report(STAGE, settings)
+    if done is not None:
+        return done
+    started = time.time()
+    stage_dir = ctx.stage_dir(STAGE)
+    params = lsh_params(cfg.threshold, cfg.num_perm, cfg.ngram, ctx.seed, cfg.bands, cfg.rows)
+    inputs = [(upstream_dir / o["path"], o["path"]) for o in upstream["outputs"]]
+    band_files = [stage_dir / "bands" / f"{i:05d}.parquet" for i in range(len(inputs))]
+    sig_tasks = [Task(f"bands-{i:05d}", "longmix.data.near_dedup:band_task", {
+        "in_path": str(p), "out_path": str(band_files[i]), "num_perm": params.num_perm, "bands": params.bands,
+        "rows": params.rows, "ngram": params.ngram, "seed": params.seed, "batch_docs": cfg.batch_docs,
+    }, marker=str(stage_dir / "_tasks" / f"bands-{i:05d}.json")) for i, (p, _) in enumerate(inputs)]
+    sig_stats = ctx.run_tasks(STAGE, sig_tasks, "minhash signatures")
+    t_sig = time.time() - started
+
+    decisions_path = stage_dir / "decisions.parquet"
+    t1 = time.time()
+    if not decisions_path.is_file():
+        decisions, removed, clusters, cstats = cluster([p for p, _ in inputs], band_files, params, cfg.keep,
+                                                       source_order)
+        for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
+            with atomic_path(stage_dir / name) as tmp:
+                frame.write_parquet(tmp, compression="zstd")
+        write_json(stage_dir / "_tasks" / "cluster.json", cstats)
+        write_decisions(decisions_path, decisions.to_arrow())
+    cstats = json.loads((stage_dir / "_tasks" / "cluster.json").read_text())
+    t_cluster = time.time() - t1
+    stats = ctx.run_tasks(STAGE, apply_tasks(stage_dir, inputs, decisions_path, "apply"), "near dedup")
+    return ctx.write_report(
+        STAGE, stats, started, settings_hash=settings,
+        lsh={"threshold": cfg.threshold, "num_perm": params.num_perm, "bands": params.bands, "rows": params.rows,
+             "ngram": params.ngram, "keep": cfg.keep},
+        clustering=cstats, shingles=int(sum(s["shingles"] for s in sig_stats)),
+        step_seconds={"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)})

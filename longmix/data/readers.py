@@ -1,0 +1,253 @@
+"""Streaming readers for raw inputs: JSONL (plain, .gz, .zst), Parquet, and folders of text files.
+
+Readers never raise on a bad record: they yield `Bad` with the origin and raw bytes, and the
+ingest stage sends it to quarantine. Memory stays bounded by one record (capped) at a time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+from longmix.errors import UserError
+
+_READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Good:
+    text: str
+    id: str | None
+    meta: dict[str, Any]
+    origin_file: str
+    origin_pos: int
+    raw_bytes: int
+
+    @property
+    def origin(self) -> str:
+        return f"{self.origin_file}:{self.origin_pos}" if self.origin_pos >= 0 else self.origin_file
+
+
+@dataclass
+class Bad:
+    reason: str
+    detail: str
+    origin_file: str
+    origin_pos: int  # 1-based line for JSONL, 0-based row for Parquet, -1 for a whole file
+    raw: bytes = field(repr=False, default=b"")
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "text"
+    if name.endswith(".parquet"):
+        return "parquet"
+    for ext in (".jsonl", ".json", ".ndjson"):
+        if name.endswith(ext) or name.endswith(ext + ".gz") or name.endswith(ext + ".zst") or \
+                name.endswith(ext + ".zstd"):
+            return "jsonl"
+    if name.endswith((".txt", ".md", ".py", ".rst")):
+        return "text"
+    raise UserError(f"cannot tell the format of '{path}': set `format:` (jsonl, parquet or text) for its source")
+
+
+class _TruncatedInput(Exception):
+    """The compressed stream ended before its end marker."""
+
+
+def _zstd_chunks(raw: io.BufferedReader) -> Iterator[bytes]:
+    """Decompress every frame of a (multi-frame) zstd file; a cut inside a frame raises at the end."""
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    in_frame = False
+    while chunk := raw.read(_READ_CHUNK):
+        while chunk:
+            try:
+                out = dobj.decompress(chunk)
+            except zstandard.ZstdError as exc:
+                raise _TruncatedInput(str(exc)) from exc
+            in_frame = True
+            if out:
+                yield out
+            if dobj.eof:
+                chunk = dobj.unused_data
+                dobj = zstandard.ZstdDecompressor().decompressobj()
+                in_frame = False
+            else:
+                chunk = b""
+    if in_frame:
+        raise _TruncatedInput("zstd stream ended inside a frame")
+
+
+def _plain_chunks(stream: io.BufferedIOBase) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = stream.read(_READ_CHUNK)
+        except (EOFError, gzip.BadGzipFile, OSError, zstandard.ZstdError) as exc:
+            raise _TruncatedInput(str(exc)) from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _byte_chunks(path: Path) -> Iterator[bytes]:
+    name = path.name.lower()
+    with open(path, "rb") as raw:
+        if name.endswith(".gz"):
+            yield from _plain_chunks(gzip.GzipFile(fileobj=raw))
+        elif name.endswith((".zst", ".zstd")):
+            yield from _zstd_chunks(raw)
+        else:
+            yield from _plain_chunks(raw)
+
+
+def _lines(path: Path, cap: int) -> Iterator[tuple[int, bytes, bool] | _TruncatedInput]:
+    """(line number, bytes without newline, oversized?) per line; an oversized line keeps its first
+    `cap` bytes only. A truncated stream ends with the _TruncatedInput and the partial line is yielded
+    as the exception's `partial` attribute."""
+    buf = bytearray()
+    lineno = 0
+    oversized = False
+    try:
+        for chunk in _byte_chunks(path):
+            start = 0
+            while True:
+                nl = chunk.find(b"\n", start)
+                piece = chunk[start:] if nl < 0 else chunk[start:nl]
+                if not oversized:
+                    room = cap + 1 - len(buf)
+                    buf += piece[:room]
+                    oversized = len(buf) > cap
+                if nl < 0:
+                    break
+                lineno += 1
+                yield lineno, bytes(buf[:cap]), oversized
+                buf.clear()
+                oversized = False
+                start = nl + 1
+    except _TruncatedInput as exc:
+        exc.partial = bytes(buf)  # type: ignore[attr-defined]
+        exc.lineno = lineno + 1  # type: ignore[attr-defined]
+        yield exc
+        return
+    if buf or oversized:
+        lineno += 1
+        yield lineno, bytes(buf[:cap]), oversized
+
+
+def read_jsonl(path: Path, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
+    name = str(path)
+    for item in _lines(path, cap):
+        if isinstance(item, _TruncatedInput):
+            partial = getattr(item, "partial", b"")
+            yield Bad("truncated_file", f"input ends early: {item}", name, getattr(item, "lineno", -1), partial)
+            return
+        lineno, raw, oversized = item
+        if oversized:
+            yield Bad("too_large", f"line longer than max_doc_bytes={cap}; first {cap} bytes kept", name,
+                      lineno, raw)
+            continue
+        if not raw.strip():
+            continue  # blank lines separate nothing in JSONL; they are not records
+        yield _parse_json_record(raw, text_field, id_field, name, lineno)
+
+
+def _parse_json_record(raw: bytes, text_field: str, id_field: str | None, name: str, lineno: int) -> Good | Bad:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Bad("invalid_utf8", str(exc), name, lineno, raw)
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return Bad("invalid_json", str(exc)[:200], name, lineno, raw)
+    if not isinstance(obj, dict):
+        return Bad("not_an_object", f"JSON {type(obj).__name__}, expected an object", name, lineno, raw)
+    if text_field not in obj or obj[text_field] is None:
+        return Bad("missing_text", f"no '{text_field}' field", name, lineno, raw)
+    text = obj.pop(text_field)
+    if not isinstance(text, str):
+        return Bad("text_not_string", f"'{text_field}' is {type(text).__name__}", name, lineno, raw)
+    doc_id = obj.pop(id_field, None) if id_field else None
+    return Good(text, None if doc_id is None else str(doc_id), obj, name, lineno, len(raw))
+
+
+def read_parquet(path: Path, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
+    name = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        yield Bad("unreadable_file", f"not a readable Parquet file: {exc}", name, -1)
+        return
+    if text_field not in pf.schema_arrow.names:
+        raise UserError(f"{name}: no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); "
+                        "set `text_field:` for this source")
+    row = 0
+    for rg in range(pf.num_row_groups):
+        try:
+            table = pf.read_row_group(rg)
+        except (pa.ArrowException, OSError) as exc:
+            n = pf.metadata.row_group(rg).num_rows
+            yield Bad("corrupt_row_group", f"row group {rg} ({n} rows) unreadable: {exc}", name, row)
+            row += n
+            continue
+        for rec in table.to_pylist():
+            yield _parquet_record(rec, text_field, id_field, name, row, cap)
+            row += 1
+
+
+def _parquet_record(rec: dict, text_field: str, id_field: str | None, name: str, row: int, cap: int) -> Good | Bad:
+    text = rec.pop(text_field)
+    raw_repr = json.dumps({text_field: text if not isinstance(text, bytes) else None, **rec}, default=str)
+    raw = text if isinstance(text, bytes) else raw_repr.encode("utf-8", "surrogatepass")
+    if text is None:
+        return Bad("missing_text", f"'{text_field}' is null", name, row, raw)
+    if isinstance(text, bytes):
+        if len(text) > cap:
+            return Bad("too_large", f"{len(text)} bytes > max_doc_bytes={cap}; first {cap} kept", name, row,
+                       text[:cap])
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Bad("invalid_utf8", str(exc), name, row, raw)
+    if not isinstance(text, str):
+        return Bad("text_not_string", f"'{text_field}' is {type(text).__name__}", name, row, raw)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > cap:
+        return Bad("too_large", f"{size} bytes > max_doc_bytes={cap}; first {cap} kept", name, row,
+                   text.encode("utf-8", "surrogatepass")[:cap])
+    doc_id = rec.pop(id_field, None) if id_field else None
+    meta = json.loads(json.dumps(rec, default=str))
+    return Good(text, None if doc_id is None else str(doc_id), meta, name, row, size)
+
+
+def read_text_files(root: Path, files: list[str], cap: int) -> Iterator[Good | Bad]:
+    """One document per file; its id is the path relative to the source folder."""
+    for rel in files:
+        path = root / rel
+        name = str(path)
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(cap + 1)
+        if size > cap:
+            yield Bad("too_large", f"{size} bytes > max_doc_bytes={cap}; first {cap} kept", name, -1, raw[:cap])
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Bad("invalid_utf8", str(exc), name, -1, raw)
+            continue
+        yield Good(text, rel, {}, name, -1, size)
+
+
+def list_text_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
