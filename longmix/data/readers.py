@@ -6,10 +6,10 @@ ingest stage sends it to quarantine. Memory stays bounded by one record (capped)
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,37 +65,32 @@ class _TruncatedInput(Exception):
     """The compressed stream ended before its end marker."""
 
 
-def _zstd_chunks(raw: io.BufferedReader) -> Iterator[bytes]:
-    """Decompress every frame of a (multi-frame) zstd file; a cut inside a frame raises at the end."""
-    dobj = zstandard.ZstdDecompressor().decompressobj()
-    in_frame = False
+def _decompressed_chunks(raw: io.BufferedReader, new_decompressor: Callable[[], Any]) -> Iterator[bytes]:
+    """Decompress every member/frame of a gzip or zstd file; a cut inside one raises at the end,
+    after everything readable before the cut has been yielded."""
+    dobj = new_decompressor()
+    in_member = False
     while chunk := raw.read(_READ_CHUNK):
         while chunk:
             try:
                 out = dobj.decompress(chunk)
-            except zstandard.ZstdError as exc:
-                raise _TruncatedInput(str(exc)) from exc
-            in_frame = True
+            except (zlib.error, zstandard.ZstdError) as exc:
+                raise _TruncatedInput(f"corrupt compressed data: {exc}") from exc
+            in_member = True
             if out:
                 yield out
-            if dobj.eof:
+            if dobj.eof:  # the next member (gzip) or frame (zstd) starts in the unused bytes
                 chunk = dobj.unused_data
-                dobj = zstandard.ZstdDecompressor().decompressobj()
-                in_frame = False
+                dobj = new_decompressor()
+                in_member = False
             else:
                 chunk = b""
-    if in_frame:
-        raise _TruncatedInput("zstd stream ended inside a frame")
+    if in_member:
+        raise _TruncatedInput("compressed stream ended before its end marker")
 
 
 def _plain_chunks(stream: io.BufferedIOBase) -> Iterator[bytes]:
-    while True:
-        try:
-            chunk = stream.read(_READ_CHUNK)
-        except (EOFError, gzip.BadGzipFile, OSError, zstandard.ZstdError) as exc:
-            raise _TruncatedInput(str(exc)) from exc
-        if not chunk:
-            return
+    while chunk := stream.read(_READ_CHUNK):
         yield chunk
 
 
@@ -103,9 +98,9 @@ def _byte_chunks(path: Path) -> Iterator[bytes]:
     name = path.name.lower()
     with open(path, "rb") as raw:
         if name.endswith(".gz"):
-            yield from _plain_chunks(gzip.GzipFile(fileobj=raw))
+            yield from _decompressed_chunks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
         elif name.endswith((".zst", ".zstd")):
-            yield from _zstd_chunks(raw)
+            yield from _decompressed_chunks(raw, lambda: zstandard.ZstdDecompressor().decompressobj())
         else:
             yield from _plain_chunks(raw)
 

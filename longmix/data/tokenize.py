@@ -9,7 +9,6 @@ pre-tokenizer).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from longmix.atomic import atomic_path
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
 DEFAULT_CHUNK_CHARS = 32_768
@@ -73,11 +74,8 @@ def train_bpe(
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:
     """Write tokenizer.json atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -25,7 +25,8 @@ spaCy's (datatrove's default for English); ``--datatrove-tokenizer split`` swaps
 faster and on punctuation-free text gives the same words, so ``both`` reports the ratio against each.
 
 If ``.venv-datatrove`` lacks datatrove it is created with:
-    python3 -m venv .venv-datatrove && .venv-datatrove/bin/pip install datatrove==0.10.1 spacy regex "xxhash<4" orjson tokenizers
+    python3 -m venv .venv-datatrove && \
+    .venv-datatrove/bin/pip install datatrove==0.10.1 spacy regex "xxhash<4" orjson tokenizers
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def _datatrove_worker(argv: list[str]) -> int:
 
 def ensure_datatrove_venv(log=print) -> Path:
     py = DT_VENV / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import datatrove, spacy, regex, xxhash, orjson, tokenizers"],
-                                      capture_output=True).returncode == 0:
+    probe = "import datatrove, spacy, regex, xxhash, orjson, tokenizers"
+    if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0:
         return py
     base = shutil.which("python3") or sys.executable
     log(f"creating {DT_VENV} with: {base} -m venv {DT_VENV} && {py} -m pip install {' '.join(DT_PACKAGES)}")
@@ -179,7 +180,8 @@ def run_datatrove(corpus, work: Path, *, workers: int, ngram: int, bands: int, r
 
 
 def fmt_row(cols, widths):
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+    cells = zip(cols, widths, strict=True)
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     all_ids = ndc.corpus_ids(corpus)
     mb = corpus.n_bytes / 1e6
     bands, rows = ndc.lsh_bands_rows(args.threshold, args.num_perm)
-    print(f"corpus: {corpus.n_docs} docs, {mb:.1f} MB JSONL ({corpus.manifest['n_text_bytes'] / 1e6:.1f} MB text) "
-          f"in {len(corpus.files)} files; {corpus.n_families} families, {corpus.n_singletons} singletons")
+    print(f"corpus: {corpus.n_docs} docs, {mb:.1f} MB JSONL "
+          f"({corpus.manifest['n_text_bytes'] / 1e6:.1f} MB text) in {len(corpus.files)} files; "
+          f"{corpus.n_families} families, {corpus.n_singletons} singletons")
     print(f"params: threshold {args.threshold}, num_perm {args.num_perm} -> {bands} bands x {rows} rows, "
           f"{args.ngram}-grams, {args.workers} workers, cpus on machine: {os.cpu_count()}")
 
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                                 ngram=args.ngram, bands=bands, rows=rows, tokenizer=tok, python=py)
             res["score"] = ndc.score(truth, set(res["kept_ids"]), all_ids, args.threshold)
             results[f"datatrove ({tok})"] = res
-            print(f"datatrove ({tok}): {res['wall_seconds']:.1f} s wall; stage seconds {res['stage_seconds']}")
+            print(f"datatrove ({tok}): {res['wall_seconds']:.1f} s wall; "
+                  f"stage seconds {res['stage_seconds']}")
 
     print()
     widths = [20, 9, 9, 8, 8, 7, 7, 7, 7]
@@ -252,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({lm['stage_seconds'].get('exact_dedup', 'n/a')} s) and process start-up")
         for name, res in results.items():
             if name.startswith("datatrove"):
-                print(f"ratio longmix/{name} (end to end, docs/s): {res['wall_seconds'] / lm['wall_seconds']:.2f}x"
+                ratio = res["wall_seconds"] / lm["wall_seconds"]
+                print(f"ratio longmix/{name} (end to end, docs/s): {ratio:.2f}x"
                       f"   [datatrove pipeline alone {res['pipeline_seconds']:.1f} s, imports "
                       f"{res['import_seconds']:.1f} s]")
     if args.json:

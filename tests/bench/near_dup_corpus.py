@@ -67,7 +67,7 @@ def shingle_set(text: str, n: int = NGRAM) -> frozenset[tuple[str, ...]]:
         return frozenset()
     if len(words) < n:
         return frozenset([tuple(words)])
-    return frozenset(zip(*(words[i:] for i in range(n))))
+    return frozenset(zip(*(words[i:] for i in range(n)), strict=False))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:
@@ -276,7 +276,8 @@ def build(
     truth_path.write_text(json.dumps({"ngram": ngram, "rates": list(rates), "seed": seed, "scale": scale,
                                       "families": families}))
     manifest = {
-        "seed": seed, "scale": scale, "ngram": ngram, "rates": list(rates), "family_fraction": family_fraction,
+        "seed": seed, "scale": scale, "ngram": ngram, "rates": list(rates),
+        "family_fraction": family_fraction,
         "max_overlap": max_overlap, "min_words": min_words, "max_chars": max_chars,
         "python": sys.version.split()[0], "stdlib": sysconfig.get_paths()["stdlib"],
         "n_docs": len(docs), "n_originals": len(picked), "n_families": len(families),
@@ -285,8 +286,8 @@ def build(
         "files": [f.name for f in files], "build_seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"wrote {len(docs)} docs ({n_bytes / 1e6:.1f} MB JSONL) in {n_files} files, {len(families)} families, "
-        f"{n_singletons} singletons -> {out} ({manifest['build_seconds']} s)")
+    log(f"wrote {len(docs)} docs ({n_bytes / 1e6:.1f} MB JSONL) in {n_files} files, "
+        f"{len(families)} families, {n_singletons} singletons -> {out} ({manifest['build_seconds']} s)")
     return Corpus(out=out, files=files, n_docs=len(docs), n_bytes=n_bytes, n_families=len(families),
                   n_singletons=n_singletons, truth_path=truth_path, manifest=manifest)
 
@@ -326,6 +327,8 @@ class Score:
     fp: int
     fn: int
     should_remove: int
+    fp_chained: int = 0  # false positives with Jaccard >= threshold to some removed member of their family
+
 
     @property
     def precision(self) -> float:
@@ -346,7 +349,7 @@ def _components(n: int, edges: list[tuple[int, int]]) -> int:
 
     if not edges:
         return n
-    a, b = zip(*edges)
+    a, b = zip(*edges, strict=True)
     g = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     return connected_components(g, directed=False)[0]
 
@@ -355,12 +358,14 @@ def score(truth: dict, kept_ids: set[str], all_ids: set[str], threshold: float) 
     """Document-level precision/recall of a dedup result against the planted families.
 
     A removed document is a true positive if its true Jaccard to some kept member of its family is
-    >= threshold, else a false positive (singletons removed are false positives too). Misses: within
+    >= threshold, else a false positive (singletons removed are false positives too); ``fp_chained``
+    counts the false positives that do reach the threshold with some other (removed) family member, i.e.
+    were lost to clustering by transitivity and the choice of representative. Misses: within
     each family, the kept documents linked by Jaccard >= threshold form components, and every
     component of c kept documents should have lost c - 1 of them.
     """
     removed = all_ids - kept_ids
-    tp = fp = fn = 0
+    tp = fp = fn = fp_chained = 0
     in_family: set[str] = set()
     for fam in truth["families"]:
         ids, jac = fam["ids"], fam["jaccard"]
@@ -372,12 +377,14 @@ def score(truth: dict, kept_ids: set[str], all_ids: set[str], threshold: float) 
                     tp += 1
                 else:
                     fp += 1
+                    fp_chained += any(jac[i][x] >= threshold for x in range(len(ids)) if x != i)
         edges = [(a, b) for x, a in enumerate(kept) for b in kept[x + 1:] if jac[a][b] >= threshold]
         if edges:
             local = {k: j for j, k in enumerate(kept)}
             fn += len(kept) - _components(len(kept), [(local[a], local[b]) for a, b in edges])
     fp += len(removed - in_family)
-    return Score(threshold=threshold, removed=len(removed), tp=tp, fp=fp, fn=fn, should_remove=tp + fn)
+    return Score(threshold=threshold, removed=len(removed), tp=tp, fp=fp, fn=fn, should_remove=tp + fn,
+                 fp_chained=fp_chained)
 
 
 def corpus_ids(corpus: Corpus) -> set[str]:

@@ -1,0 +1,37 @@
+# `make demo` and `make test` each set up .venv by themselves on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+# torch first, from an exact pin: a bare `torch` would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev,ray
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.longmix-installed
+DEMO := build/demo
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/longmix demo-corpus $(DEMO)/corpus
+	$(BIN)/longmix build pipelines/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check longmix tests
+
+bench: install
+	$(BIN)/python tests/bench/bench_near_dedup_quality.py
+	$(BIN)/python tests/bench/bench_near_dedup_throughput.py --workers 2
+
+clean:
+	rm -rf build

@@ -1,0 +1,214 @@
+"""The packed-data manifest (``manifest.json``): schema, writing and verification.
+
+The manifest is the one file the trainer reads: sequence length, tokenizer, source names (the index
+space of ``doc_sources``), shards with their sha256, totals, the mix report and the lineage. Training
+refuses a manifest that fails ``verify_manifest``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from longmix.atomic import atomic_path
+from longmix.data.packed_shards import ShardInfo, check_rows, read_rows, sha256_file
+from longmix.errors import UserError
+
+FORMAT = "longmix.manifest/1"
+KEY_LIBRARIES = ("longmix", "numpy", "pyarrow", "tokenizers", "pydantic", "polars")
+
+
+class ManifestError(UserError, ValueError):
+    """A manifest or one of its shards is missing, malformed or does not match its recorded hash."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenizerEntry(_Model):
+    path: str
+    sha256: str
+    vocab_size: int = Field(gt=0)
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+
+
+class ShardEntry(_Model):
+    path: str  # relative to the manifest's folder
+    rows: int = Field(ge=0)
+    tokens: int = Field(ge=0)  # non-padding tokens
+    sha256: str
+
+
+class Totals(_Model):
+    tokens: int = Field(ge=0)  # non-padding tokens over all shards
+    sequences: int = Field(ge=0)
+    padding: int = Field(ge=0)  # padding tokens over all shards
+    truncated_documents: int = Field(ge=0)
+
+
+class Lineage(_Model):
+    recipe: dict[str, Any]
+    recipe_sha256: str
+    inputs: dict[str, str]  # input path -> fingerprint
+    versions: dict[str, str]
+    seed: int
+    created: str
+
+
+class Manifest(_Model):
+    format: Literal["longmix.manifest/1"] = FORMAT
+    seq_len: int = Field(gt=0)
+    tokenizer: TokenizerEntry
+    sources: list[str]
+    shards: list[ShardEntry]
+    totals: Totals
+    packing: dict[str, Any]  # strategy and its statistics (PackStats.to_dict())
+    mix: dict[str, Any]  # target vs achieved per source x bucket, repetitions (MixReport.to_dict())
+    lineage: Lineage
+
+
+def tokenizer_entry(
+    path: str | Path, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>"
+) -> TokenizerEntry:
+    """Describe a tokenizer.json: its sha256, vocabulary size and special ids."""
+    from longmix.data.tokenize import load_tokenizer, special_ids
+
+    tok = load_tokenizer(path)
+    ids = special_ids(tok, bos, eos, pad)
+    if ids.pad_id is None:
+        raise ManifestError(f"tokenizer {path} has neither {pad!r} nor {eos!r}; name a pad token")
+    return TokenizerEntry(
+        path=str(path),
+        sha256=sha256_file(path),
+        vocab_size=tok.get_vocab_size(with_added_tokens=True),
+        bos_id=ids.bos_id,
+        eos_id=ids.eos_id,
+        pad_id=ids.pad_id,
+    )
+
+
+def shard_entries(infos: list[ShardInfo], manifest_dir: str | Path) -> list[ShardEntry]:
+    """Shard entries with paths relative to the manifest's folder (so the folder can move)."""
+    base = Path(manifest_dir).resolve()
+    return [
+        ShardEntry(
+            path=Path(i.path).resolve().relative_to(base).as_posix(),
+            rows=i.rows,
+            tokens=i.tokens,
+            sha256=i.sha256,
+        )
+        for i in infos
+    ]
+
+
+def totals_from(infos: list[ShardInfo], truncated_documents: int) -> Totals:
+    return Totals(
+        tokens=sum(i.tokens for i in infos),
+        sequences=sum(i.rows for i in infos),
+        padding=sum(i.pad_tokens for i in infos),
+        truncated_documents=truncated_documents,
+    )
+
+
+def recipe_sha256(recipe: dict[str, Any]) -> str:
+    """Hash of the recipe as canonical JSON (sorted keys), so key order in the YAML does not matter."""
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in KEY_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def make_lineage(recipe: dict[str, Any], inputs: dict[str, str], seed: int) -> Lineage:
+    return Lineage(
+        recipe=recipe,
+        recipe_sha256=recipe_sha256(recipe),
+        inputs=inputs,
+        versions=library_versions(),
+        seed=seed,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> None:
+    """Write manifest.json atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path} (run the pack stage to create it)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc}); re-run the pack stage") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ManifestError(f"{path}: format is {found!r}, expected {FORMAT!r}; is this a longmix manifest?")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ManifestError(f"{path}: field '{where}': {err['msg']}; re-run the pack stage") from None
+
+
+def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
+    """Check every shard against its sha256, the schema, its row count and (optionally) row invariants.
+
+    Raises ManifestError with one line naming the first bad shard and what is wrong with it.
+    """
+    path = Path(path)
+    manifest = load_manifest(path)
+    base = path.parent
+    for entry in manifest.shards:
+        shard = base / entry.path
+        where = f"{path}: shard {entry.path}"
+        if not shard.is_file():
+            raise ManifestError(f"{where}: file is missing; restore it or re-run the pack stage")
+        digest = sha256_file(shard)
+        if digest != entry.sha256:
+            raise ManifestError(
+                f"{where}: sha256 mismatch (manifest {entry.sha256[:16]}..., file {digest[:16]}...); "
+                "the shard changed after packing, re-run the pack stage"
+            )
+        try:
+            rows = read_rows(shard, manifest.seq_len)
+        except (ValueError, OSError, pa.ArrowException) as exc:
+            raise ManifestError(f"{where}: not a packed shard (seq_len {manifest.seq_len}): {exc}") from None
+        if len(rows) != entry.rows:
+            raise ManifestError(f"{where}: has {len(rows)} rows, manifest says {entry.rows}")
+        tokens = len(rows) * manifest.seq_len - int(rows.pad.sum())
+        if tokens != entry.tokens:
+            raise ManifestError(f"{where}: holds {tokens} tokens, manifest says {entry.tokens}")
+        if check_content:
+            problem = check_rows(rows, manifest.seq_len, len(manifest.sources))
+            if problem:
+                raise ManifestError(f"{where}: {problem}")
+    n_rows = sum(s.rows for s in manifest.shards)
+    if n_rows != manifest.totals.sequences:
+        raise ManifestError(f"{path}: shards hold {n_rows} sequences, totals say {manifest.totals.sequences}")
+    n_tokens = sum(s.tokens for s in manifest.shards)
+    if n_tokens != manifest.totals.tokens:
+        raise ManifestError(f"{path}: shards hold {n_tokens} tokens, totals say {manifest.totals.tokens}")
+    return manifest

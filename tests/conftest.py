@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+LONGMIX = [sys.executable, "-m", "longmix.cli"]
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in demo corpus, written once per test session."""
+    from longmix.data.demo_corpus import write_demo_corpus
+
+    out = tmp_path_factory.mktemp("demo-corpus")
+    write_demo_corpus(out)
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict | str | bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for r in records:
+            if isinstance(r, bytes):
+                fh.write(r + b"\n")
+            elif isinstance(r, str):
+                fh.write(r.encode() + b"\n")
+            else:
+                fh.write(json.dumps(r).encode() + b"\n")
+    return path
+
+
+def write_recipe(path: Path, output: Path, sources: list[dict], stages: dict | None = None,
+                 workers: int = 1, kind: str = "local", seed: int = 7) -> Path:
+    import yaml
+
+    recipe = {"name": "t", "output": str(output), "seed": seed,
+              "executor": {"kind": kind, "workers": workers}, "sources": sources, "stages": stages or {}}
+    path.write_text(yaml.safe_dump(recipe))
+    return path

@@ -1,0 +1,130 @@
+"""Ingest: every bad-record kind goes to quarantine with its origin and raw bytes; counts reconcile."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from conftest import write_jsonl, write_recipe
+
+from longmix.config import load_recipe
+from longmix.pipeline.build import build
+
+
+def _run(tmp_path, sources, stages=None):
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", sources, stages or {})
+    rec = load_recipe(recipe)
+    return rec, build(rec, until="ingest", progress=False)["ingest"]
+
+
+def _quarantine(rec, stage="ingest"):
+    folder = rec.output_dir / stage / "quarantine"
+    return pa.concat_tables([pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]).to_pylist()
+
+
+def _docs(rec, stage="ingest"):
+    return pa.concat_tables([pq.read_table(p) for p in sorted((rec.output_dir / stage).rglob("shards/**/*.parquet"))])
+
+
+GOOD = [{"id": f"g{i}", "text": f"good document number {i}", "lang": "en"} for i in range(3)]
+
+
+def test_every_bad_jsonl_record_is_quarantined(tmp_path):
+    bad_utf8 = b'{"id": "u", "text": "caf\xe9"}'
+    lines = [
+        GOOD[0],
+        bad_utf8,
+        "{not json",
+        "[1, 2]",
+        {"id": "m", "body": "no text field"},
+        {"id": "n", "text": None},
+        {"id": "i", "text": 42},
+        {"id": "e", "text": " \n\x00 "},
+        '{"id": "s", "text": "lone \\ud800 surrogate"}',
+        {"id": "big", "text": "x" * 500},
+        "",
+        GOOD[1],
+    ]
+    write_jsonl(tmp_path / "in" / "a.jsonl", lines)
+    rec, report = _run(tmp_path, [{"name": "web", "paths": ["in/*.jsonl"]}], {"ingest": {"max_doc_bytes": 300}})
+    assert report["kept"] == 2
+    assert report["quarantined"] == {
+        "empty_text": 1, "invalid_json": 1, "invalid_unicode": 1, "invalid_utf8": 1, "missing_text": 2,
+        "not_an_object": 1, "text_not_string": 1, "too_large": 1,
+    }
+    # The blank line is not a record; everything else is accounted for.
+    assert report["in"] == 11 == report["kept"] + sum(report["quarantined"].values())
+    q = {r["reason"]: r for r in _quarantine(rec)}
+    assert q["invalid_utf8"]["raw"] == bad_utf8
+    assert q["invalid_utf8"]["origin_pos"] == 2 and q["invalid_utf8"]["origin_file"].endswith("a.jsonl")
+    assert q["invalid_json"]["raw"] == b"{not json" and q["invalid_json"]["origin_pos"] == 3
+    assert q["too_large"]["origin_pos"] == 10 and len(q["too_large"]["raw"]) == 300
+    docs = _docs(rec).to_pylist()
+    assert [d["id"] for d in docs] == ["g0", "g1"]
+    assert json.loads(docs[0]["meta"]) == {"lang": "en", "origin": str(tmp_path / "in" / "a.jsonl") + ":1"}
+
+
+@pytest.mark.parametrize("codec", ["gz", "zst"])
+def test_truncated_compressed_file_keeps_what_was_readable(tmp_path, codec):
+    records = [{"id": f"d{i}", "text": f"document {i} " + "lorem ipsum " * 20} for i in range(2000)]
+    blob = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    packed = gzip.compress(blob) if codec == "gz" else zstandard.ZstdCompressor().compress(blob)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / f"a.jsonl.{codec}").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "in" / f"whole.jsonl.{codec}").write_bytes(packed)
+    rec, report = _run(tmp_path, [{"name": "web", "paths": [f"in/*.jsonl.{codec}"]}])
+    assert report["quarantined"] == {"truncated_file": 1}
+    cut_kept = report["kept"] - 2000
+    assert 0 < cut_kept < 2000  # the readable part of the cut file is kept
+    q = _quarantine(rec)[0]
+    assert q["origin_pos"] == cut_kept + 1 and q["origin_file"].endswith(f"a.jsonl.{codec}")
+    assert blob.split(b"\n")[cut_kept].startswith(q["raw"])  # the partial line's bytes are kept
+
+
+def test_multi_frame_zstd_reads_every_frame(tmp_path):
+    c = zstandard.ZstdCompressor()
+    frames = [c.compress(json.dumps({"id": f"f{i}", "text": f"frame {i}"}).encode() + b"\n") for i in range(3)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "m.jsonl.zst").write_bytes(b"".join(frames))
+    _, report = _run(tmp_path, [{"name": "s", "paths": ["in/m.jsonl.zst"]}])
+    assert report["kept"] == 3 and report["quarantined"] == {}
+
+
+def test_parquet_and_text_folders(tmp_path):
+    (tmp_path / "in" / "txt" / "sub").mkdir(parents=True)
+    table = pa.table({"doc_id": ["p0", "p1", "p2"], "content": ["first parquet doc", None, "third doc"],
+                      "score": [0.5, 0.1, 0.9]})
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    (tmp_path / "in" / "bad.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    (tmp_path / "in" / "txt" / "one.txt").write_text("text file one")
+    (tmp_path / "in" / "txt" / "sub" / "two.txt").write_bytes(b"\xff\xfe broken")
+    sources = [
+        {"name": "pq", "paths": ["in/*.parquet"], "text_field": "content", "id_field": "doc_id"},
+        {"name": "txt", "paths": ["in/txt"], "format": "text"},
+    ]
+    rec, report = _run(tmp_path, sources)
+    assert report["sources"]["pq"] == {"in": 4, "kept": 2, "dropped": 0, "quarantined": 2}
+    assert report["sources"]["txt"] == {"in": 2, "kept": 1, "dropped": 0, "quarantined": 1}
+    reasons = sorted(r["reason"] for r in _quarantine(rec))
+    assert reasons == ["invalid_utf8", "missing_text", "unreadable_file"]
+    docs = _docs(rec).to_pylist()
+    assert {d["id"] for d in docs} == {"p0", "p2", "one.txt"}
+    assert json.loads(next(d for d in docs if d["id"] == "p2")["meta"])["score"] == 0.9
+
+
+def test_ids_fall_back_to_content_hash(tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "no id here"}])
+    rec, _ = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}])
+    doc = _docs(rec).to_pylist()[0]
+    assert doc["id"] == doc["content_hash"] and len(doc["id"]) == 32
+
+
+def test_shards_roll_at_size(tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": str(i), "text": "word " * 100} for i in range(50)])
+    rec, report = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}], {"ingest": {"shard_bytes": 2000}})
+    assert len(report["outputs"]) == 13  # 4 docs of 500 bytes per part
+    assert sum(o["rows"] for o in report["outputs"]) == 50
