@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from longmix.data.documents import write_quarantine, write_table
 from longmix.pipeline.stats import Counts
+from longmix.pipeline.tasks import Task
 
 DECISION_SCHEMA = pa.schema([
     ("shard", pa.int32()), ("row", pa.int64()), ("action", pa.string()), ("reason", pa.string()),
@@ -39,12 +40,12 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
     text_bytes = pc.binary_length(table.column("text").cast(pa.large_binary())).to_numpy()
     keep = np.ones(table.num_rows, dtype=bool)
     keep[rows] = False
-    for s, nb in zip(sources, text_bytes):
+    for s, nb in zip(sources, text_bytes, strict=True):
         counts.saw(s, int(nb))
-    for s, nb in zip(np.asarray(sources, dtype=object)[keep], text_bytes[keep]):
+    for s, nb in zip(np.asarray(sources, dtype=object)[keep], text_bytes[keep], strict=True):
         counts.keep(s, int(nb))
     bad_rows = []
-    for r, act, reason, detail in zip(rows, actions, reasons, details):
+    for r, act, reason, detail in zip(rows, actions, reasons, details, strict=True):
         src = sources[r]
         if act == "drop":
             counts.drop(src, reason)
@@ -68,10 +69,8 @@ def write_decisions(path: Path, rows: pa.Table) -> None:
     write_table(path, rows.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA))
 
 
-def apply_tasks(stage_dir: Path, inputs: list[tuple[Path, str]], decisions_path: Path, fn_prefix: str) -> list:
+def apply_tasks(stage_dir: Path, inputs: list[tuple[Path, str]], decisions_path: Path, fn_prefix: str) -> list[Task]:
     """One apply task per input shard; inputs are (absolute path, path relative to its stage folder)."""
-    from longmix.pipeline.tasks import Task
-
     return [Task(f"{fn_prefix}-{i:05d}", "longmix.data.decisions:apply_decisions_task", {
         "in_path": str(path), "shard": i, "decisions_path": str(decisions_path), "out_dir": str(stage_dir),
         "rel_path": rel, "quarantine_path": str(stage_dir / "quarantine" / f"{i:05d}.parquet"),

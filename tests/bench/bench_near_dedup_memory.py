@@ -1,0 +1,87 @@
+"""Peak memory of near-dedup on the demo corpus and on 4x that corpus.
+
+The 4x corpus is the demo corpus plus three copies with 15% of words replaced (5-gram Jaccard
+about 0.4 against the original: not near-duplicates, so the work grows with the corpus).
+Only the near_dedup stage is measured: ingest and exact dedup run first in their own process.
+Prints the driver's peak RSS (global clustering step) and the largest worker's (signatures, apply).
+
+    python tests/bench/bench_near_dedup_memory.py [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from longmix.data.demo_corpus import write_demo_corpus
+
+_MEASURE = """
+import json, resource, sys
+from longmix.config import load_recipe
+from longmix.pipeline.build import build
+reports = build(load_recipe(sys.argv[1]), progress=False)
+self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"driver_mb": self_kb / 1024, "worker_mb": child_kb / 1024,
+                  "docs": reports["near_dedup"]["in"], "seconds": reports["near_dedup"]["seconds"]}))
+"""
+
+
+def perturbed_copies(corpus: Path, out: Path, copies: int, rate: float = 0.15) -> None:
+    rng = random.Random(0)
+    for k in range(copies):
+        for path in sorted(corpus.rglob("*.jsonl")):
+            target = out / f"copy{k}" / path.relative_to(corpus)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(path) as src, open(target, "w") as dst:
+                for line in src:
+                    doc = json.loads(line)
+                    words = doc["text"].split(" ")
+                    doc["text"] = " ".join(w if rng.random() > rate else f"x{rng.randrange(10**9)}" for w in words)
+                    doc["id"] = f"copy{k}/{doc['id']}"
+                    dst.write(json.dumps(doc) + "\n")
+
+
+def measure(root: Path, corpus_dirs: list[Path], workers: int) -> dict:
+    recipe = {"output": str(root / "out"), "seed": 1, "executor": {"kind": "local", "workers": workers},
+              "sources": [{"name": s, "paths": [str(d / s / "*.jsonl") for d in corpus_dirs]}
+                          for s in ("code", "docs", "legal")]}
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    cli = [sys.executable, "-m", "longmix.cli", "build", str(path), "--until", "exact_dedup"]
+    subprocess.run(cli, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["corpus_mb"] = sum(p.stat().st_size for d in corpus_dirs for p in d.rglob("*.jsonl")) / 1e6
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        base = tmp_path / "corpus"
+        write_demo_corpus(base)
+        perturbed_copies(base, tmp_path / "extra", 3)
+        one = measure(tmp_path / "x1", [base], args.workers)
+        four = measure(tmp_path / "x4", [base] + [tmp_path / "extra" / f"copy{k}" for k in range(3)], args.workers)
+    print(f"{'corpus':>8} {'MB':>8} {'docs':>7} {'driver MB':>10} {'worker MB':>10} {'seconds':>8}")
+    for name, r in (("1x", one), ("4x", four)):
+        print(f"{name:>8} {r['corpus_mb']:8.1f} {r['docs']:7d} {r['driver_mb']:10.0f} {r['worker_mb']:10.0f} "
+              f"{r['seconds']:8.1f}")
+    print(f"growth 4x/1x: corpus {four['corpus_mb'] / one['corpus_mb']:.2f}, driver "
+          f"{four['driver_mb'] / one['driver_mb']:.2f}, worker {four['worker_mb'] / one['worker_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
