@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,10 +26,10 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
 @app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="data recipe (YAML)")],
-    executor: Annotated[Optional[str], typer.Option(help="local or ray (default: the recipe's)")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
-    until: Annotated[Optional[str], typer.Option(help="stop after this stage")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="override the recipe's output")] = None,
+    executor: Annotated[str | None, typer.Option(help="local or ray (default: the recipe's)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
+    until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="override the recipe's output")] = None,
 ) -> None:
     """Run a data recipe, resuming whatever finished before."""
     from longmix.config import load_recipe
@@ -53,12 +53,12 @@ def dedup(
     keep: Annotated[str, typer.Option(help="which duplicate to keep: longest or source_priority")] = "longest",
     text_field: Annotated[str, typer.Option(help="field holding the text")] = "text",
     id_field: Annotated[str, typer.Option(help="field holding the id ('' for none)")] = "id",
-    workers: Annotated[Optional[int], typer.Option(min=1, help="parallel tasks (default: all cores)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: all cores)")] = None,
     executor: Annotated[str, typer.Option(help="local or ray")] = "local",
     seed: Annotated[int, typer.Option(help="MinHash seed")] = 1,
 ) -> None:
     """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
-    from longmix.config import parse_model, Recipe
+    from longmix.config import Recipe, parse_model
     from longmix.pipeline.build import build as run_build
     from longmix.report_view import print_reports
 

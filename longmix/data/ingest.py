@@ -10,7 +10,15 @@ from typing import Any
 from longmix.config import Recipe
 from longmix.data.documents import ShardWriter, write_quarantine
 from longmix.data.normalize import content_hash, normalize_text
-from longmix.data.readers import Bad, Good, detect_format, list_text_files, read_jsonl, read_parquet, read_text_files
+from longmix.data.readers import (
+    Bad,
+    Good,
+    detect_format,
+    list_text_files,
+    read_jsonl,
+    read_parquet,
+    read_text_files,
+)
 from longmix.pipeline.runner import StageContext
 from longmix.pipeline.stats import Counts
 from longmix.pipeline.tasks import Task
