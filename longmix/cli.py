@@ -39,7 +39,7 @@ def build(
     overrides = {"output": str(output.resolve())} if output else {}
     rec = load_recipe(recipe, overrides)
     reports = run_build(rec, until=until, executor=executor, workers=workers)
-    print_reports(reports, Console())
+    print_reports(reports)
     console.print(f"outputs in {rec.output_dir}")
 
 
@@ -74,7 +74,7 @@ def dedup(
     }
     rec = parse_model(Recipe, data, "dedup options")
     reports = run_build(rec)
-    print_reports(reports, Console())
+    print_reports(reports)
     console.print(f"kept documents in {rec.output_dir / 'near_dedup' / 'shards'}; removed lists in "
                   f"{rec.output_dir}/*/removed.parquet")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -31,8 +32,13 @@ def source_table(report: dict[str, Any], title: str) -> Table:
     return table
 
 
+def stdout_console() -> Console:
+    """Rich console for results; wide enough not to fold report rows when piped to a file."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def print_reports(reports: dict[str, dict[str, Any]], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or stdout_console()
     console.print(stage_table(reports))
     last = list(reports)[-1]
     console.print(source_table(reports[last], f"per source after {last}"))
