@@ -21,7 +21,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/longmix demo-corpus $(DEMO)/corpus
+	$(BIN)/longmix tokenizer train $(DEMO)/corpus -o $(DEMO)/tokenizer.json --vocab-size 4096
 	$(BIN)/longmix build pipelines/demo.yaml
+	$(BIN)/longmix inspect $(DEMO)/out/manifest.json
 
 test: install
 	$(BIN)/python -m pytest -q

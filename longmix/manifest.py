@@ -78,9 +78,7 @@ class Manifest(_Model):
     lineage: Lineage
 
 
-def tokenizer_entry(
-    path: str | Path, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>"
-) -> TokenizerEntry:
+def tokenizer_entry(path: str | Path, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>") -> TokenizerEntry:
     """Describe a tokenizer.json: its sha256, vocabulary size and special ids."""
     from longmix.data.tokenize import load_tokenizer, special_ids
 

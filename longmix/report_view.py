@@ -42,6 +42,15 @@ def print_reports(reports: dict[str, dict[str, Any]], console: Console | None = 
     console.print(stage_table(reports))
     last = list(reports)[-1]
     console.print(source_table(reports[last], f"per source after {last}"))
+    mix = reports.get("mix")
+    if mix:
+        for sf in mix["mix"]["shortfalls"]:
+            console.print(f"[red]SHORTFALL[/red] {sf['message']}")
+    pack = reports.get("pack")
+    if pack:
+        p = pack["packing"]
+        console.print(f"packed {p['rows']:,} sequences of {p['seq_len']:,} tokens ({p['strategy']}, padding "
+                      f"{p['padding_share']:.2%}); manifest: {pack['manifest']}")
     nd = reports.get("near_dedup")
     if nd:
         c, lsh = nd["clustering"], nd["lsh"]

@@ -175,9 +175,7 @@ class MixReport:
             "cells": self.rows(),
             "long_share": [
                 {"source": src, "target": tgt, "achieved": ach}
-                for src, tgt, ach in zip(
-                    self.sources, self.long_share_target, self.long_share_achieved(), strict=True
-                )
+                for src, tgt, ach in zip(self.sources, self.long_share_target, self.long_share_achieved(), strict=True)
             ],
             "repetitions": {str(k): v for k, v in sorted(self.repetition_hist.items())},
             "shortfalls": [
@@ -324,9 +322,7 @@ def _cell_shortfall(source: str, bucket: str, target: int, avail: int, cap: int)
     )
 
 
-def _fill_cell(
-    idx: np.ndarray, lens: np.ndarray, want: int, rng: np.random.Generator, counts: np.ndarray
-) -> int:
+def _fill_cell(idx: np.ndarray, lens: np.ndarray, want: int, rng: np.random.Generator, counts: np.ndarray) -> int:
     """Set counts[idx] to hit ``want`` tokens (want <= cap * cell tokens); return tokens achieved."""
     if want <= 0 or idx.size == 0:
         return 0

@@ -55,6 +55,15 @@ class DocBatch:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def take(self, idx: np.ndarray) -> DocBatch:
+        """The documents at ``idx`` (repeats allowed), in that order: how a mix plan's sample order is read."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lens = self.lengths[idx]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        gather = np.repeat(self.offsets[:-1][idx], lens) + _ranges(lens)
+        return DocBatch(self.values[gather], offsets, self.sources[idx])
+
     @classmethod
     def from_arrays(cls, docs: Sequence[np.ndarray], sources: Sequence[int] | np.ndarray) -> DocBatch:
         lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))

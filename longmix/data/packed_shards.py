@@ -162,9 +162,7 @@ def read_rows(path: str | Path, seq_len: int) -> PackedRows:
     srcs = table.column("doc_sources").chunk(0)
     offsets = lens.offsets.to_numpy().astype(np.int64)
     return PackedRows(
-        input_ids=ids.values.to_numpy()[ids.offset * seq_len : (ids.offset + len(ids)) * seq_len].reshape(
-            -1, seq_len
-        ),
+        input_ids=ids.values.to_numpy()[ids.offset * seq_len : (ids.offset + len(ids)) * seq_len].reshape(-1, seq_len),
         seg_lens=lens.values.to_numpy()[offsets[0] : offsets[-1]],
         seg_sources=srcs.values.to_numpy()[offsets[0] : offsets[-1]],
         seg_offsets=offsets - offsets[0],

@@ -37,8 +37,9 @@ TOKENIZED_SCHEMA = pa.schema(
 # regexes, so cutting right after it leaves the tokenization unchanged. A run of whitespace is not safe:
 # at the end of a piece the whole run becomes one pre-token, in context the last character splits off.
 _NEWLINE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
-# Weaker fallback: before a space that follows a word character and precedes one ("foo| bar").
-_SPACE_CUT = re.compile(r"(?<=\w) (?=\w)")
+# Fallback: before a lone space between non-space characters ("foo| bar"); in both regex families the
+# space opens the next pre-token and no pre-token ends with a space that follows a non-space.
+_SPACE_CUT = re.compile(r"(?<=\S) (?=\S)")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def split_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[str]:
     """Cut ``text`` into pieces of at most ``chunk_chars`` characters at safe boundaries.
 
     Each cut is searched in the second half of the window: first right after a lone newline between
-    non-space characters, then before a space between word characters, else a hard cut at the window
+    non-space characters, then before a lone space between non-space characters, else a hard cut at the window
     edge (only for text with no such spot in half a window, e.g. base64 blobs, where a token or two
     around the cut may differ from whole-document encoding).
     """

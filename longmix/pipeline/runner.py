@@ -87,10 +87,11 @@ class StageContext:
 
     def write_report(self, stage: str, task_stats: list[dict[str, Any]], started: float,
                      **extra: Any) -> dict[str, Any]:
-        report = {"stage": stage, **merge(task_stats), **extra,
-                  "seconds": round(time.time() - started, 3)}
-        if "seconds_total" not in report:
-            report["seconds_total"] = report["seconds"]
+        return self.write_stage_report(stage, {"stage": stage, **merge(task_stats), **extra}, started)
+
+    def write_stage_report(self, stage: str, report: dict[str, Any], started: float) -> dict[str, Any]:
+        """Check that the counts reconcile, add the time taken, write report.json (= stage done)."""
+        report = {**report, "seconds": round(time.time() - started, 3)}
         check_reconciles(stage, report)
         write_json(self.stage_dir(stage) / "report.json", report)
         return report

@@ -1,0 +1,94 @@
+"""CLI commands of the mix side: `tokenizer train`, `verify`, `inspect`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from longmix.errors import UserError
+
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Train or look at tokenizers.")
+console = Console(stderr=True)
+
+
+def _input_files(path: Path) -> list[tuple[Path, str]]:
+    """A file as it is; a folder: the JSONL/Parquet files under it, else its files as one text folder."""
+    from longmix.data.readers import detect_format
+
+    if not path.is_dir():
+        return [(path, detect_format(path))]
+    data = []
+    for p in sorted(path.rglob("*")):
+        try:
+            fmt = detect_format(p) if p.is_file() else None
+        except UserError:
+            fmt = None
+        if fmt in ("jsonl", "parquet"):
+            data.append((p, fmt))
+    return data or [(path, "text")]
+
+
+def _texts(inputs: list[Path], text_field: str, max_docs: int | None) -> Iterator[str]:
+    from longmix.data.normalize import normalize_text
+    from longmix.data.readers import Good, list_text_files, read_jsonl, read_parquet, read_text_files
+
+    n = 0
+    for path in inputs:
+        for f, fmt in _input_files(path):
+            if fmt == "jsonl":
+                records = read_jsonl(f, text_field, None, 64 << 20)
+            elif fmt == "parquet":
+                records = read_parquet(f, text_field, None, 64 << 20)
+            else:
+                records = read_text_files(f, list_text_files(f), 64 << 20)
+            for rec in records:
+                if isinstance(rec, Good):
+                    yield normalize_text(rec.text)
+                    n += 1
+                    if max_docs and n >= max_docs:
+                        return
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL/Parquet files or folders of them (or of .txt)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="tokenizer.json to write")],
+    vocab_size: Annotated[int, typer.Option(min=260, help="vocabulary size, special tokens included")] = 8192,
+    text_field: Annotated[str, typer.Option(help="field holding the text")] = "text",
+    max_docs: Annotated[int | None, typer.Option(min=1, help="train on at most this many documents")] = None,
+) -> None:
+    """Train a byte-level BPE tokenizer (<s>, </s>, <pad>) on the spot; real runs bring their model's own."""
+    from longmix.data.tokenize import train_bpe
+
+    for p in inputs:
+        if not p.exists():
+            raise UserError(f"input '{p}' not found")
+    tok = train_bpe(_texts(inputs, text_field, max_docs), vocab_size, output)
+    console.print(f"tokenizer with {tok.get_vocab_size():,} tokens written to {output}")
+
+
+def verify(manifest: Annotated[Path, typer.Argument(help="manifest.json")]) -> None:
+    """Check every shard of a manifest against its sha256, schema and row invariants."""
+    from longmix.manifest import verify_manifest
+
+    m = verify_manifest(manifest)
+    console.print(f"ok: {len(m.shards)} shards, {m.totals.sequences:,} sequences, {m.totals.tokens:,} tokens "
+                  f"verified against {manifest}")
+
+
+def inspect(
+    manifest: Annotated[Path, typer.Argument(help="manifest.json")],
+    plots: Annotated[Path | None, typer.Option("--plots", help="folder for PNG plots (default: beside it)")] = None,
+) -> None:
+    """Print the mix table (target vs achieved per source x bucket) and write plots."""
+    from longmix.data.inspect_mix import inspect as run_inspect
+    from longmix.manifest import load_manifest
+    from longmix.report_view import stdout_console
+
+    m = load_manifest(manifest)
+    written = run_inspect(m, manifest, plots or manifest.parent / "plots", stdout_console())
+    console.print("plots: " + ", ".join(str(p) for p in written))

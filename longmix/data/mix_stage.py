@@ -1,0 +1,106 @@
+"""Mix stage: per-document repetition counts from lengths only (source, n_tokens), never texts.
+
+Writes `mix/plan.arrow` (shard, row, source, n_tokens, count per tokenized document) and a report with
+the plan's target vs achieved tokens per source x bucket. Documents used zero times are counted as
+dropped: `bucket_removed` when their bucket was removed for their source, else `not_sampled`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import ValidationError
+
+from longmix.config import Recipe
+from longmix.data.buckets import assign_buckets, default_edges, resolve_bucket
+from longmix.data.mix_plan import MixParams, MixShortfallError, SourceMix, plan_mix
+from longmix.data.tokenize_stage import read_ipc, write_ipc
+from longmix.errors import UserError
+from longmix.pipeline.runner import StageContext
+
+STAGE = "mix"
+
+
+def mix_params(recipe: Recipe) -> MixParams:
+    cfg, names = recipe.stages.mix, [s.name for s in recipe.sources]
+    unknown = sorted(set(cfg.sources) - set(names))
+    if unknown:
+        raise UserError(f"stages.mix.sources names unknown source(s) {', '.join(unknown)}; sources: {', '.join(names)}")
+    if recipe.seq_len is None:
+        raise UserError("the mix needs `seq_len:` in the recipe (the training sequence length)")
+    edges = cfg.edges or [int(e) for e in default_edges(recipe.seq_len)]
+    sources = []
+    for name in names:
+        s = cfg.sources.get(name)
+        weights = {(int(k) if k.isdigit() else k): v for k, v in (s.bucket_weights or {}).items()} if s else None
+        sources.append(SourceMix(name=name, share=s.share if s else None, bucket_weights=weights or None,
+                                 long_share=s.long_share if s else None,
+                                 remove_buckets=tuple(s.remove_buckets) if s else (),
+                                 max_epochs=s.max_epochs if s else None))
+    try:
+        return MixParams(total_tokens=cfg.total_tokens, sources=tuple(sources), edges=tuple(edges),
+                         long_min_tokens=cfg.long_min_tokens, max_epochs=cfg.max_epochs, seed=recipe.seed,
+                         on_shortfall=cfg.on_shortfall)
+    except (ValidationError, ValueError) as exc:
+        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise UserError(f"stages.mix: {msg.removeprefix('Value error, ')}") from None
+
+
+def _lengths(files: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(shard, row, source index, n_tokens) of every tokenized document, in shard order."""
+    index = {n: i for i, n in enumerate(names)}
+    shard, row, src, lens = [], [], [], []
+    for i, f in enumerate(files):
+        t = read_ipc(f, ["source", "n_tokens"])
+        n = t.num_rows
+        shard.append(np.full(n, i, np.int32))
+        row.append(np.arange(n, dtype=np.int64))
+        src.append(np.array([index[s] for s in t.column("source").to_pylist()], dtype=np.int16))
+        lens.append(t.column("n_tokens").to_numpy().astype(np.int32))
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))  # noqa: E731
+    return cat(shard, np.int32), cat(row, np.int64), cat(src, np.int16), cat(lens, np.int32)
+
+
+def _counts(names: list[str], src: np.ndarray, counts: np.ndarray, removed: np.ndarray) -> dict[str, Any]:
+    """Stage counts from arrays: in, kept (used at least once), dropped by reason, per source."""
+    used = counts > 0
+    per_source = {}
+    for i, n in enumerate(names):
+        mine = src == i
+        per_source[n] = {"in": int(mine.sum()), "kept": int((mine & used).sum()),
+                         "dropped": int((mine & ~used).sum()), "quarantined": 0}
+    dropped = {"bucket_removed": int((~used & removed).sum()), "not_sampled": int((~used & ~removed).sum())}
+    return {"in": int(len(src)), "kept": int(used.sum()), "dropped": {k: v for k, v in dropped.items() if v},
+            "quarantined": {}, "sources": per_source}
+
+
+def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
+        recipe: Recipe) -> dict[str, Any]:
+    params = mix_params(recipe)
+    done = ctx.finished_report(STAGE, settings)
+    if done is not None:
+        return done
+    started = time.time()
+    names = [s.name for s in recipe.sources]
+    files = [upstream_dir / o["path"] for o in upstream["outputs"]]
+    shard, row, src, lens = _lengths(files, names)
+    try:
+        plan = plan_mix(src, lens, params)
+    except MixShortfallError as exc:
+        raise UserError(f"{exc} (stages.mix.on_shortfall: error)") from None
+    bucket = assign_buckets(lens, np.asarray(params.edges))
+    removed = np.zeros(len(src), dtype=bool)
+    for i, sm in enumerate(params.sources):
+        for b in sm.remove_buckets:
+            removed |= (src == i) & (bucket == resolve_bucket(b, params.edges))
+    write_ipc(ctx.stage_dir(STAGE) / "plan.arrow", pa.table({
+        "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
+    counts = _counts(names, src, plan.counts, removed)
+    report = {"stage": STAGE, **counts, "bytes_in": 0, "bytes_out": 0,
+              "outputs": [{"path": "plan.arrow", "rows": int(len(src))}], "quarantine_files": [],
+              "settings_hash": settings, "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}
+    return ctx.write_stage_report(STAGE, report, started)
