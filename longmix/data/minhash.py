@@ -60,7 +60,8 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 def shingle_text(texts: pa.Array) -> pa.Array:
     """Lowercase, fold punctuation to spaces and split on whitespace: a list<string> of words per doc."""
     lowered = pc.utf8_lower(texts)
-    folded = pc.replace_substring_regex(lowered, pattern=r"[^\w\s]+", replacement=" ")
+    # RE2's \w is ASCII-only; spell out Unicode letters, marks and digits so non-Latin words survive.
+    folded = pc.replace_substring_regex(lowered, pattern=r"[^\p{L}\p{M}\p{N}_\s]+", replacement=" ")
     return pc.utf8_split_whitespace(folded)
 
 
@@ -108,7 +109,11 @@ def shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]
     word_lists = shingle_text(texts)
     n_docs = len(word_lists)
     per_doc = pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False)
-    h, lengths = _word_hashes(pc.list_flatten(word_lists))
+    # Hash each distinct word once: a batch has far fewer distinct words than words.
+    encoded = pc.dictionary_encode(pc.list_flatten(word_lists))
+    word_ids = encoded.indices.to_numpy(zero_copy_only=False)
+    dict_h, dict_len = _word_hashes(encoded.dictionary)
+    h, lengths = dict_h[word_ids], dict_len[word_ids]
     doc_of_word = np.repeat(np.arange(n_docs), per_doc)
     nonempty = lengths > 0  # splitting an empty text yields one empty "word"
     h, doc_of_word = h[nonempty], doc_of_word[nonempty]
@@ -138,9 +143,13 @@ def shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]
     return shingles, offsets
 
 
-def signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
-    """MinHash signatures [n_docs, num_perm] (uint32); rows of docs with no shingles stay at 2^32-1."""
+def signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int,
+               used: int | None = None) -> np.ndarray:
+    """MinHash signatures [n_docs, used] (uint32) with the first `used` of datasketch's `num_perm`
+    permutations (LSH reads only bands x rows of them); docs with no shingles stay at 2^32-1."""
     a, b = _permutations(num_perm, seed)
+    a, b = a[:used or num_perm], b[:used or num_perm]
+    num_perm = len(a)
     n_docs = len(offsets) - 1
     sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     if len(shingles) == 0:
@@ -173,8 +182,8 @@ def band_keys(sig: np.ndarray, params: LshParams) -> np.ndarray:
     return keys
 
 
-def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.ndarray]:
-    """Band keys for a batch of texts, and each document's shingle count (0 means: never a candidate)."""
+def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Band keys, signatures (bands x rows values) and shingle counts (0: never a candidate) of a batch."""
     shingles, offsets = shingle_hashes(texts, params.ngram)
-    sig = signatures(shingles, offsets, params.num_perm, params.seed)
-    return band_keys(sig, params), np.diff(offsets)
+    sig = signatures(shingles, offsets, params.num_perm, params.seed, params.bands * params.rows)
+    return band_keys(sig, params), sig, np.diff(offsets)
