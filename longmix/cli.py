@@ -30,6 +30,8 @@ def build(
     workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="override the recipe's output")] = None,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="with --until filter: show what each filter would drop, write nothing")] = False,
 ) -> None:
     """Run a data recipe, resuming whatever finished before."""
     from longmix.config import load_recipe
@@ -38,8 +40,13 @@ def build(
 
     overrides = {"output": str(output.resolve())} if output else {}
     rec = load_recipe(recipe, overrides)
-    reports = run_build(rec, until=until, executor=executor, workers=workers)
+    reports = run_build(rec, until=until, executor=executor, workers=workers, report_only=report_only)
     print_reports(reports)
+    if report_only:
+        from longmix.data.filters.dry_run import print_report_only
+
+        print_report_only(reports["filter"], Console())
+        return
     console.print(f"outputs in {rec.output_dir}")
 
 
@@ -88,6 +95,63 @@ def demo_corpus(out: Annotated[Path, typer.Argument(help="folder to write the co
     for name, s in summary["sources"].items():
         console.print(f"{name}: {s['docs']:,} documents, {s['chars'] / 1e6:.1f} M chars, {len(s['files'])} files")
     console.print(f"demo corpus (Python {summary['python']}) in {out}")
+
+
+def _mount_subapps() -> None:
+    from longmix.data.filters.commands import langid_app, quality_app
+
+    app.add_typer(quality_app, name="quality")
+    app.add_typer(langid_app, name="langid")
+    from longmix.data.mix_commands import inspect, tokenizer_app, verify
+
+    app.add_typer(tokenizer_app, name="tokenizer")
+    app.command("verify")(verify)
+    app.command("inspect")(inspect)
+
+
+_mount_subapps()
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="training recipe (YAML), e.g. train/demo-short.yaml")],
+    nproc: Annotated[int, typer.Option(min=1, help="local processes to launch (ignored under a launcher)")] = 1,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="override the recipe's run folder")] = None,
+    stop_at_step: Annotated[int | None, typer.Option(min=1, help="checkpoint and stop after this step "
+                                                     "(the schedule still spans the whole run)")] = None,
+) -> None:
+    """Continual pretraining with DeepSpeed ZeRO-3 from packed-shard manifests; resumes from the newest checkpoint."""
+    from longmix.train.launch import launch, under_launcher
+    from longmix.train.recipe import load_train_recipe
+
+    overrides = {"output": str(output.resolve())} if output else {}
+    rec = load_train_recipe(recipe, overrides)  # validate before spawning ranks: one clear error, not N
+    if not under_launcher():
+        extra = (["--output", overrides["output"]] if output else []) + \
+            (["--stop-at-step", str(stop_at_step)] if stop_at_step else [])
+        rc = launch(recipe, nproc, extra)
+        if rc:
+            console.print(f"[red]error:[/red] training exited with code {rc} (see the rank logs above)")
+            sys.exit(rc)
+        return
+    from longmix.train.trainer import train as run_train
+
+    run_train(rec, stop_at_step)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="run folder, its checkpoints/ folder, or a step_* folder")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HF checkpoint folder to write")],
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16")] = "float32",
+) -> None:
+    """Write a consolidated safetensors HF checkpoint (from_pretrained-ready) from a training checkpoint."""
+    from longmix.train.export import export as run_export
+
+    if dtype not in ("float32", "bfloat16"):
+        raise UserError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
+    folder = run_export(checkpoint, output, dtype)
+    console.print(f"exported {folder} to {output}")
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from longmix.data.filters.settings import FilterConfig
+from longmix.data.mix_settings import MixConfig, PackConfig, TokenizeConfig, TokenizerConfig
 from longmix.errors import UserError
 
 
@@ -60,6 +62,10 @@ class StagesConfig(Strict):
     ingest: IngestConfig = IngestConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
+    filter: FilterConfig = FilterConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    mix: MixConfig = MixConfig()
+    pack: PackConfig = PackConfig()
 
 
 class ExecutorConfig(Strict):
@@ -74,6 +80,8 @@ class Recipe(Strict):
     seed: int = 0
     executor: ExecutorConfig = ExecutorConfig()
     sources: list[SourceConfig] = Field(min_length=1)
+    tokenizer: TokenizerConfig | None = Field(None, description="set it to tokenize, mix and pack")
+    seq_len: int | None = Field(None, ge=16, description="training sequence length of the packed shards")
     stages: StagesConfig = StagesConfig()
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved from")
 
@@ -88,7 +96,7 @@ class Recipe(Strict):
 
     def resolve(self, path: str) -> Path:
         p = Path(os.path.expanduser(path))
-        return p if p.is_absolute() else Path(self.base_dir) / p
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
 
     @property
     def output_dir(self) -> Path:
@@ -147,8 +155,31 @@ def load_yaml(path: str | Path) -> Any:
     return data
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) in `override` replaces the base's."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def load_with_extends(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe may start from another: `extends: base.yaml` (relative to it), then override keys."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise UserError(f"{path}: `extends` loops back to itself")
     data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: `extends` takes one file name")
+    return deep_merge(load_with_extends(path.parent / parent, (*seen, path)), data)
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    data = load_with_extends(path)
     data.update(overrides or {})
     data["base_dir"] = str(Path(path).resolve().parent)
     return parse_model(Recipe, data, str(path))

@@ -72,4 +72,4 @@ def test_demo_corpus_is_deterministic(tmp_path, demo_corpus):
 
     first, second = digest(demo_corpus), digest(tmp_path / "again")
     assert first == second
-    assert {p.split("/")[0] for p in first} == {"code", "docs", "legal", "corpus.json"}
+    assert {p.split("/")[0] for p in first} == {"code", "docs", "legal", "tests", "corpus.json"}

@@ -1,8 +1,11 @@
 """The built-in demo corpus: text that ships with Python itself, so it needs no download.
 
 - `code`: the standard library's .py sources (test suites left out);
-- `docs`: `pydoc_data` help topics and the stdlib's module docstrings;
-- `legal`: the license texts of Python and of the wheels bundled with `ensurepip`.
+- `docs`: `pydoc_data` help topics and the stdlib's module, class and function docstrings (mostly
+  short prose);
+- `legal`: the license texts of Python and of the wheels bundled with `ensurepip`;
+- `tests`: the standard library's own test suites: long documents, the "long-rich" extra source of
+  the data-mix ablation (recipes that don't list it ignore it).
 Deterministic for a given Python version, which the corpus records in `corpus.json`.
 """
 
@@ -20,7 +23,6 @@ from typing import Any
 
 from longmix.atomic import atomic_path, write_json
 
-_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 _LICENSE_NAMES = ("LICENSE", "COPYING", "NOTICE", "AUTHORS")
 
 
@@ -28,15 +30,23 @@ def _stdlib() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def _stdlib_sources() -> list[Path]:
+def _stdlib_sources(tests: bool = False) -> list[Path]:
+    """Library sources, or (tests=True) only the files of its test suites."""
     root = _stdlib()
-    return sorted(p for p in root.rglob("*.py")
-                  if not _SKIP_DIRS.intersection(p.relative_to(root).parts[:-1]))
+    out = []
+    for p in root.rglob("*.py"):
+        parts = set(p.relative_to(root).parts[:-1])
+        if parts & {"site-packages", "dist-packages", "__pycache__"}:
+            continue
+        in_tests = bool(parts & {"test", "tests", "idle_test"})
+        if in_tests == tests:
+            out.append(p)
+    return sorted(out)
 
 
-def code_docs() -> Iterator[dict[str, Any]]:
+def code_docs(tests: bool = False) -> Iterator[dict[str, Any]]:
     root = _stdlib()
-    for path in _stdlib_sources():
+    for path in _stdlib_sources(tests):
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
             rel = str(path.relative_to(root))
@@ -56,10 +66,16 @@ def docs_docs() -> Iterator[dict[str, Any]]:
                 tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
         except (SyntaxError, ValueError):
             continue
+        rel = str(path.relative_to(root))
         doc = ast.get_docstring(tree)
         if doc and len(doc) >= 200:
-            rel = str(path.relative_to(root))
             yield {"id": f"docstring/{rel}", "text": doc, "kind": "module-docstring", "path": rel}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= 200:
+                    yield {"id": f"docstring/{rel}:{node.lineno}:{node.name}", "text": doc,
+                           "kind": "docstring", "path": rel}
 
 
 def legal_docs() -> Iterator[dict[str, Any]]:
@@ -77,7 +93,11 @@ def legal_docs() -> Iterator[dict[str, Any]]:
                         yield {"id": f"{wheel.name}/{name}", "text": text, "path": name}
 
 
-SOURCES = {"code": code_docs, "docs": docs_docs, "legal": legal_docs}
+def test_suite_docs() -> Iterator[dict[str, Any]]:
+    yield from code_docs(tests=True)
+
+
+SOURCES = {"code": code_docs, "docs": docs_docs, "legal": legal_docs, "tests": test_suite_docs}
 
 
 def write_demo_corpus(out: Path, docs_per_file: int = 100) -> dict[str, Any]:

@@ -58,11 +58,15 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def shingle_text(texts: pa.Array) -> pa.Array:
-    """Lowercase, fold punctuation to spaces and split on whitespace: a list<string> of words per doc."""
+    """Lowercase, fold every run of non-word characters to one space and split: list<string> of words.
+
+    Words are Unicode letters, marks, digits and '_' (RE2's \\w is ASCII-only, so they are spelled out).
+    Splitting on single spaces after folding avoids `utf8_split_whitespace`, which returned different
+    words for the same text depending on earlier calls in the process (pyarrow 26).
+    """
     lowered = pc.utf8_lower(texts)
-    # RE2's \w is ASCII-only; spell out Unicode letters, marks and digits so non-Latin words survive.
-    folded = pc.replace_substring_regex(lowered, pattern=r"[^\p{L}\p{M}\p{N}_\s]+", replacement=" ")
-    return pc.utf8_split_whitespace(folded)
+    folded = pc.replace_substring_regex(lowered, pattern=r"[^\p{L}\p{M}\p{N}_]+", replacement=" ")
+    return pc.split_pattern(pc.utf8_trim(folded, characters=" "), pattern=" ")
 
 
 def _word_hashes(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,7 @@ def find_edges(band_files: list[Path], bands: int) -> np.ndarray:
 def _signatures_of(band_files: list[Path], docs: np.ndarray) -> np.ndarray:
     """Signatures [len(docs), bands*rows] of the given (sorted, unique) global doc indices."""
     frame = (pl.scan_parquet(band_files, row_index_name="doc")
-             .filter(pl.col("doc").is_in(pl.Series(docs, dtype=pl.UInt32)))
+             .filter(pl.col("doc").is_in(pl.Series(docs, dtype=pl.UInt32).implode()))
              .select("doc", "sig").collect().sort("doc"))
     return np.asarray(frame["sig"].to_numpy(), dtype=np.uint32).reshape(len(docs), -1)
 
@@ -137,7 +137,8 @@ def cluster(shards: list[Path], band_files: list[Path], params: LshParams, thres
     shard_of = np.searchsorted(starts, members, side="right") - 1
     meta = pl.concat([
         pl.read_parquet(p, columns=["id", "source", "n_chars"]).with_columns(shard=pl.lit(i, pl.Int32))
-        .with_row_index("row").filter(pl.col("row").is_in(members[shard_of == i] - starts[i]))
+        .with_row_index("row")
+        .filter(pl.col("row").is_in(pl.Series(members[shard_of == i] - starts[i], dtype=pl.UInt32).implode()))
         for i, p in enumerate(shards)
     ]) if len(members) else pl.DataFrame(schema={"row": pl.UInt32, "id": pl.String, "source": pl.String,
                                                   "n_chars": pl.Int32, "shard": pl.Int32})

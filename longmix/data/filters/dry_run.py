@@ -1,0 +1,123 @@
+"""`longmix build RECIPE --until filter --report-only`: what each filter would drop, per source, without
+writing anything (no shards, no markers, no report file), so thresholds can be tuned cheaply.
+
+Every filter is evaluated on every document. Per source and filter it shows how many documents trip
+that filter (on its own) and how many it would actually drop (the first filter tripped, as in a real
+run), with the share of the source's characters each represents, plus sample dropped documents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from longmix.config import Recipe
+from longmix.data.filters.evaluate import Models, evaluate
+from longmix.data.filters.settings import FilterConfig
+from longmix.data.filters.stage import STAGE, _tasks, _text_bytes
+from longmix.pipeline.runner import StageContext
+from longmix.pipeline.stats import Counts, merge
+
+_SNIPPET = 160
+
+
+def _zero() -> dict[str, int]:
+    return {"trips": 0, "trips_chars": 0, "drops": 0, "drops_chars": 0}
+
+
+def report_only_task(*, in_path: str, cfg: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    config = FilterConfig.model_validate(cfg)
+    models = Models.load(config)
+    counts = Counts()
+    chars: dict[str, int] = defaultdict(int)
+    filters: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(_zero))
+    samples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for batch in pq.ParquetFile(in_path).iter_batches(batch_size=config.batch_docs):
+        v = evaluate(batch, config, params, models, score_all=True)
+        sources = np.asarray(batch.column("source").to_pylist(), dtype=object)
+        n_chars = batch.column("n_chars").to_numpy().astype(np.int64)
+        ids = batch.column("id").to_pylist()
+        nbytes_all = _text_bytes(batch).tolist()
+        for i, (src, nbytes, reason) in enumerate(zip(sources, nbytes_all, v.reason.tolist(), strict=True)):
+            counts.saw(src, nbytes)
+            chars[src] += int(n_chars[i])
+            if reason is None:
+                counts.keep(src, nbytes)
+                continue
+            counts.drop(src, reason)
+            if len(samples[reason]) < config.samples_per_reason:
+                text = batch.column("text")[i].as_py()
+                samples[reason].append({"id": ids[i], "source": src, "value": float(v.value[i]),
+                                        "n_chars": int(n_chars[i]), "snippet": text[:_SNIPPET]})
+        for name, hit in v.tripped.items():
+            first = np.equal(v.reason, name)
+            for src in np.unique(sources):
+                here = sources == src
+                f = filters[src][name]
+                f["trips"] += int((hit & here).sum())
+                f["trips_chars"] += int(n_chars[hit & here].sum())
+                f["drops"] += int((first & here).sum())
+                f["drops_chars"] += int(n_chars[first & here].sum())
+    return counts.to_dict(chars=dict(chars), filters={s: dict(f) for s, f in filters.items()},
+                          samples=dict(samples))
+
+
+def _merge_details(stats: list[dict[str, Any]], k: int) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    per_source: dict[str, dict[str, Any]] = {}
+    samples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in stats:
+        for src, c in s["chars"].items():
+            entry = per_source.setdefault(src, {"chars": 0, "filters": {}})
+            entry["chars"] += c
+        for src, fs in s["filters"].items():
+            for name, f in fs.items():
+                acc = per_source[src]["filters"].setdefault(name, _zero())
+                for key, val in f.items():
+                    acc[key] += val
+        for reason, rows in s["samples"].items():
+            samples[reason].extend(rows[: k - len(samples[reason])])
+    for entry in per_source.values():
+        for f in entry["filters"].values():
+            f["trips_share"] = round(f["trips_chars"] / entry["chars"], 4) if entry["chars"] else 0.0
+            f["drops_share"] = round(f["drops_chars"] / entry["chars"], 4) if entry["chars"] else 0.0
+    return dict(sorted(per_source.items())), dict(sorted(samples.items()))
+
+
+def report_only(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, recipe: Recipe) -> dict[str, Any]:
+    """The would-be report of the filter stage; it touches nothing under the stage's folder."""
+    started = time.time()
+    tasks = _tasks(ctx.stage_dir(STAGE), upstream, upstream_dir, recipe,
+                   "longmix.data.filters.dry_run:report_only_task", "report", markers=False)
+    stats = ctx.run_tasks(STAGE, tasks, "filters (report only)")
+    per_source, samples = _merge_details(stats, recipe.stages.filter.samples_per_reason)
+    report = {"stage": STAGE, "report_only": True, **merge(stats), "filters": per_source, "samples": samples}
+    report["seconds"] = round(time.time() - started, 3)
+    return report
+
+
+def print_report_only(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    for src, entry in report["filters"].items():
+        c = report["sources"][src]
+        table = Table(title=f"{src}: {c['in']:,} documents, {entry['chars'] / 1e6:,.2f} M chars; would keep "
+                            f"{c['kept']:,}", title_justify="left")
+        for col in ("filter", "trips", "trips % chars", "would drop", "drop % chars"):
+            table.add_column(col, justify="left" if col == "filter" else "right")
+        for name, f in entry["filters"].items():
+            table.add_row(name, f"{f['trips']:,}", f"{100 * f['trips_share']:.2f}", f"{f['drops']:,}",
+                          f"{100 * f['drops_share']:.2f}")
+        console.print(table)
+    for reason, rows in report["samples"].items():
+        console.print(f"[bold]sample documents dropped by {reason}[/bold]")
+        for r in rows:
+            snippet = r["snippet"].replace("\n", "\\n")
+            console.print(f"  {r['source']}/{r['id']} ({r['n_chars']:,} chars, value {r['value']:.4g}): {snippet}",
+                          highlight=False, markup=False, soft_wrap=True)
+    console.print("report only: nothing was written; drop --report-only to run the stage")

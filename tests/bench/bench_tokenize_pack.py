@@ -1,0 +1,124 @@
+"""Tokenize-stage throughput against raw `tokenizers` encode_batch, and packing throughput and waste.
+
+    python tests/bench/bench_tokenize_pack.py [--workers 2]
+
+1. The demo corpus (code, docs, legal, tests) is ingested and deduplicated (not timed), then the
+   tokenize stage runs with N workers (one tokenizer thread each). The baseline encodes the same
+   documents with `Tokenizer.encode_batch` on N threads (RAYON_NUM_THREADS=N) in a fresh process,
+   reading the same shards. Both include reading the shards; only longmix writes its output.
+2. Packing: every tokenized document once, with concat, best_fit and pad at 2,048 and 8,192 tokens:
+   tokens/s, padding share, documents split and truncated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+WORK = REPO / "build" / "bench" / "tokenize"
+
+_RAW = """
+import json, sys, time
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1])
+files = json.loads(sys.argv[2])
+t0 = time.perf_counter()
+texts = [t for f in files for t in pq.read_table(f, columns=["text"]).column(0).to_pylist()]
+enc = tok.encode_batch(texts, add_special_tokens=False)
+n = sum(len(e.ids) for e in enc)
+print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": n, "docs": len(texts)}))
+"""
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "longmix.cli", *args], check=True, capture_output=True)
+
+
+def prepare(workers: int) -> Path:
+    corpus, tok = WORK / "corpus", WORK / "tokenizer.json"
+    if not (corpus / "corpus.json").is_file():
+        _cli("demo-corpus", str(corpus))
+    if not tok.is_file():
+        _cli("tokenizer", "train", str(corpus / "code"), str(corpus / "docs"), "-o", str(tok), "--vocab-size", "8192")
+    recipe = {"output": str(WORK / "out"), "seed": 1, "executor": {"workers": workers},
+              "sources": [{"name": s, "paths": [str(corpus / s / "*.jsonl")]}
+                          for s in ("code", "docs", "legal", "tests")],
+              "tokenizer": {"path": str(tok)}, "seq_len": 2048, "stages": {"ingest": {"shard_bytes": 4_000_000}}}
+    path = WORK / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    _cli("build", str(path), "--until", "near_dedup")
+    return path
+
+
+def tokenize_bench(recipe: Path, workers: int) -> dict:
+    out = WORK / "out"
+    for stage in ("tokenize", "mix", "pack"):
+        subprocess.run(["rm", "-rf", str(out / stage)], check=True)
+    t0 = time.perf_counter()
+    _cli("build", str(recipe), "--until", "tokenize")
+    wall = time.perf_counter() - t0
+    report = json.loads((out / "tokenize" / "report.json").read_text())
+    near = json.loads((out / "near_dedup" / "report.json").read_text())
+    files = [str(out / "near_dedup" / o["path"]) for o in near["outputs"]]
+    env = {**os.environ, "RAYON_NUM_THREADS": str(workers), "TOKENIZERS_PARALLELISM": "true"}
+    raw = json.loads(subprocess.run([sys.executable, "-c", _RAW, str(WORK / "tokenizer.json"), json.dumps(files)],
+                                    check=True, capture_output=True, text=True, env=env).stdout)
+    mb = report["bytes_in"] / 1e6
+    return {"docs": report["in"], "mb": mb, "tokens": report["tokens"], "stage_s": report["seconds"],
+            "wall_s": wall, "raw_s": raw["seconds"], "raw_tokens": raw["tokens"]}
+
+
+def pack_bench() -> list[dict]:
+    from longmix.data.pack import DocBatch, PackStats, pack
+    from longmix.data.tokenize_stage import read_ipc
+
+    out = WORK / "out" / "tokenize"
+    report = json.loads((out / "report.json").read_text())
+    arrays = [read_ipc(out / o["path"], ["input_ids"]).column(0).combine_chunks() for o in report["outputs"]]
+    docs = [a.values.to_numpy()[a.offsets.to_numpy()[i]: a.offsets.to_numpy()[i + 1]]
+            for a in arrays for i in range(len(a))]
+    batch = DocBatch.from_arrays(docs, np.zeros(len(docs), np.int16))
+    rows = []
+    for seq_len in (2048, 8192):
+        for strategy in ("concat", "best_fit", "pad"):
+            stats = PackStats(strategy=strategy, seq_len=seq_len)
+            t0 = time.perf_counter()
+            for _ in pack([batch], seq_len, strategy, pad_id=2, stats=stats):
+                pass
+            rows.append({"seq_len": seq_len, "strategy": strategy, "seconds": time.perf_counter() - t0,
+                         **stats.to_dict()})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    recipe = prepare(args.workers)
+    t = tokenize_bench(recipe, args.workers)
+    print(f"tokenize: {t['docs']:,} docs, {t['mb']:.1f} MB, {t['tokens']:,} tokens, {args.workers} workers/threads")
+    print(f"  longmix tokenize stage  {t['stage_s']:6.2f} s  {t['tokens'] / t['stage_s'] / 1e6:6.2f} Mtok/s  "
+          f"{t['mb'] / t['stage_s']:6.2f} MB/s  (whole command {t['wall_s']:.2f} s)")
+    print(f"  raw encode_batch        {t['raw_s']:6.2f} s  {t['raw_tokens'] / t['raw_s'] / 1e6:6.2f} Mtok/s  "
+          f"{t['mb'] / t['raw_s']:6.2f} MB/s")
+    print(f"  ratio longmix / raw: {t['raw_s'] / t['stage_s']:.2f}x (goal >= 0.85x)")
+    print("packing (every tokenized document once):")
+    print(f"  {'seq_len':>7} {'strategy':>8} {'Mtok/s':>7} {'rows':>7} {'padding':>8} {'split':>6} {'truncated':>9}")
+    for r in pack_bench():
+        print(f"  {r['seq_len']:7d} {r['strategy']:>8} {r['doc_tokens'] / r['seconds'] / 1e6:7.1f} {r['rows']:7d} "
+              f"{r['padding_share']:8.2%} {r['docs_split']:6d} {r['docs_truncated']:9d}")
+
+
+if __name__ == "__main__":
+    main()

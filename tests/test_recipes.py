@@ -1,0 +1,55 @@
+"""The shipped recipes load, and the data-mix ablation arms differ only in what they override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from longmix.config import load_recipe
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+ARMS = ["natural", "remove-long", "upsample-long", "long-rich"]
+
+
+@pytest.mark.parametrize("path", sorted(PIPELINES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(PIPELINES)))
+def test_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.sources and recipe.output
+
+
+def _without(recipe, *keys):
+    data = recipe.model_dump(mode="json")
+    for key in keys:
+        node = data
+        *head, last = key.split(".")
+        for k in head:
+            node = node[k]
+        node.pop(last)
+    return data
+
+
+def test_data_mix_arms_share_everything_but_the_mix():
+    arms = {a: load_recipe(PIPELINES / "ablations" / "data-mix" / f"{a}.yaml") for a in ARMS}
+    base = _without(arms["natural"], "name", "output", "stages.mix.sources")
+    for arm in ("remove-long", "upsample-long"):
+        assert _without(arms[arm], "name", "output", "stages.mix.sources") == base
+        assert [s.name for s in arms[arm].sources] == ["code", "docs"]
+    rich = _without(arms["long-rich"], "name", "output", "stages.mix.sources", "sources")
+    assert rich == _without(arms["natural"], "name", "output", "stages.mix.sources", "sources")
+    assert [s.name for s in arms["long-rich"].sources] == ["code", "docs", "tests"]
+    budgets = {a: r.stages.mix.total_tokens for a, r in arms.items()}
+    assert len(set(budgets.values())) == 1  # equal token budgets, as in the paper
+    removed = arms["remove-long"].stages.mix.sources
+    assert all(set(s.remove_buckets) == {"<2048", ">=2048"} for s in removed.values())
+    assert arms["upsample-long"].stages.mix.sources["docs"].long_share == 0.56
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path):
+    (tmp_path / "base.yaml").write_text("output: out\nsources: [{name: a, paths: [x]}]\n"
+                                        "stages: {near_dedup: {threshold: 0.7, ngram: 3}}\n")
+    (tmp_path / "arm.yaml").write_text("extends: base.yaml\nstages: {near_dedup: {threshold: 0.9}}\n"
+                                       "sources: [{name: b, paths: [y]}]\n")
+    r = load_recipe(tmp_path / "arm.yaml")
+    assert (r.stages.near_dedup.threshold, r.stages.near_dedup.ngram) == (0.9, 3)
+    assert [s.name for s in r.sources] == ["b"]
