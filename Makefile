@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch first, from an exact pin: a bare `torch` would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,ray
+EXTRAS ?= dev,ray,train
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.longmix-installed
 DEMO := build/demo
@@ -19,11 +19,18 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# corpus -> tokenizer -> short and long mixes -> pretrain at 256 tokens -> continue at 1,024 with ABF.
 demo: install
 	$(BIN)/longmix demo-corpus $(DEMO)/corpus
-	$(BIN)/longmix tokenizer train $(DEMO)/corpus -o $(DEMO)/tokenizer.json --vocab-size 4096
+	$(BIN)/longmix tokenizer train $(DEMO)/corpus/code $(DEMO)/corpus/docs $(DEMO)/corpus/legal \
+		-o $(DEMO)/tokenizer.json --vocab-size 4096
+	$(BIN)/longmix build pipelines/demo-short.yaml
 	$(BIN)/longmix build pipelines/demo.yaml
 	$(BIN)/longmix inspect $(DEMO)/out/manifest.json
+	$(BIN)/longmix train train/demo-short.yaml --nproc 2
+	$(BIN)/longmix export $(DEMO)/train/short -o $(DEMO)/hf/short
+	$(BIN)/longmix train train/demo-long-abf.yaml --nproc 2
+	$(BIN)/longmix export $(DEMO)/train/long-abf -o $(DEMO)/hf/long-abf
 
 test: install
 	$(BIN)/python -m pytest -q

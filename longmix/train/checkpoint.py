@@ -1,0 +1,117 @@
+"""Checkpoints: save, find the newest complete one, keep the last k, convert for a new world size.
+
+Layout: ``<run>/checkpoints/step_00000040/`` holds DeepSpeed's files, ``hf_config/`` (the model's HF
+config as trained, which export needs) and ``trainer_state.json``, written last by rank 0 after every
+rank finished saving: its presence marks the checkpoint complete, so a crash mid-save is never resumed.
+ZeRO-3 checkpoints are tied to the world size that wrote them; on a different world size the newest
+one is converted once to DeepSpeed's universal format (``step_..._universal``) and loaded from there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch.distributed as dist
+
+from longmix.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+_TAG = re.compile(r"^step_(\d{8})$")
+
+
+def tag_for(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = _TAG.match(d.name)
+        if m and (d / STATE_FILE).is_file():
+            found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+@dataclass(frozen=True)
+class Resume:
+    step: int
+    folder: Path  # the original checkpoint folder
+    load_tag: str  # tag to load: the folder's name, or its universal conversion
+    universal: bool
+    state: dict[str, Any]
+
+
+def find_resume(root: Path, world: int) -> Resume | None:
+    """The newest complete checkpoint, and whether loading it needs the universal format."""
+    found = complete_checkpoints(root)
+    if not found:
+        return None
+    step, folder = found[-1]
+    state = read_state(folder)
+    universal = int(state["world_size"]) != world
+    tag = folder.name + ("_universal" if universal else "")
+    return Resume(step, folder, tag, universal, state)
+
+
+def convert_to_universal(resume: Resume, rank: int) -> None:
+    """Rank 0 converts the checkpoint once (kept next to it for later resumes); everyone waits."""
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    out = resume.folder.parent / resume.load_tag
+    error = [None]
+    if rank == 0 and not (out / "done").is_file():
+        log.info("checkpoint %s was written by %s ranks: converting to a universal checkpoint",
+                 resume.folder.name, resume.state["world_size"])
+        shutil.rmtree(out, ignore_errors=True)
+        args = SimpleNamespace(input_folder=str(resume.folder), output_folder=str(out), num_extract_workers=1,
+                               num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=False)
+        try:
+            ds_to_universal(args)
+            (out / "done").write_text("")
+        except Exception as exc:  # reported on every rank below, so all of them stop together
+            error[0] = f"{type(exc).__name__}: {exc}"
+    dist.broadcast_object_list(error, src=0)
+    if error[0] is not None:
+        raise RuntimeError(f"universal checkpoint conversion of {resume.folder} failed: {error[0]}")
+
+
+def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: Any, keep_last: int) -> Path:
+    """Save on every rank; rank 0 writes the config and the state (last), then prunes old checkpoints."""
+    from deepspeed.checkpoint import UNIVERSAL_CHECKPOINT_INFO
+
+    tag = tag_for(step)
+    # UNIVERSAL_CHECKPOINT_INFO in the client state is what lets ds_to_universal convert it later.
+    engine.save_checkpoint(str(root), tag=tag, client_state={UNIVERSAL_CHECKPOINT_INFO: {}})
+    dist.barrier()
+    folder = root / tag
+    if dist.get_rank() == 0:
+        hf_config.save_pretrained(folder / "hf_config")
+        with atomic_path(folder / STATE_FILE) as tmp:
+            tmp.write_text(json.dumps(state, indent=2) + "\n")
+        prune(root, keep_last)
+    dist.barrier()
+    return folder
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints (and their universal copies)."""
+    found = complete_checkpoints(root)
+    for _, folder in found[:-keep_last]:
+        shutil.rmtree(folder.parent / (folder.name + "_universal"), ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,49 @@
+"""The DeepSpeed config of a run: the recipe's JSON (ZeRO stage, offload, buckets) with the batch shape,
+optimizer, clipping and precision filled in from the recipe, so the two never disagree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from longmix.errors import UserError
+from longmix.train.loader import PhasePlan
+from longmix.train.recipe import TrainRecipe
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``over`` wins."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_ds_config(
+    recipe: TrainRecipe, first: PhasePlan, world: int, bf16: bool, load_universal: bool, cuda: bool
+) -> dict[str, Any]:
+    path = recipe.resolve(recipe.deepspeed)
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"deepspeed config {path} not found (see train/ds_zero3.json)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"deepspeed config {path}: not valid JSON ({exc})") from None
+    cfg = merge(cfg, recipe.deepspeed_overrides)
+    o = recipe.optim
+    cfg.update(
+        train_micro_batch_size_per_gpu=first.micro_seqs,
+        gradient_accumulation_steps=first.grad_accum,
+        train_batch_size=first.micro_seqs * first.grad_accum * world,
+        gradient_clipping=o.grad_clip,
+        optimizer={"type": "AdamW", "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps,
+                                               "weight_decay": o.weight_decay,
+                                               # On CPU torch's AdamW spares a JIT build of FusedAdam.
+                                               **({} if cuda else {"torch_adam": True})}},
+        bf16={"enabled": bf16},
+        checkpoint={**cfg.get("checkpoint", {}), "load_universal": load_universal},
+    )
+    cfg.pop("fp16", None)  # fp16 loss scaling is not supported for continual pretraining: bf16 or fp32
+    cfg.pop("scheduler", None)  # the schedule comes from the recipe
+    cfg.setdefault("steps_per_print", 1 << 30)  # we log ourselves
+    return cfg

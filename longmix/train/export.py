@@ -1,0 +1,57 @@
+"""Export a ZeRO-3 training checkpoint as a consolidated safetensors HF checkpoint.
+
+The fp32 weights are rebuilt from the partitioned optimizer states (DeepSpeed's zero_to_fp32), the
+HF config is the one saved with the checkpoint (so RoPE changes made for training are kept), and the
+model is materialized only once, on CPU, to write it with ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from longmix.errors import UserError
+from longmix.train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint folder from a run folder, its checkpoints/ folder, or a step_* folder (newest wins)."""
+    if (path / ckpt.STATE_FILE).is_file():
+        return path
+    for root in (path / "checkpoints", path):
+        found = ckpt.complete_checkpoints(root)
+        if found:
+            return found[-1][1]
+    raise UserError(f"no complete checkpoint under {path}; pass a run folder or a checkpoints/step_* folder")
+
+
+def export(path: Path, out: Path, dtype: str = "float32") -> Path:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = resolve_checkpoint(path)
+    state = ckpt.read_state(folder)
+    config = AutoConfig.from_pretrained(folder / "hf_config")
+    sd = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model = model.to(getattr(torch, dtype))
+    model.config.use_cache = True  # training turned it off; generation wants it
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")
+    if state.get("tokenizer") and tok.is_file():
+        shutil.copy2(tok, out / "tokenizer.json")
+    log.info("exported step %s of %s to %s", state["step"], folder.parent.parent, out)
+    return folder

@@ -1,0 +1,112 @@
+"""Model setup with transformers: config (RoPE change, attention implementation), creation, checkpointing.
+
+RoPE changes go through ``config.rope_parameters``: transformers 5 silently ignores a plain
+``config.rope_theta = x``. ``use_cache`` is forced off because with a cache transformers does not build
+the per-document mask from restarting position ids, and packed documents would attend to each other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from longmix.errors import UserError
+from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
+
+log = logging.getLogger(__name__)
+
+
+def rope_parameters(current: dict[str, Any], rope: RopeConfig, max_positions: int) -> dict[str, Any]:
+    """New ``rope_parameters`` for ``rope`` applied on top of the model's ``current`` ones."""
+    if rope.kind == "keep":
+        return dict(current)
+    theta = rope.theta if rope.theta is not None else float(current.get("rope_theta", 10000.0))
+    if rope.kind == "abf":
+        return {"rope_type": "default", "rope_theta": theta}
+    params: dict[str, Any] = {"rope_type": rope.kind, "rope_theta": theta, "factor": float(rope.factor)}
+    if rope.kind == "yarn":
+        params["original_max_position_embeddings"] = rope.original_max_position_embeddings or max_positions
+    return params
+
+
+def pick_attention(requested: str) -> str:
+    """flash_attention_2 on GPU when installed, sdpa otherwise (FlashAttention has no CPU backward)."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
+    """The HF config of the run: the checkpoint's (or the recipe's), with the RoPE change applied."""
+    if mc.path is not None:
+        path = recipe.resolve(mc.path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.path {path} has no config.json; point it at a HF checkpoint folder")
+        config = AutoConfig.from_pretrained(path)
+    else:
+        fields = dict(mc.config or {})
+        try:
+            config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"model.config: {exc}") from None
+    old_max = int(config.max_position_embeddings)
+    current = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": 10000.0})
+    config.rope_parameters = rope_parameters(current, mc.rope, old_max)
+    if mc.max_position_embeddings is not None:
+        config.max_position_embeddings = mc.max_position_embeddings
+    elif mc.rope.factor is not None and mc.rope.kind in ("linear", "yarn", "dynamic"):
+        config.max_position_embeddings = int(old_max * mc.rope.factor)
+    config.use_cache = False
+    config._attn_implementation = pick_attention(mc.attn_implementation)
+    return config
+
+
+def build_model(
+    mc: ModelConfig, recipe: TrainRecipe, config: PretrainedConfig, dtype: torch.dtype
+) -> PreTrainedModel:
+    """Create the model. Under an active ``HfDeepSpeedConfig`` with ZeRO-3, transformers builds it inside
+    ``deepspeed.zero.Init``, so each rank only ever holds its partition of the weights."""
+    attn = config._attn_implementation
+    if mc.path is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            recipe.resolve(mc.path), config=config, dtype=dtype, attn_implementation=attn
+        )
+    else:
+        torch.manual_seed(recipe.seed)  # from-scratch weights depend on the seed only
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    model.config.use_cache = False
+    if mc.activation_checkpointing:
+        # Non-reentrant checkpointing works with ZeRO-3's parameter hooks and needs no input grads.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """One AdamW group, weight decay on every parameter (as torchtitan does).
+
+    Not split into decay/no-decay groups on purpose: DeepSpeed's universal-checkpoint loader copies the
+    first group's hyperparameters onto every group, so a no-decay group would silently start decaying
+    after a resume on a different world size.
+    """
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+def match_tokenizer(config: PretrainedConfig, mc: ModelConfig, vocab_size: int, bos: int | None, eos: int | None,
+                    pad: int, where: str) -> None:
+    """A from-scratch model takes its vocabulary and special ids from the manifest's tokenizer when the
+    recipe leaves them out; any model must cover every id the shards can hold."""
+    given = mc.config or {}
+    if mc.config is not None:
+        for key, value in (("vocab_size", vocab_size), ("bos_token_id", bos), ("eos_token_id", eos),
+                           ("pad_token_id", pad)):
+            if key not in given:
+                setattr(config, key, value)
+    if vocab_size > config.vocab_size:
+        raise UserError(f"{where}: tokenizer has {vocab_size} ids but the model's vocab_size is {config.vocab_size}; "
+                        "use the model's tokenizer or raise model.config.vocab_size")

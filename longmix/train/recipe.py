@@ -1,0 +1,133 @@
+"""The training recipe: YAML in, validated by pydantic, paths resolved against the recipe's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from longmix.config import Strict, load_yaml, parse_model
+
+
+class RopeConfig(Strict):
+    """How to change the rotary embedding of the loaded model (applied through ``rope_parameters``).
+
+    ``abf`` is the paper's adjusted base frequency (theta 10,000 -> 500,000); ``linear`` is position
+    interpolation; ``yarn`` and ``dynamic`` (NTK) are the usual scaled variants.
+    """
+
+    kind: Literal["keep", "abf", "linear", "yarn", "dynamic"] = "keep"
+    theta: float | None = Field(None, gt=0, description="new RoPE base (abf; optional for the others)")
+    factor: float | None = Field(None, gt=0, description="context extension factor (linear, yarn, dynamic)")
+    original_max_position_embeddings: int | None = Field(None, gt=0, description="yarn: pretraining length")
+
+    @model_validator(mode="after")
+    def _needs(self) -> RopeConfig:
+        if self.kind == "abf" and self.theta is None:
+            raise ValueError("rope kind 'abf' needs theta (e.g. 500000)")
+        if self.kind in ("linear", "yarn", "dynamic") and self.factor is None:
+            raise ValueError(f"rope kind '{self.kind}' needs factor (new length / old length)")
+        return self
+
+
+class ModelConfig(Strict):
+    path: str | None = Field(None, description="local HF checkpoint folder to continue from")
+    config: dict[str, Any] | None = Field(None, description="HF config fields for a from-scratch model")
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    activation_checkpointing: bool = False
+    max_position_embeddings: int | None = Field(None, gt=0, description="raise the config's limit (long runs)")
+    rope: RopeConfig = RopeConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.path is None) == (self.config is None):
+            raise ValueError("set exactly one of model.path (continue a checkpoint) or model.config (from scratch)")
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError("model.config needs model_type (e.g. llama)")
+        return self
+
+
+class PhaseConfig(Strict):
+    """One curriculum phase: train on ``manifest`` for a token budget or a number of optimizer steps."""
+
+    manifest: str
+    tokens: int | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> PhaseConfig:
+        if (self.tokens is None) == (self.steps is None):
+            raise ValueError("a phase needs exactly one of tokens or steps")
+        return self
+
+
+class DataConfig(Strict):
+    phases: list[PhaseConfig] = Field(min_length=1)
+    doc_masking: bool = Field(True, description="no attention across packed documents; False is an ablation")
+    holdout_sequences: int = Field(0, ge=0, description="sequences per phase kept out of training for eval")
+    verify: bool = Field(True, description="check every shard's sha256 before training")
+
+
+class BatchConfig(Strict):
+    tokens_per_step: int = Field(gt=0, description="global tokens per optimizer step, held across phases")
+    micro_batch_tokens: int = Field(gt=0, description="tokens per rank per forward pass")
+
+
+class OptimConfig(Strict):
+    lr: float = Field(2e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+
+
+class ScheduleConfig(Strict):
+    warmup_steps: int = Field(2000, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    kind: Literal["cosine", "constant"] = "cosine"
+
+
+class CheckpointConfig(Strict):
+    every_steps: int = Field(1000, gt=0)
+    keep_last: int = Field(2, ge=1)
+
+
+class LoggingConfig(Strict):
+    every_steps: int = Field(1, gt=0)
+    eval_every_steps: int | None = Field(None, gt=0, description="default: at each checkpoint")
+    peak_tflops: float | None = Field(None, gt=0, description="per device, for MFU; default: known GPUs")
+
+
+class TrainRecipe(Strict):
+    name: str
+    seed: int = 0
+    output: str = Field(description="run folder: checkpoints, metrics.jsonl, the exported config")
+    model: ModelConfig
+    data: DataConfig
+    batch: BatchConfig
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    deepspeed: str = Field(description="DeepSpeed JSON config; batch, optimizer and precision are filled in")
+    deepspeed_overrides: dict[str, Any] = Field(default_factory=dict, description="merged into the JSON")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig = LoggingConfig()
+    base_dir: str = Field(".", description="set by the loader: the recipe's folder")
+
+    def resolve(self, p: str) -> Path:
+        """A recipe path, relative to the recipe's folder unless absolute."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.output)
+
+
+def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
+    """Load and validate a training recipe; ``overrides`` replace top-level keys (e.g. output)."""
+    data = load_yaml(path)
+    data.update(overrides or {})
+    data["base_dir"] = str(Path(path).resolve().parent)
+    return parse_model(TrainRecipe, data, str(path))

@@ -1,0 +1,225 @@
+"""The training loop: one optimizer step reads like the paper (AdamW, warmup + cosine, token-mean loss).
+
+Runs on every rank under a launcher (torchrun, deepspeed, srun...). The loss of a step is the mean over
+the predicted tokens of the whole global batch: each micro-batch contributes its token-sum divided by
+the global count (known up front from the shards' metadata), so long and short documents, padding and
+ranks are weighted by tokens, never by sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from longmix.errors import UserError
+from longmix.train import checkpoint as ckpt
+from longmix.train.dsconfig import build_ds_config
+from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
+from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
+from longmix.train.masking import IGNORE
+from longmix.train.metrics import MetricsLog
+from longmix.train.model import build_model, load_config, match_tokenizer, param_groups
+from longmix.train.recipe import TrainRecipe
+from longmix.train.schedule import lr_factor
+
+log = logging.getLogger(__name__)
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Join the process group the launcher set up: NCCL on GPU, gloo on CPU."""
+    import deepspeed
+
+    # DeepSpeed calls the deprecated torch.distributed collectives on every step.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+    cuda = torch.cuda.is_available()
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def open_phases(recipe: TrainRecipe, rank: int) -> list[PhaseData]:
+    """Rank 0 verifies every shard's sha256 (once, not once per rank); a failure stops all ranks."""
+    err: list[str | None] = [None]
+    phases: list[PhaseData] = []
+    try:
+        phases = [PhaseData(recipe.resolve(p.manifest), verify=recipe.data.verify and rank == 0)
+                  for p in recipe.data.phases]
+    except UserError as exc:
+        err[0] = str(exc)
+    dist.broadcast_object_list(err, src=0)
+    if err[0] is not None:
+        raise UserError(err[0])
+    return phases
+
+
+class Trainer:
+    def __init__(self, recipe: TrainRecipe) -> None:
+        import deepspeed
+        from transformers.integrations import HfDeepSpeedConfig
+
+        self.recipe = recipe
+        self.rank, self.world, self.device = init_distributed()
+        self.out = recipe.output_dir
+        self.ckpt_root = self.out / "checkpoints"
+        self.phases = open_phases(recipe, self.rank)
+        self.plans = plan_phases(recipe, self.phases, self.world)
+        self.loader = Loader(recipe, self.phases, self.plans, self.rank, self.world)
+        self.total_steps = self.loader.total_steps
+        self.bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and self.device.type == "cuda")
+        self.resume = ckpt.find_resume(self.ckpt_root, self.world)
+        if self.resume and self.resume.universal:
+            ckpt.convert_to_universal(self.resume, self.rank)
+        ds_config = build_ds_config(recipe, self.plans[0], self.world, self.bf16,
+                                    load_universal=bool(self.resume and self.resume.universal),
+                                    cuda=self.device.type == "cuda")
+        # Must exist (and stay referenced) before the model is created: it makes transformers build the
+        # model inside deepspeed.zero.Init, partitioned from the start.
+        self._hf_ds = HfDeepSpeedConfig(ds_config)
+        self.hf_config = load_config(recipe.model, recipe)
+        for ph in self.phases:
+            t = ph.manifest.tokenizer
+            match_tokenizer(self.hf_config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(ph.path))
+        model = build_model(recipe.model, recipe, self.hf_config, torch.bfloat16 if self.bf16 else torch.float32)
+        self.n_matmul = matmul_params(model)
+        s = recipe.schedule
+
+        def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+            return torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda i: lr_factor(i, self.total_steps, s.warmup_steps, s.min_lr_ratio, s.kind))
+
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=param_groups(model, recipe.optim.weight_decay), config=ds_config,
+            lr_scheduler=schedule)
+        self.step = 0
+        if self.resume:
+            self._load()
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.rank == 0, self.step)
+        self.peak = peak_flops_per_device(recipe.logging.peak_tflops)
+
+    def _load(self) -> None:
+        assert self.resume is not None
+        self.loader.check_resume(self.resume.state["loader"])
+        path, _ = self.engine.load_checkpoint(str(self.ckpt_root), tag=self.resume.load_tag,
+                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.resume.folder}")
+        self.step = self.resume.step
+
+    def _set_batch_shape(self, step: int) -> None:
+        """Phases may change sequences per micro-batch and the accumulation count (tokens per step stay)."""
+        plan = self.plans[self.loader.phase_of(step)]
+        if self.engine.gradient_accumulation_steps() != plan.grad_accum or \
+                self.engine.train_micro_batch_size_per_gpu() != plan.micro_seqs:
+            self.engine.set_train_micro_batch_size(plan.micro_seqs)
+            self.engine.set_train_batch_size(plan.micro_seqs * plan.grad_accum * self.world)
+
+    def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Sum of token losses. No attention_mask on purpose: with one, transformers would not derive the
+        per-document mask from position_ids."""
+        logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
+                               ignore_index=IGNORE, reduction="sum")
+
+    def train_step(self, batch: StepBatch) -> float:
+        """One optimizer step over this rank's micro-batches; returns the global mean token loss."""
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        # DeepSpeed averages gradients over ranks: scaling by world makes the result Σ loss / N_global.
+        scale = self.world / batch.global_predicted
+        for mb in batch.micro:
+            ids, pos, tgt = (torch.from_numpy(a).to(self.device) for a in (mb.input_ids, mb.position_ids,
+                                                                           mb.targets))
+            s = self._forward_sum(ids, pos, tgt)
+            self.engine.backward(s * scale, scale_wrt_gas=False)
+            self.engine.step()
+            loss_sum += s.detach().double().cpu()
+        dist.all_reduce(loss_sum)
+        return float(loss_sum) / batch.global_predicted
+
+    @torch.no_grad()
+    def evaluate(self, phase: int) -> dict[str, Any] | None:
+        if self.recipe.data.holdout_sequences == 0:
+            return None
+        mb = self.plans[phase].micro_seqs
+        _, ids, pos, tgt = self.loader.holdout(phase, mb)
+        totals = torch.zeros(2, dtype=torch.float64)
+        self.engine.eval()
+        for i in range(0, len(ids), mb):
+            t = [torch.from_numpy(a[i : i + mb]).to(self.device) for a in (ids, pos, tgt)]
+            totals[0] += self._forward_sum(*t).double().cpu()
+            totals[1] += (t[2] != IGNORE).sum().item()
+        self.engine.train()
+        dist.all_reduce(totals)
+        return {"step": self.step, "phase": phase, "eval_loss": float(totals[0] / totals[1]),
+                "eval_tokens": int(totals[1])}
+
+    def save(self) -> None:
+        state = {"step": self.step, "world_size": self.world, "loader": self.loader.state(self.step),
+                 "tokenizer": self.phases[-1].manifest.tokenizer.path,
+                 "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name}
+        ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last)
+
+    def run(self, stop_at_step: int | None = None) -> None:
+        r = self.recipe
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.json").write_text(r.model_dump_json(indent=2) + "\n")
+        start = self.step
+        self.metrics.info(f"[bold]{r.name}[/bold]: {self.world} ranks, {self.total_steps} steps, "
+                          f"{r.batch.tokens_per_step:,} tokens/step" + (f", resumed at step {start}" if start else ""))
+        t0 = time.perf_counter()
+        while self.step < self.total_steps and (stop_at_step is None or self.step < stop_at_step):
+            t_step = time.perf_counter()
+            self._set_batch_shape(self.step)
+            batch = self.loader.step(self.step)
+            lr = self.scheduler.get_last_lr()[0]
+            loss = self.train_step(batch)
+            self.step += 1
+            dt = time.perf_counter() - t_step
+            self._log(batch, loss, lr, dt, time.perf_counter() - t0)
+            at_ckpt = self.step % r.checkpoint.every_steps == 0 or self.step in (self.total_steps, stop_at_step)
+            eval_every = r.logging.eval_every_steps or r.checkpoint.every_steps
+            if self.step % eval_every == 0 or self.step == self.total_steps:
+                ev = self.evaluate(batch.phase)
+                if ev:
+                    self.metrics.write(ev)
+            if at_ckpt:
+                self.save()
+        dist.barrier()
+
+    def _log(self, batch: StepBatch, loss: float, lr: float, dt: float, elapsed: float) -> None:
+        if self.step % self.recipe.logging.every_steps and self.step != self.total_steps:
+            return
+        plan = self.plans[batch.phase]
+        seq_tokens = plan.seqs_per_step * plan.seq_len
+        flops = step_flops(self.n_matmul, self.hf_config, batch.global_tokens, batch.global_attn_pairs)
+        gnorm = self.engine.get_global_grad_norm()
+        self.metrics.write({
+            "step": self.step, "total_steps": self.total_steps, "phase": batch.phase, "seq_len": plan.seq_len,
+            "loss": loss, "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else None,
+            "tokens": seq_tokens, "predicted_tokens": batch.global_predicted, "step_time_s": dt,
+            "tokens_per_s": seq_tokens / dt, "tflops_per_device": flops / dt / self.world / 1e12,
+            "mfu": flops / dt / self.world / self.peak if self.peak else None, "elapsed_s": elapsed,
+        })
+
+
+def train(recipe: TrainRecipe, stop_at_step: int | None = None) -> None:
+    """Entry point on each rank (under a launcher)."""
+    trainer = Trainer(recipe)
+    trainer.run(stop_at_step)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln]

@@ -1,0 +1,117 @@
+"""Training test fixtures: real tokenized text (Python stdlib sources) packed into shards + manifest,
+a tiny Llama config, and recipe/launch helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from longmix.data.pack import DocBatch, PackStats, pack
+from longmix.data.packed_shards import write_shards
+from longmix.data.tokenize import encode_table, train_bpe
+from longmix.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+VOCAB = 512
+SOURCES = ["code", "docs"]
+
+TINY_LLAMA: dict[str, Any] = {
+    "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": VOCAB, "max_position_embeddings": 1024,
+    "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
+}
+
+
+def stdlib_texts(max_chars: int, skip: int = 0) -> list[str]:
+    """Python sources (code) and their docstring-rich modules, in a fixed order, up to ``max_chars``."""
+    files = sorted(STDLIB.glob("*.py"), key=lambda f: f.name)[skip:]
+    texts, total = [], 0
+    for f in files:
+        t = f.read_text(encoding="utf-8", errors="replace")[:6000]
+        if len(t) < 200:
+            continue
+        texts.append(t)
+        total += len(t)
+        if total >= max_chars:
+            break
+    return texts
+
+
+def make_tokenizer(out: Path) -> Path:
+    path = out / "tokenizer.json"
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        train_bpe(stdlib_texts(400_000), vocab_size=VOCAB, out_path=path)
+    return path
+
+
+def make_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, rows_per_shard: int = 40,
+                  skip: int = 0, doc_chars: int | None = None) -> Path:
+    """Tokenize stdlib text, pack best-fit with EOS into ``seq_len`` rows, write shards + manifest.json.
+
+    ``doc_chars`` cuts the files into documents of 1/4..1x that many characters (short documents, so
+    rows hold several of them)."""
+    from longmix.data.tokenize import load_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    texts = stdlib_texts(max_chars, skip)
+    if doc_chars:
+        rng = np.random.default_rng(0)
+        pieces = []
+        for t in texts:
+            while t:
+                n = int(rng.integers(doc_chars // 4, doc_chars + 1))
+                pieces.append(t[:n])
+                t = t[n:]
+        texts = pieces
+    sources = [i % 2 for i in range(len(texts))]
+    table = encode_table(load_tokenizer(tok_path), pa.table(
+        {"id": [str(i) for i in range(len(texts))], "source": [SOURCES[s] for s in sources], "text": texts}))
+    docs = DocBatch.from_arrow(table.column("input_ids"), np.asarray(sources, np.int16))
+    stats = PackStats(strategy="best_fit", seq_len=seq_len)
+    rows = list(pack([docs], seq_len, "best_fit", pad_id=2, eos_id=1, window=256, stats=stats))
+    infos = write_shards(rows, out, seq_len, rows_per_shard=rows_per_shard)
+    manifest = Manifest(
+        seq_len=seq_len, tokenizer=tokenizer_entry(tok_path), sources=SOURCES,
+        shards=shard_entries(infos, out), totals=totals_from(infos, stats.docs_truncated),
+        packing=stats.to_dict(), mix={}, lineage=make_lineage({"seq_len": seq_len}, {"stdlib": "test"}, 0))
+    write_manifest(manifest, out / "manifest.json")
+    return out / "manifest.json"
+
+
+def write_train_recipe(path: Path, **fields: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def tiny_recipe(out: Path, phases: list[dict], **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "tiny", "seed": 3, "output": str(out),
+        "model": {"config": TINY_LLAMA, "attn_implementation": "sdpa"},
+        "data": {"phases": phases, "holdout_sequences": 4},
+        "batch": {"tokens_per_step": 1024, "micro_batch_tokens": 256},
+        "optim": {"lr": 3e-3},
+        "schedule": {"warmup_steps": 2, "min_lr_ratio": 0.1},
+        "deepspeed": str(REPO / "train" / "ds_zero3.json"),
+        "checkpoint": {"every_steps": 3, "keep_last": 2},
+    }
+    for k, v in over.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def run_longmix(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``longmix ...`` in a subprocess, one OpenMP thread per rank (CI has two cores for two ranks)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
