@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# corpus -> tokenizer -> short and long mixes -> pretrain at 256 tokens -> continue at 1,024 with ABF.
+# corpus -> tokenizer -> short and long mixes -> pretrain at 256 tokens -> continue at 1,024 with ABF
+# -> loss vs context length of both checkpoints on held-out long documents (the `tests` source).
 demo: install
 	$(BIN)/longmix demo-corpus $(DEMO)/corpus
 	$(BIN)/longmix tokenizer train $(DEMO)/corpus/code $(DEMO)/corpus/docs $(DEMO)/corpus/legal \
@@ -31,6 +32,9 @@ demo: install
 	$(BIN)/longmix export $(DEMO)/train/short -o $(DEMO)/hf/short
 	$(BIN)/longmix train train/demo-long-abf.yaml --nproc 2
 	$(BIN)/longmix export $(DEMO)/train/long-abf -o $(DEMO)/hf/long-abf
+	OMP_NUM_THREADS=2 $(BIN)/longmix eval context-loss $(DEMO)/hf/short $(DEMO)/hf/long-abf \
+		--data $(DEMO)/corpus/tests/part-00000.jsonl --max-len 1024 --max-docs 16 -o $(DEMO)/eval
+	$(BIN)/longmix eval rope --base 10000 --base 500000 --pi-scale 4 --head-dim 32 -o $(DEMO)/eval
 
 test: install
 	$(BIN)/python -m pytest -q

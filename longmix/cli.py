@@ -107,6 +107,9 @@ def _mount_subapps() -> None:
     app.add_typer(tokenizer_app, name="tokenizer")
     app.command("verify")(verify)
     app.command("inspect")(inspect)
+    from longmix.eval.commands import eval_app
+
+    app.add_typer(eval_app, name="eval")
 
 
 _mount_subapps()

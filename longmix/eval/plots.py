@@ -1,0 +1,89 @@
+"""Matplotlib PNGs of the evaluation results (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    _plt().close(fig)
+    return out
+
+
+def plot_context_loss(results: list[dict[str, Any]], out: Path) -> Path:
+    """Binned loss vs context length (log x) with standard-error bars and each checkpoint's fitted curve;
+    several checkpoints share the axes (the comparison overlay)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, res in enumerate(results):
+        color = f"C{k}"
+        b = res["bins"]
+        x, y = np.asarray(b["context"]), np.asarray(b["loss"])
+        se = np.asarray([0.0 if v is None else v for v in b["se"]])
+        ax.errorbar(x, y, yerr=se, fmt="o", ms=3, color=color, alpha=0.8, label=f"{res['name']} ({res['n_docs']} docs)")
+        fit = res.get("fit")
+        if fit:
+            xs = np.geomspace(max(x.min(), res.get("fit_min_context", 1)), x.max(), 200)  # the fitted range only
+            ys = (fit["alpha"] / xs) ** fit["beta"] + fit["gamma"]
+            ax.plot(xs, ys, "-", color=color, lw=1.2,
+                    label=f"fit ({fit['alpha']:.3g}/c)^{fit['beta']:.2f} + {fit['gamma']:.2f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("context length c (tokens before the predicted token)")
+    ax.set_ylabel("token loss (nats)")
+    ax.set_title("Loss vs context length, L(c) = (α/c)^β + γ")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_probe_heatmap(task: str, summary: dict[str, Any], metric: str, out: Path) -> Path:
+    """Depth (rows) x length (columns) heatmap of a probe metric in [0, 1], values written in the cells."""
+    plt = _plt()
+    grid = np.asarray(summary[metric], dtype=float)
+    lengths, depths = summary["lengths"], summary["depths"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.5 * len(depths)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
+    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("depth")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(f"{task}: {metric}")
+    return _save(fig, out)
+
+
+def plot_rope(analysis: dict[str, Any], out: Path) -> Path:
+    """The decay bound (the paper's Fig. 4) and the expected score of each RoPE variant vs distance."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.asarray(analysis["distances"])
+    for k, v in enumerate(analysis["variants"]):
+        label = f"{v['name']} (granularity {v['granularity']:.3g})"
+        axes[0].plot(x[1:], np.asarray(v["decay_bound"])[1:], color=f"C{k}", lw=1, label=label)
+        axes[1].plot(x[1:], np.asarray(v["expected_score"])[1:], color=f"C{k}", lw=1, label=v["name"])
+    axes[0].set_title(f"relative upper bound of the attention score (head dim {analysis['head_dim']})")
+    axes[1].set_title("expected score, q = k (1 at distance 0)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("relative distance (tokens)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    return _save(fig, out)
