@@ -54,10 +54,6 @@ class ShardWriter:
         if self._bytes >= self.shard_bytes:
             self.flush()
 
-    def add_table(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._write(table)
-
     def flush(self) -> None:
         if self._rows:
             self._write(pa.Table.from_pylist(self._rows, schema=self.schema))
@@ -77,5 +73,3 @@ def write_quarantine(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def shard_rows(paths: list[Path]) -> list[int]:
-    return [pq.read_metadata(p).num_rows for p in paths]

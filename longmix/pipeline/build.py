@@ -88,9 +88,3 @@ def _mix_stages(ctx: StageContext, recipe: Recipe, reports: dict[str, dict[str, 
     settings = recipe.stage_hash(settings, recipe.stages.pack)
     reports["pack"] = pack_stage.run(ctx, reports["mix"], tok_report, ctx.stage_dir("tokenize"), settings, recipe,
                                      reports["ingest"]["inputs"])
-
-
-def final_documents(output: Path, reports: dict[str, dict[str, Any]]) -> list[Path]:
-    """The document shards the last stage that ran left, in order."""
-    stage = list(reports)[-1]
-    return [output / stage / o["path"] for o in reports[stage]["outputs"]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -96,9 +95,3 @@ class StageContext:
         write_json(self.stage_dir(stage) / "report.json", report)
         return report
 
-    def reset_stage(self, stage: str) -> None:
-        shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
-
-
-def outputs_of(report: dict[str, Any], stage_dir: Path) -> list[Path]:
-    return [stage_dir / o["path"] for o in report["outputs"]]
