@@ -110,6 +110,9 @@ def _mount_subapps() -> None:
     from longmix.eval.commands import eval_app
 
     app.add_typer(eval_app, name="eval")
+    from longmix.ablate.commands import ablate
+
+    app.command("ablate")(ablate)
 
 
 _mount_subapps()

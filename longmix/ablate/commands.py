@@ -1,0 +1,26 @@
+"""`longmix ablate SUITE.yaml`: run an ablation suite and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def ablate(
+    suite: Annotated[Path, typer.Argument(help="ablation suite (YAML), e.g. pipelines/ablations/data-mix.yaml")],
+    quick: Annotated[bool, typer.Option("--quick", help="tiny budgets and a short eval: minutes, for CI")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="suite folder (default: the suite's)")] = None,
+    nproc: Annotated[int, typer.Option(min=1, help="training ranks (one launch trains every arm)")] = 1,
+) -> None:
+    """Run every arm of an ablation suite (cached arms are skipped) and write report.md, results.json, PNGs."""
+    from longmix.ablate.runner import AblationRunner
+    from longmix.ablate.suite import load_suite
+
+    s = load_suite(suite, quick=quick)
+    summary = AblationRunner(s, output.resolve() if output else None, nproc=nproc).run()
+    console.print(f"report in {Path(summary['output']) / 'report' / 'report.md'}")

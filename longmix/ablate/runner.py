@@ -1,0 +1,223 @@
+"""`longmix ablate`: build each arm's data (shared upstream once), train every unfinished arm in one launch,
+evaluate each arm's loss vs context, cache finished arms, and write the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longmix.ablate.data import build_data
+from longmix.ablate.suite import (
+    ArmSpec,
+    Suite,
+    arm_data_dict,
+    arm_seq_lens,
+    arm_train_dict,
+    base_data_dict,
+    pretrain_dict,
+    settings_hash,
+    with_seq_len,
+)
+from longmix.atomic import write_json
+from longmix.config import Recipe, parse_model
+from longmix.errors import UserError
+from longmix.train.launch import launch_env
+
+log = logging.getLogger("longmix")
+
+
+def dotted_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two recipe dumps differ (lists compare whole: a changed source list is one key)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += dotted_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def data_lineage(manifest: Path, base_recipe: dict[str, Any]) -> dict[str, Any]:
+    """What the arm's manifest says it was built from, and where that differs from the suite's base recipe."""
+    lin = json.loads(manifest.read_text())["lineage"]
+    ref = parse_model(Recipe, base_recipe, "base data recipe").model_dump(mode="json")
+    diff = [k for k in dotted_diff(ref, lin["recipe"]) if k not in ("name", "output")]
+    return {"manifest": str(manifest), "recipe_sha256": lin["recipe_sha256"], "differs_from_base": diff}
+
+
+class AblationRunner:
+    def __init__(self, suite: Suite, output: Path | None = None, nproc: int = 1, progress: bool = False) -> None:
+        self.suite = suite
+        self.out = output or suite.resolve(suite.output)
+        self.nproc = nproc
+        self.progress = progress
+
+    # ---- data -------------------------------------------------------------------------------------------
+    def _data(self, recipe: dict[str, Any]) -> Path:
+        """Arms with identical data recipes share one mix folder; different ones share the upstream."""
+        folder = self.out / "data" / f"mix-{settings_hash(recipe)}"
+        return build_data(recipe, folder, self.out / "data", self.progress)
+
+    def arm_manifests(self, arm: ArmSpec) -> list[Path]:
+        return [self._data(arm_data_dict(self.suite, arm, sl)) for sl in arm_seq_lens(self.suite, arm)]
+
+    # ---- base model ---------------------------------------------------------------------------------------
+    def base_model(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint arms continue from (None when every arm starts from scratch), and the training job
+        that makes it (None if it exists)."""
+        if all(a.from_scratch for a in self.suite.arms):
+            return None, None
+        if self.suite.base.model is not None:
+            path = self.suite.resolve(self.suite.base.model)
+            if not (path / "config.json").is_file():
+                raise UserError(f"base model '{path}' has no config.json (run `make demo` or give another)")
+            return path, None
+        pre = self.suite.base.pretrain
+        assert pre is not None
+        hf = self.out / "base" / "hf"
+        if (hf / "config.json").is_file():
+            return hf, None
+        data = with_seq_len({**base_data_dict(self.suite), "name": f"{self.suite.name}-base"}, pre.seq_len)
+        manifest = self._data(data)
+        rec = self._write_recipe(self.out / "base" / "train.yaml",
+                                 pretrain_dict(self.suite, manifest, self.out / "base" / "run"))
+        return hf, {"recipe": str(rec), "export": str(hf)}
+
+    @staticmethod
+    def _write_recipe(path: Path, train: dict[str, Any]) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(train, sort_keys=False))
+        return path
+
+    # ---- run ------------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        t0 = time.time()
+        s = self.suite
+        self.out.mkdir(parents=True, exist_ok=True)
+        base_hf, base_job = self.base_model()
+        base_recipe = base_data_dict(s)
+        eval_cfg = s.eval.model_dump()
+        arms: list[dict[str, Any]] = []
+        if base_job:  # its own launch: arms load its export, which only exists after the launch
+            self._launch([base_job])
+        jobs: list[dict[str, Any]] = []
+        for arm in s.arms:
+            manifests = self.arm_manifests(arm)
+            for seed in s.seeds:
+                folder = self.out / "arms" / f"{arm.name}-s{seed}"
+                train = arm_train_dict(s, arm, seed, base_hf, manifests, folder / "run")
+                train_key = settings_hash(train, [json.loads(m.read_text())["lineage"]["recipe_sha256"]
+                                                  for m in manifests])
+                key = settings_hash(train_key, eval_cfg)  # an eval-only change re-evaluates, never retrains
+                self._claim(folder, train_key)
+                cached = self._cached(folder, key)
+                arms.append({"arm": arm, "seed": seed, "folder": folder, "key": key, "manifests": manifests,
+                             "train": train, "cached": cached is not None, "result": cached})
+                if cached is None and not (folder / "hf" / "config.json").is_file():
+                    rec = self._write_recipe(folder / "train.yaml", train)
+                    jobs.append({"recipe": str(rec), "export": str(folder / "hf")})
+        log.info("%s: %d arm runs, %d cached, %d to train", s.name, len(arms), sum(a["cached"] for a in arms),
+                 len(jobs))
+        if jobs:
+            self._launch(jobs)
+        results = []
+        base_result = self._eval_base(base_hf) if base_hf is not None else None
+        for a in arms:
+            if a["result"] is None:
+                a["result"] = self._finish_arm(a, base_recipe)
+            results.append({**a["result"], "cached": a["cached"]})
+        summary = {"suite": s.name, "description": s.description, "output": str(self.out),
+                   "train_tokens": s.train_tokens, "seeds": s.seeds, "eval": eval_cfg, "base": base_result,
+                   "arms": results, "seconds": round(time.time() - t0, 1)}
+        from longmix.ablate.report import write_report
+
+        write_report(summary, self.out / "report")
+        return summary
+
+    @staticmethod
+    def _claim(folder: Path, train_key: str) -> None:
+        """An arm folder trained with other settings is wiped: its checkpoints would otherwise be resumed
+        (or its export reused) under the new settings."""
+        marker = folder / "train_key"
+        if marker.is_file() and marker.read_text().strip() != train_key:
+            log.info("%s: settings changed, retraining", folder.name)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(train_key + "\n")
+
+    def _cached(self, folder: Path, key: str) -> dict[str, Any] | None:
+        path = folder / "result.json"
+        if path.is_file():
+            res = json.loads(path.read_text())
+            if res.get("key") == key:
+                return res
+        return None
+
+    def _launch(self, jobs: list[dict[str, Any]]) -> None:
+        jobs_path = self.out / "jobs.json"
+        write_json(jobs_path, jobs)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
+               "-m", "longmix.ablate.worker", str(jobs_path)]
+        rc = subprocess.call(cmd, env=launch_env(self.nproc))
+        if rc:
+            raise UserError(f"training the arms exited with code {rc} (see the rank logs above); rerun to resume")
+        from longmix.train.export import export
+        from longmix.train.recipe import load_train_recipe
+
+        for job in jobs:
+            export(load_train_recipe(job["recipe"]).output_dir, Path(job["export"]))
+
+    def _eval(self, hf: Path, name: str) -> dict[str, Any]:
+        from longmix.eval.context_loss import context_loss
+        from longmix.eval.loading import load_checkpoint
+
+        e = self.suite.eval
+        loaded = load_checkpoint(hf, device="cpu")
+        data = [self.suite.resolve(p) for p in e.data]
+        res = context_loss(loaded, data, e.max_len, e.min_len, e.max_docs, e.seed, n_bins=e.bins, name=name,
+                           progress=self.progress)
+        res.pop("per_position_loss", None)  # thousands of floats per arm; the bins carry the curve
+        res["context_ranges"] = range_losses(res, e.table_contexts)
+        return res
+
+    def _eval_base(self, hf: Path) -> dict[str, Any]:
+        key = settings_hash(str(hf), self.suite.eval.model_dump(), (hf / "config.json").stat().st_mtime)
+        path = self.out / "base" / "eval.json"
+        if path.is_file() and json.loads(path.read_text()).get("key") == key:
+            return json.loads(path.read_text())
+        res = {"key": key, "checkpoint": str(hf), "eval": self._eval(hf, "base")}
+        write_json(path, res)
+        return res
+
+    def _finish_arm(self, a: dict[str, Any], base_recipe: dict[str, Any]) -> dict[str, Any]:
+        from longmix.ablate.report import training_summary
+
+        arm: ArmSpec = a["arm"]
+        name = f"{arm.name}-s{a['seed']}"
+        res = {"key": a["key"], "arm": arm.name, "label": arm.label or arm.name, "seed": a["seed"],
+               "overrides": {"data": arm.data, "train": arm.train,
+                             "phases": [p.model_dump() for p in arm.phases], "from_scratch": arm.from_scratch},
+               "lineage": [data_lineage(m, base_recipe) for m in a["manifests"]],
+               "training": training_summary(a["folder"] / "run" / "metrics.jsonl"),
+               "eval": self._eval(a["folder"] / "hf", name), "checkpoint": str(a["folder"] / "hf")}
+        write_json(a["folder"] / "result.json", res)
+        return res
+
+
+def range_losses(res: dict[str, Any], edges: list[int]) -> dict[str, float | None]:
+    """Mean binned loss over context ranges (0, e1], (e1, e2], ...: the columns of the results table."""
+    b = res["bins"]
+    out: dict[str, float | None] = {}
+    lo = 0
+    for hi in edges:
+        vals = [loss for c, loss in zip(b["context"], b["loss"], strict=True) if lo < c <= hi]
+        out[f"{lo}-{hi}"] = sum(vals) / len(vals) if vals else None
+        lo = hi
+    return out

@@ -1,0 +1,214 @@
+"""Ablation suites: one shared base (data recipe, base model, training template, eval settings) and arms,
+each overriding part of the data recipe and/or the training recipe. Everything an arm runs is built here
+as plain dicts, so the arms differ from each other only in what their overrides say."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from longmix.config import Strict, deep_merge, load_with_extends, load_yaml, parse_model
+from longmix.errors import UserError
+
+
+class PhaseSpec(Strict):
+    """One training phase of an arm: this share of the arm's token budget at this sequence length."""
+
+    seq_len: int | None = Field(None, ge=16, description="default: the data recipe's seq_len")
+    fraction: float = Field(1.0, gt=0, le=1)
+
+
+class PretrainSpec(Strict):
+    """A base model trained once from scratch on the base data at a short length, shared by every arm."""
+
+    seq_len: int = Field(ge=16)
+    tokens: int = Field(gt=0)
+    train: dict[str, Any] = Field(description="training recipe fields (model.config, batch, optim...)")
+
+
+class BaseSpec(Strict):
+    data: str = Field(description="data recipe (YAML), relative to the suite")
+    model: str | None = Field(None, description="HF checkpoint to continue from (or use pretrain)")
+    pretrain: PretrainSpec | None = None
+    train: dict[str, Any] = Field(description="training template every arm starts from (no data.phases)")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> BaseSpec:
+        if (self.model is None) == (self.pretrain is None):
+            raise ValueError("set exactly one of base.model (a checkpoint) or base.pretrain (train one once)")
+        return self
+
+
+class EvalSpec(Strict):
+    data: list[str] = Field(min_length=1, description="held-out documents (JSONL files/folders)")
+    max_len: int = Field(2048, ge=8)
+    min_len: int | None = None
+    max_docs: int = Field(16, ge=1)
+    seed: int = 0
+    bins: int = Field(16, ge=4)
+    table_contexts: list[int] = Field([256, 1024, 2048], description="report loss at context ranges up to these")
+
+
+class QuickSpec(Strict):
+    """What `--quick` shrinks: a whole suite in a few minutes on 2 CPU cores (plumbing, not findings)."""
+
+    train_tokens: int = Field(gt=0)
+    pretrain_tokens: int | None = Field(None, gt=0)
+    max_len: int = Field(512, ge=8)
+    max_docs: int = Field(4, ge=1)
+    table_contexts: list[int] = [64, 256, 512]
+
+
+class ArmSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    label: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base data recipe")
+    train: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training template")
+    from_scratch: bool = Field(False, description="start from base.pretrain.train's model, not the base model")
+    phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec()])
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ArmSpec:
+        if abs(sum(p.fraction for p in self.phases) - 1.0) > 1e-6:
+            raise ValueError(f"arm {self.name}: phase fractions must sum to 1")
+        return self
+
+
+class Suite(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    output: str = Field(description="suite folder (relative to the suite file)")
+    seeds: list[int] = Field([0], min_length=1, description="training seeds; each arm runs once per seed")
+    train_tokens: int = Field(gt=0, description="training tokens per arm (equal budgets)")
+    base: BaseSpec
+    eval: EvalSpec
+    quick: QuickSpec
+    arms: list[ArmSpec] = Field(min_length=1)
+    base_dir: str = Field(".", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Suite:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be unique")
+        if any(a.from_scratch for a in self.arms) and self.base.pretrain is None:
+            raise ValueError("from_scratch arms need base.pretrain (its train.model is the from-scratch model)")
+        return self
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
+
+
+def load_suite(path: str | Path, quick: bool = False) -> Suite:
+    """Validate a suite; with ``quick`` the budgets and eval shrink (one seed)."""
+    data = load_yaml(path)
+    data["base_dir"] = str(Path(path).resolve().parent)
+    suite: Suite = parse_model(Suite, data, str(path))
+    if quick:
+        q = suite.quick
+        pre = suite.base.pretrain
+        if pre is not None and q.pretrain_tokens:
+            pre = pre.model_copy(update={"tokens": q.pretrain_tokens})
+        suite = suite.model_copy(update={
+            "seeds": suite.seeds[:1], "train_tokens": q.train_tokens,
+            "base": suite.base.model_copy(update={"pretrain": pre}),
+            "eval": suite.eval.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs,
+                                                  "table_contexts": q.table_contexts}),
+            "output": suite.output.rstrip("/") + "-quick"})
+    return suite
+
+
+def settings_hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def base_data_dict(suite: Suite) -> dict[str, Any]:
+    """The base data recipe with `extends` resolved and its folder recorded, so arms can move its output."""
+    path = suite.resolve(suite.base.data)
+    if not path.is_file():
+        raise UserError(f"suite {suite.name}: base data recipe '{path}' not found")
+    data = load_with_extends(path)
+    data["base_dir"] = str(path.parent)
+    return data
+
+
+def arm_data_dict(suite: Suite, arm: ArmSpec, seq_len: int | None) -> dict[str, Any]:
+    """The data recipe of one arm at one sequence length (output left to the runner)."""
+    data = deep_merge(base_data_dict(suite), copy.deepcopy(arm.data))
+    data["name"] = f"{suite.name}-{arm.name}"
+    if seq_len is not None:
+        with_seq_len(data, seq_len)
+    return data
+
+
+def with_seq_len(data: dict[str, Any], seq_len: int) -> dict[str, Any]:
+    """Repack a data recipe at another length. "Long" is defined relative to the packing length (its
+    threshold must be a bucket edge, seq_len/8, /2 or 1x), so at a new length a threshold that is no
+    longer an edge falls back to the mix's default instead of failing the build."""
+    from longmix.data.buckets import default_edges
+
+    if data.get("seq_len") != seq_len:
+        mix = (data.get("stages") or {}).get("mix") or {}
+        if mix.get("long_min_tokens") not in (None, *default_edges(seq_len).tolist()):
+            mix.pop("long_min_tokens")
+    data["seq_len"] = seq_len
+    return data
+
+
+def arm_seq_lens(suite: Suite, arm: ArmSpec) -> list[int]:
+    default = arm_data_dict(suite, arm, None).get("seq_len")
+    out = []
+    for p in arm.phases:
+        sl = p.seq_len or default
+        if sl is None:
+            raise UserError(f"arm {arm.name}: no seq_len in the data recipe or the phase")
+        out.append(int(sl))
+    return out
+
+
+def _absolute_paths(train: dict[str, Any], suite: Suite) -> dict[str, Any]:
+    """Suite-relative paths in a training dict made absolute: arm recipes are written elsewhere."""
+    out = copy.deepcopy(train)
+    if "deepspeed" in out:
+        out["deepspeed"] = str(suite.resolve(out["deepspeed"]))
+    if isinstance(out.get("model"), dict) and out["model"].get("path"):
+        out["model"]["path"] = str(suite.resolve(out["model"]["path"]))
+    return out
+
+
+def arm_train_dict(suite: Suite, arm: ArmSpec, seed: int, base_model: Path | None, manifests: list[Path],
+                   output: Path) -> dict[str, Any]:
+    """The arm's training recipe: template <- arm overrides, phases splitting the equal token budget."""
+    template = _absolute_paths(suite.base.train, suite)
+    if arm.from_scratch:
+        assert suite.base.pretrain is not None
+        scratch = _absolute_paths(suite.base.pretrain.train, suite)
+        template = deep_merge(template, {"model": scratch["model"]})
+        template["model"].pop("path", None)
+        template["model"].pop("rope", None)  # a fresh model has no RoPE to change
+    else:
+        assert base_model is not None
+        template = deep_merge(template, {"model": {"path": str(base_model)}})
+    train = deep_merge(template, _absolute_paths(arm.train, suite))
+    tps = int(train["batch"]["tokens_per_step"])
+    phases = [{"manifest": str(m), "tokens": max(tps, int(round(suite.train_tokens * p.fraction / tps)) * tps)}
+              for m, p in zip(manifests, arm.phases, strict=True)]
+    train["data"] = {**train.get("data", {}), "phases": phases}
+    train.update(name=f"{suite.name}-{arm.name}-s{seed}", seed=seed, output=str(output))
+    train["logging"] = {**train.get("logging", {}), "every_steps": 1}  # every step: FLOPs and curves summed exactly
+    return train
+
+
+def pretrain_dict(suite: Suite, manifest: Path, output: Path) -> dict[str, Any]:
+    pre = suite.base.pretrain
+    assert pre is not None
+    train = _absolute_paths(pre.train, suite)
+    train["data"] = {**train.get("data", {}), "phases": [{"manifest": str(manifest), "tokens": pre.tokens}]}
+    train.update(name=f"{suite.name}-base", output=str(output))
+    return train
