@@ -12,10 +12,22 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 ARMS = ["natural", "remove-long", "upsample-long", "long-rich"]
 
 
-@pytest.mark.parametrize("path", sorted(PIPELINES.rglob("*.yaml")), ids=lambda p: str(p.relative_to(PIPELINES)))
+SUITES = sorted((PIPELINES / "ablations").glob("*.yaml"))  # ablation suites, not data recipes
+RECIPES = sorted(p for p in PIPELINES.rglob("*.yaml") if p not in SUITES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(PIPELINES)))
 def test_recipe_validates(path):
     recipe = load_recipe(path)
     assert recipe.sources and recipe.output
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
+def test_suite_validates(path):
+    from longmix.ablate.suite import load_suite
+
+    for quick in (False, True):
+        assert load_suite(path, quick=quick).arms
 
 
 def _without(recipe, *keys):
