@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from longmix.config import Recipe
@@ -52,14 +53,14 @@ def mix_params(recipe: Recipe) -> MixParams:
 
 def _lengths(files: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(shard, row, source index, n_tokens) of every tokenized document, in shard order."""
-    index = {n: i for i, n in enumerate(names)}
+    value_set = pa.array(names)
     shard, row, src, lens = [], [], [], []
     for i, f in enumerate(files):
         t = read_ipc(f, ["source", "n_tokens"])
         n = t.num_rows
         shard.append(np.full(n, i, np.int32))
         row.append(np.arange(n, dtype=np.int64))
-        src.append(np.array([index[s] for s in t.column("source").to_pylist()], dtype=np.int16))
+        src.append(pc.index_in(t.column("source"), value_set=value_set).to_numpy().astype(np.int16))
         lens.append(t.column("n_tokens").to_numpy().astype(np.int32))
     cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))  # noqa: E731
     return cat(shard, np.int32), cat(row, np.int64), cat(src, np.int16), cat(lens, np.int32)

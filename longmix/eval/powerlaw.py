@@ -41,9 +41,6 @@ class PowerLawFit:
         return {k: (tuple(x if np.isfinite(x) else None for x in v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items()}
 
-    def formula(self) -> str:
-        return f"L(c) = ({self.alpha:.3g}/c)^{self.beta:.3g} + {self.gamma:.3g}"
-
 
 def _initial_guess(c: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """Best of a few log-linear fits: for a guessed gamma, log(y - gamma) = beta*log(alpha) - beta*log(c)."""

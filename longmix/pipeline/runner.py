@@ -10,7 +10,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +65,16 @@ class StageContext:
                 advance()
         return [r for r in results if r is not None]
 
-    def _progress(self, label: str, total: int, done: int) -> Any:
-        ctx = self
-
-        class _Bar:
-            def __enter__(self) -> Callable[[], None]:
-                if not ctx.progress:
-                    self.bar = None
-                    return lambda: None
-                self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), transient=True)
-                self.bar.start()
-                tid = self.bar.add_task(label, total=total, completed=done)
-                return lambda: self.bar.advance(tid)
-
-            def __exit__(self, *exc: object) -> None:
-                if self.bar is not None:
-                    self.bar.stop()
-
-        return _Bar()
+    @contextmanager
+    def _progress(self, label: str, total: int, done: int) -> Iterator[Callable[[], None]]:
+        """Yields an `advance()`; a rich bar on a TTY, nothing otherwise."""
+        if not self.progress:
+            yield lambda: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as bar:
+            tid = bar.add_task(label, total=total, completed=done)
+            yield lambda: bar.advance(tid)
 
     def write_report(self, stage: str, task_stats: list[dict[str, Any]], started: float,
                      **extra: Any) -> dict[str, Any]:

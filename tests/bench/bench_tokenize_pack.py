@@ -8,6 +8,9 @@
    reading the same shards. Both include reading the shards; only longmix writes its output.
 2. Packing: every tokenized document once, with concat, best_fit and pad at 2,048 and 8,192 tokens:
    tokens/s, padding share, documents split and truncated.
+3. Mix plan at scale: `plan_mix` on N synthetic documents (log-normal lengths, 4 sources, default
+   buckets at seq_len 32,768, long-share targets), against the floor of sorting the same documents
+   by (source, bucket) cell, which the plan needs anyway; seconds and peak RSS growth.
 """
 
 from __future__ import annotations
@@ -100,9 +103,33 @@ def pack_bench() -> list[dict]:
     return rows
 
 
+def mix_plan_bench(n_docs: int) -> dict:
+    import resource
+
+    from longmix.data.buckets import assign_buckets, default_edges
+    from longmix.data.mix_plan import MixParams, SourceMix, plan_mix
+
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 4, n_docs).astype(np.int16)
+    lens = np.minimum(rng.lognormal(6.5, 1.5, n_docs), 2_000_000).astype(np.int32) + 1
+    edges = tuple(int(e) for e in default_edges(32768))
+    params = MixParams(total_tokens=int(lens.sum(dtype=np.int64) // 2), edges=edges, seed=1, sources=tuple(
+        SourceMix(name=f"s{i}", share=0.25, long_share=0.3 if i < 2 else None) for i in range(4)))
+    t0 = time.perf_counter()
+    np.argsort(src.astype(np.int64) * 5 + assign_buckets(lens, edges), kind="stable")
+    floor = time.perf_counter() - t0
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    plan_mix(src, lens, params)
+    seconds = time.perf_counter() - t0
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return {"docs": n_docs, "seconds": seconds, "floor_s": floor, "peak_growth_mb": grown}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--mix-docs", type=int, default=10_000_000, help="documents for the mix-plan benchmark")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     recipe = prepare(args.workers)
@@ -118,6 +145,10 @@ def main() -> None:
     for r in pack_bench():
         print(f"  {r['seq_len']:7d} {r['strategy']:>8} {r['doc_tokens'] / r['seconds'] / 1e6:7.1f} {r['rows']:7d} "
               f"{r['padding_share']:8.2%} {r['docs_split']:6d} {r['docs_truncated']:9d}")
+    m = mix_plan_bench(args.mix_docs)
+    print(f"mix plan: {m['docs']:,} documents in {m['seconds']:.2f} s (floor, sorting them by cell: "
+          f"{m['floor_s']:.2f} s, ratio {m['seconds'] / m['floor_s']:.1f}x), "
+          f"peak RSS grew {m['peak_growth_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
