@@ -21,7 +21,10 @@ install: $(STAMP)
 
 # corpus -> tokenizer -> short and long mixes -> pretrain at 256 tokens -> continue at 1,024 with ABF
 # -> loss vs context length of both checkpoints on held-out long documents (the `tests` source).
+# Starts from scratch each time: the corpus files are rewritten (new mtimes), and finished stages and
+# checkpoints from an earlier run would otherwise be refused or resumed.
 demo: install
+	rm -rf $(DEMO)
 	$(BIN)/longmix demo-corpus $(DEMO)/corpus
 	$(BIN)/longmix tokenizer train $(DEMO)/corpus/code $(DEMO)/corpus/docs $(DEMO)/corpus/legal \
 		-o $(DEMO)/tokenizer.json --vocab-size 4096

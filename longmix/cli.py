@@ -133,6 +133,9 @@ def train(
     overrides = {"output": str(output.resolve())} if output else {}
     rec = load_train_recipe(recipe, overrides)  # validate before spawning ranks: one clear error, not N
     if not under_launcher():
+        from longmix.train.sequence_parallel import preflight
+
+        preflight(rec, nproc)
         extra = (["--output", overrides["output"]] if output else []) + \
             (["--stop-at-step", str(stop_at_step)] if stop_at_step else [])
         rc = launch(recipe, nproc, extra)

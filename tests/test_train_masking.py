@@ -12,6 +12,7 @@ from helpers_train import TINY_LLAMA, make_manifest, make_tokenizer
 
 from longmix.data.packed_shards import read_rows
 from longmix.manifest import load_manifest
+from longmix.train.attention import DOC_SDPA
 from longmix.train.masking import (
     IGNORE,
     attention_pairs,
@@ -32,16 +33,19 @@ def rows(tmp_path_factory: pytest.TempPathFactory):
     return [read_rows(man.parent / s.path, 128) for s in m.shards]
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["sdpa", "doc_sdpa"])
+def model(request):
+    """transformers' sdpa (mask built from restarting positions) and longmix's per-document core."""
     from transformers import AutoModelForCausalLM
 
     recipe = TrainRecipe.model_validate({
-        "name": "t", "output": "x", "deepspeed": "x.json", "model": {"config": TINY_LLAMA},
+        "name": "t", "output": "x", "deepspeed": "x.json",
+        "model": {"config": TINY_LLAMA, "attn_implementation": request.param},
         "data": {"phases": [{"manifest": "m.json", "steps": 1}]},
         "batch": {"tokens_per_step": 128, "micro_batch_tokens": 128}})
     config = load_config(recipe.model, recipe)
-    assert config.use_cache is False and config._attn_implementation == "sdpa"
+    assert config.use_cache is False
+    assert config._attn_implementation == {"sdpa": "sdpa", "doc_sdpa": DOC_SDPA}[request.param]
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
@@ -110,7 +114,8 @@ def test_masking_off_attends_across_documents(model, rows) -> None:
 
 
 def test_guards_matter(model, rows) -> None:
-    """The two transformers pitfalls: with a cache or an attention_mask, packed documents leak."""
+    """The two transformers pitfalls: with a cache or an attention_mask, sdpa lets packed documents leak.
+    The per-document core takes documents from the positions alone, so neither pitfall applies to it."""
     row = _pick(rows, False)
     ids, pos, _ = build_arrays(row["input_ids"][None], [row["doc_lens"]], np.array([0]), True)
     ids_t, pos_t = torch.from_numpy(ids), torch.from_numpy(pos)
@@ -119,8 +124,12 @@ def test_guards_matter(model, rows) -> None:
         cached = model(input_ids=ids_t, position_ids=pos_t, use_cache=True).logits
         masked = model(input_ids=ids_t, position_ids=pos_t, attention_mask=torch.ones_like(ids_t),
                        use_cache=False).logits
-    assert not torch.allclose(good, cached, atol=1e-3)
-    assert not torch.allclose(good, masked, atol=1e-3)
+    if model.config._attn_implementation == DOC_SDPA:
+        torch.testing.assert_close(cached, good)
+        torch.testing.assert_close(masked, good)
+    else:
+        assert not torch.allclose(good, cached, atol=1e-3)
+        assert not torch.allclose(good, masked, atol=1e-3)
 
 
 def test_model_config_turns_cache_off(tmp_path: Path) -> None:

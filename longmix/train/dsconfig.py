@@ -20,7 +20,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_ds_config(
-    recipe: TrainRecipe, first: PhasePlan, world: int, bf16: bool, load_universal: bool, cuda: bool
+    recipe: TrainRecipe, first: PhasePlan, dp_world: int, bf16: bool, load_universal: bool, cuda: bool
 ) -> dict[str, Any]:
     path = recipe.resolve(recipe.deepspeed)
     try:
@@ -34,7 +34,9 @@ def build_ds_config(
     cfg.update(
         train_micro_batch_size_per_gpu=first.micro_seqs,
         gradient_accumulation_steps=first.grad_accum,
-        train_batch_size=first.micro_seqs * first.grad_accum * world,
+        train_batch_size=first.micro_seqs * first.grad_accum * dp_world,
+        # zero.Init reads it before the SP groups exist (to size the data-parallel world)
+        sequence_parallel_size=recipe.parallel.sequence_parallel_size,
         gradient_clipping=o.grad_clip,
         optimizer={"type": "AdamW", "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps,
                                                "weight_decay": o.weight_decay,
@@ -43,6 +45,16 @@ def build_ds_config(
         bf16={"enabled": bf16},
         checkpoint={**cfg.get("checkpoint", {}), "load_universal": load_universal},
     )
+    if recipe.parallel.sequence_parallel_size > 1:
+        zero = cfg.setdefault("zero_optimization", {})
+        if zero.get("stage") != 3:
+            raise UserError(f"{path}: sequence parallelism needs ZeRO stage 3 (zero_optimization.stage: 3)")
+        # DeepSpeed 0.19's ZeRO-3 divides reduced gradients by the world size on its reduce-scatter path but
+        # by world / SP on its all-reduce path (taken per bucket when reduce_scatter is off): pin the first.
+        if zero.get("reduce_scatter") is False:
+            raise UserError(f"{path}: zero_optimization.reduce_scatter: false is not supported with sequence "
+                            "parallelism (DeepSpeed would scale some gradients by the SP degree)")
+        zero["reduce_scatter"] = True
     cfg.pop("fp16", None)  # fp16 loss scaling is not supported for continual pretraining: bf16 or fp32
     cfg.pop("scheduler", None)  # the schedule comes from the recipe
     cfg.setdefault("steps_per_print", 1 << 30)  # we log ourselves

@@ -100,19 +100,22 @@ class StepBatch:
 
 
 def plan_phases(recipe: TrainRecipe, phases: list[PhaseData], world: int) -> list[PhasePlan]:
-    """Steps and batch shape per phase; tokens per step are the same in every phase."""
+    """Steps and batch shape per phase; tokens per step are the same in every phase.
+
+    ``world`` is the data-parallel degree: ranks of one sequence-parallel group share their sequences."""
     tps, mbt = recipe.batch.tokens_per_step, recipe.batch.micro_batch_tokens
+    sp = recipe.parallel.sequence_parallel_size
     plans = []
     for cfg, data in zip(recipe.data.phases, phases, strict=True):
         L = data.seq_len
         if tps % L:
             raise UserError(f"batch.tokens_per_step={tps} is not a multiple of seq_len {L} of {cfg.manifest}")
         seqs = tps // L
-        micro = max(1, mbt // L)
+        micro = max(1, mbt * sp // L)  # a rank holds L / sp tokens of each of its sequences
         if seqs % (micro * world):
             raise UserError(
-                f"{seqs} sequences per step (seq_len {L}) do not split into {world} ranks x {micro} per micro-batch;"
-                " change batch.tokens_per_step or batch.micro_batch_tokens"
+                f"{seqs} sequences per step (seq_len {L}) do not split into {world} data-parallel ranks x {micro} per "
+                "micro-batch; change batch.tokens_per_step or batch.micro_batch_tokens"
             )
         rows = len(data) - recipe.data.holdout_sequences
         if rows < 1:

@@ -7,14 +7,15 @@ the per-document mask from restarting position ids, and packed documents would a
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from longmix.errors import UserError
+from longmix.train import attention
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,13 @@ def rope_parameters(current: dict[str, Any], rope: RopeConfig, max_positions: in
     return params
 
 
-def pick_attention(requested: str) -> str:
-    """flash_attention_2 on GPU when installed, sdpa otherwise (FlashAttention has no CPU backward)."""
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+def pick_attention(requested: str, sequence_parallel: int) -> str:
+    """The recipe's choice, resolved (see ``attention.resolve``). Under sequence parallelism plain sdpa
+    becomes per-document SDPA: Ulysses drops the mask that sdpa would need."""
+    attn = attention.resolve(requested)
+    if sequence_parallel > 1 and attn == "sdpa":
+        attn = attention.resolve("doc_sdpa")
+    return attn
 
 
 def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
@@ -63,7 +64,7 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
     elif mc.rope.factor is not None and mc.rope.kind in ("linear", "yarn", "dynamic"):
         config.max_position_embeddings = int(old_max * mc.rope.factor)
     config.use_cache = False
-    config._attn_implementation = pick_attention(mc.attn_implementation)
+    config._attn_implementation = pick_attention(mc.attn_implementation, recipe.parallel.sequence_parallel_size)
     return config
 
 
@@ -82,9 +83,25 @@ def build_model(
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
     if mc.activation_checkpointing:
-        # Non-reentrant checkpointing works with ZeRO-3's parameter hooks and needs no input grads.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model, mc.activation_offload)
     return model
+
+
+def enable_checkpointing(model: PreTrainedModel, offload: bool) -> None:
+    """Non-reentrant checkpointing per layer (it works with ZeRO-3's parameter hooks and needs no input
+    grads). With ``offload`` the layer inputs it keeps go to host memory through torch's ``save_on_cpu``
+    (transformers' own offload flag pins memory, which fails on machines without an accelerator)."""
+    if not offload:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return
+    pin = torch.cuda.is_available()
+
+    def offloaded(function, *args, **kwargs):
+        with torch.autograd.graph.save_on_cpu(pin_memory=pin):
+            return checkpoint(function, *args, use_reentrant=False, **kwargs)
+
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=offloaded)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -34,8 +34,12 @@ class RopeConfig(Strict):
 class ModelConfig(Strict):
     path: str | None = Field(None, description="local HF checkpoint folder to continue from")
     config: dict[str, Any] | None = Field(None, description="HF config fields for a from-scratch model")
-    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    attn_implementation: Literal["auto", "doc_sdpa", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="auto: flash_attention_2 on GPU when installed, else doc_sdpa (per-document SDPA)")
     activation_checkpointing: bool = False
+    activation_offload: bool = Field(False, description="keep the checkpointed layer inputs in host memory")
+    tiled_loss: bool = Field(False, description="logits + cross-entropy in sequence tiles (no full [seq, vocab])")
+    loss_tile_tokens: int = Field(4096, gt=0, description="tokens per loss tile")
     max_position_embeddings: int | None = Field(None, gt=0, description="raise the config's limit (long runs)")
     rope: RopeConfig = RopeConfig()
 
@@ -45,6 +49,9 @@ class ModelConfig(Strict):
             raise ValueError("set exactly one of model.path (continue a checkpoint) or model.config (from scratch)")
         if self.config is not None and "model_type" not in self.config:
             raise ValueError("model.config needs model_type (e.g. llama)")
+        if self.activation_offload and not self.activation_checkpointing:
+            raise ValueError("model.activation_offload offloads checkpointed activations: "
+                             "set model.activation_checkpointing: true too")
         return self
 
 
@@ -71,7 +78,13 @@ class DataConfig(Strict):
 
 class BatchConfig(Strict):
     tokens_per_step: int = Field(gt=0, description="global tokens per optimizer step, held across phases")
-    micro_batch_tokens: int = Field(gt=0, description="tokens per rank per forward pass")
+    micro_batch_tokens: int = Field(gt=0, description="tokens each rank holds per forward pass (with sequence "
+                                    "parallelism a rank holds seq_len / SP tokens of each sequence)")
+
+
+class ParallelConfig(Strict):
+    sequence_parallel_size: int = Field(1, ge=1, description="ranks that share one sequence (Ulysses); "
+                                        "data-parallel degree = world size / this")
 
 
 class OptimConfig(Strict):
@@ -106,6 +119,7 @@ class TrainRecipe(Strict):
     model: ModelConfig
     data: DataConfig
     batch: BatchConfig
+    parallel: ParallelConfig = ParallelConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     deepspeed: str = Field(description="DeepSpeed JSON config; batch, optimizer and precision are filled in")

@@ -16,12 +16,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from longmix.errors import UserError
 from longmix.train import checkpoint as ckpt
+from longmix.train import sequence_parallel as sp_mod
 from longmix.train.dsconfig import build_ds_config
 from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
 from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
@@ -30,6 +32,7 @@ from longmix.train.metrics import MetricsLog
 from longmix.train.model import build_model, load_config, match_tokenizer, param_groups
 from longmix.train.recipe import TrainRecipe
 from longmix.train.schedule import lr_factor
+from longmix.train.tiled_loss import check_supported, tiled_cross_entropy_sum
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +75,21 @@ class Trainer:
 
         self.recipe = recipe
         self.rank, self.world, self.device = init_distributed()
+        self.layout = sp_mod.Layout(self.world, recipe.parallel.sequence_parallel_size, self.rank)
+        sp = self.layout.sp
+        if self.world % sp:  # before planning the data-parallel batches; the other guard rails follow below
+            raise UserError(f"parallel.sequence_parallel_size={sp} does not divide the world size {self.world}")
         self.out = recipe.output_dir
         self.ckpt_root = self.out / "checkpoints"
         self.phases = open_phases(recipe, self.rank)
-        self.plans = plan_phases(recipe, self.phases, self.world)
-        self.loader = Loader(recipe, self.phases, self.plans, self.rank, self.world)
+        self.plans = plan_phases(recipe, self.phases, self.layout.dp)
+        self.loader = Loader(recipe, self.phases, self.plans, self.layout.dp_rank, self.layout.dp)
         self.total_steps = self.loader.total_steps
         self.bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and self.device.type == "cuda")
         self.resume = ckpt.find_resume(self.ckpt_root, self.world)
         if self.resume and self.resume.universal:
             ckpt.convert_to_universal(self.resume, self.rank)
-        ds_config = build_ds_config(recipe, self.plans[0], self.world, self.bf16,
+        ds_config = build_ds_config(recipe, self.plans[0], self.layout.dp, self.bf16,
                                     load_universal=bool(self.resume and self.resume.universal),
                                     cuda=self.device.type == "cuda")
         # Must exist (and stay referenced) before the model is created: it makes transformers build the
@@ -92,7 +99,13 @@ class Trainer:
         for ph in self.phases:
             t = ph.manifest.tokenizer
             match_tokenizer(self.hf_config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(ph.path))
+        sp_mod.check(sp, self.world, self.hf_config, [p.seq_len for p in self.plans],
+                     self.hf_config._attn_implementation)
+        self.tile = recipe.model.loss_tile_tokens if recipe.model.tiled_loss else None
+        if self.tile:
+            check_supported(self.hf_config)
         model = build_model(recipe.model, recipe, self.hf_config, torch.bfloat16 if self.bf16 else torch.float32)
+        mpu = sp_mod.setup(model, sp) if sp > 1 else None
         self.n_matmul = matmul_params(model)
         s = recipe.schedule
 
@@ -102,7 +115,13 @@ class Trainer:
 
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, recipe.optim.weight_decay), config=ds_config,
-            lr_scheduler=schedule)
+            lr_scheduler=schedule, mpu=mpu)
+        if self.engine.dp_world_size is None:
+            # DeepSpeed 0.19 leaves it unset under a Ulysses mpu, and the batch-size setters that curriculum
+            # phases call multiply by it.
+            self.engine.dp_world_size = self.layout.dp
+        self.head = self.engine.module.get_output_embeddings()
+        self._no_logits = torch.zeros(0, dtype=torch.long, device=self.device)
         self.step = 0
         if self.resume:
             self._load()
@@ -124,23 +143,32 @@ class Trainer:
         if self.engine.gradient_accumulation_steps() != plan.grad_accum or \
                 self.engine.train_micro_batch_size_per_gpu() != plan.micro_seqs:
             self.engine.set_train_micro_batch_size(plan.micro_seqs)
-            self.engine.set_train_batch_size(plan.micro_seqs * plan.grad_accum * self.world)
+            self.engine.set_train_batch_size(plan.micro_seqs * plan.grad_accum * self.layout.dp)
+
+    def _tensors(self, *arrays: np.ndarray) -> list[torch.Tensor]:
+        """This rank's slice of each row (all of it without sequence parallelism), on the device."""
+        return [torch.from_numpy(np.ascontiguousarray(self.layout.shard(a))).to(self.device) for a in arrays]
 
     def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Sum of token losses. No attention_mask on purpose: with one, transformers would not derive the
-        per-document mask from position_ids."""
-        logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
-                               ignore_index=IGNORE, reduction="sum")
+        """Sum of token losses. No attention_mask on purpose: documents are found from position_ids."""
+        if self.tile is None:
+            logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
+                                   ignore_index=IGNORE, reduction="sum")
+        # The last hidden state is returned as an output (not captured on the side) so that DeepSpeed's
+        # backward hooks, which it registers on the forward's outputs, fire when the loss reaches it.
+        out = self.engine(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True,
+                          logits_to_keep=self._no_logits)
+        return tiled_cross_entropy_sum(self.head, out.hidden_states[-1], tgt, self.tile)
 
     def train_step(self, batch: StepBatch) -> float:
         """One optimizer step over this rank's micro-batches; returns the global mean token loss."""
         loss_sum = torch.zeros((), dtype=torch.float64)
-        # DeepSpeed averages gradients over ranks: scaling by world makes the result Σ loss / N_global.
+        # ZeRO-3's reduce-scatter averages gradients over all ranks (sequence-parallel ones included, see
+        # dsconfig): scaling by world makes the result Σ loss / N_global.
         scale = self.world / batch.global_predicted
         for mb in batch.micro:
-            ids, pos, tgt = (torch.from_numpy(a).to(self.device) for a in (mb.input_ids, mb.position_ids,
-                                                                           mb.targets))
+            ids, pos, tgt = self._tensors(mb.input_ids, mb.position_ids, mb.targets)
             s = self._forward_sum(ids, pos, tgt)
             self.engine.backward(s * scale, scale_wrt_gas=False)
             self.engine.step()
@@ -157,7 +185,7 @@ class Trainer:
         totals = torch.zeros(2, dtype=torch.float64)
         self.engine.eval()
         for i in range(0, len(ids), mb):
-            t = [torch.from_numpy(a[i : i + mb]).to(self.device) for a in (ids, pos, tgt)]
+            t = self._tensors(ids[i : i + mb], pos[i : i + mb], tgt[i : i + mb])
             totals[0] += self._forward_sum(*t).double().cpu()
             totals[1] += (t[2] != IGNORE).sum().item()
         self.engine.train()
@@ -166,7 +194,8 @@ class Trainer:
                 "eval_tokens": int(totals[1])}
 
     def save(self) -> None:
-        state = {"step": self.step, "world_size": self.world, "loader": self.loader.state(self.step),
+        state = {"step": self.step, "world_size": self.world, "sequence_parallel_size": self.layout.sp,
+                 "loader": self.loader.state(self.step),
                  "tokenizer": self.phases[-1].manifest.tokenizer.path,
                  "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name}
         ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last)
@@ -177,7 +206,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.json").write_text(r.model_dump_json(indent=2) + "\n")
         start = self.step
-        self.metrics.info(f"[bold]{r.name}[/bold]: {self.world} ranks, {self.total_steps} steps, "
+        par = f" (sequence parallel {self.layout.sp} x data parallel {self.layout.dp})" if self.layout.sp > 1 else ""
+        self.metrics.info(f"[bold]{r.name}[/bold]: {self.world} ranks{par}, {self.total_steps} steps, "
                           f"{r.batch.tokens_per_step:,} tokens/step" + (f", resumed at step {start}" if start else ""))
         t0 = time.perf_counter()
         while self.step < self.total_steps and (stop_at_step is None or self.step < stop_at_step):
