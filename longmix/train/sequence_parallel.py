@@ -52,7 +52,7 @@ class Layout:
 
 
 def check(sp: int, world: int, config: Any, seq_lens: list[int], attn: str) -> None:
-    """Guard rails, each a one-line error, before any process group or model is built."""
+    """Guard rails, each a one-line error, before the model is built (and, via ``preflight``, before launch)."""
     if sp == 1:
         return
     if world % sp:
