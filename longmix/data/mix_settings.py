@@ -12,12 +12,16 @@ class _Strict(BaseModel):
 
 
 class TokenizerConfig(_Strict):
-    path: str = Field(description="a tokenizer.json (HF tokenizers); relative to the recipe")
-    bos: bool = Field(True, description="prepend the BOS token to every document")
-    eos: bool = Field(True, description="append the EOS token to every document")
-    bos_token: str = "<s>"
-    eos_token: str = "</s>"
-    pad_token: str | None = Field("<pad>", description="falls back to the EOS token when absent (Llama)")
+    """Unset fields follow the tokenizer's own ``tokenizer_config.json`` (a checkpoint folder's), else the
+    defaults of ``longmix tokenizer train``: ``<s>``, ``</s>``, ``<pad>``, BOS on."""
+
+    path: str = Field(description="a tokenizer.json or a HF checkpoint folder holding one; relative to the recipe")
+    bos: bool | None = Field(None, description="prepend the BOS token to every document (default: the "
+                             "tokenizer's add_bos_token, else true)")
+    eos: bool = Field(True, description="append the EOS token to every document (the separator of packed rows)")
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = Field(None, description="falls back to the EOS token when absent (Llama)")
 
 
 class TokenizeConfig(_Strict):

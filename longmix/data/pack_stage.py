@@ -52,7 +52,8 @@ def run(ctx: StageContext, mix_report: dict[str, Any], tok_report: dict[str, Any
     counts = plan.column("count").to_numpy()
     sources = plan.column("source").to_numpy()
     order = sample_order(counts, recipe.seed)
-    tok_path, _, _, pad_id = tokenizer_ids(recipe)
+    tok = tokenizer_ids(recipe)
+    pad_id = tok.pad_id
     files = [tok_dir / o["path"] for o in tok_report["outputs"]]
 
     stats = PackStats(strategy=cfg.strategy, seq_len=seq_len)
@@ -67,12 +68,10 @@ def run(ctx: StageContext, mix_report: dict[str, Any], tok_report: dict[str, Any
                             recipe.seed)
     shutil.rmtree(staging)
 
-    tcfg = recipe.tokenizer
-    assert tcfg is not None
     manifest_path = recipe.output_dir / MANIFEST
     manifest = Manifest(
         seq_len=seq_len,
-        tokenizer=tokenizer_entry(tok_path, tcfg.bos_token, tcfg.eos_token, tcfg.pad_token),
+        tokenizer=tokenizer_entry(tok.path, tok.bos_token, tok.eos_token, tok.pad_token),
         sources=names,
         shards=shard_entries(shards, manifest_path.parent),
         totals=totals_from(shards, stats.docs_truncated),

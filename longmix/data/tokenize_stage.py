@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tokenizers import Tokenizer
 from longmix.atomic import atomic_path
 from longmix.config import Recipe
 from longmix.data.packed_shards import sha256_file
-from longmix.data.tokenize import encode_table, load_tokenizer, special_ids
+from longmix.data.tokenize import encode_table, load_tokenizer, own_settings, special_ids, tokenizer_file
 from longmix.errors import UserError
 from longmix.pipeline.runner import StageContext
 from longmix.pipeline.stats import Counts
@@ -60,21 +61,44 @@ def read_ipc(path: Path, columns: list[str] | None = None) -> pa.Table:
     return table.select(columns) if columns else table
 
 
-def tokenizer_ids(recipe: Recipe) -> tuple[Path, int | None, int | None, int]:
-    """(tokenizer path, BOS id or None, EOS id or None, pad id); a missing token is a recipe error."""
+@dataclass(frozen=True)
+class TokenizerChoice:
+    """The recipe's tokenizer, resolved: the tokenizer.json, the special tokens by name, and the ids that
+    tokenize adds to each document (None: not added) and that pack pads with."""
+
+    path: Path
+    bos_token: str
+    eos_token: str
+    pad_token: str
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+
+
+def tokenizer_ids(recipe: Recipe) -> TokenizerChoice:
+    """The recipe's tokenizer with every unset field taken from the tokenizer's own settings; a missing file or
+    token is a recipe error."""
     cfg = recipe.tokenizer
     assert cfg is not None
-    path = recipe.resolve(cfg.path)
+    path = tokenizer_file(recipe.resolve(cfg.path))
     if not path.is_file():
-        raise UserError(f"tokenizer '{path}' not found (train one with `longmix tokenizer train`)")
-    ids = special_ids(load_tokenizer(path), cfg.bos_token, cfg.eos_token, cfg.pad_token)
-    for flag, name, value in (("bos", cfg.bos_token, ids.bos_id), ("eos", cfg.eos_token, ids.eos_id)):
-        if getattr(cfg, flag) and value is None:
+        hint = "import a checkpoint with `longmix model import`" if path.name == "tokenizer.json" and \
+            path.parent.is_dir() and path.parent != recipe.resolve(".") else "train one with `longmix tokenizer train`"
+        raise UserError(f"tokenizer '{path}' not found ({hint})")
+    own = own_settings(path)
+    bos_token = cfg.bos_token or own.bos_token or "<s>"
+    eos_token = cfg.eos_token or own.eos_token or "</s>"
+    pad_token = cfg.pad_token or own.pad_token or "<pad>"
+    add_bos = cfg.bos if cfg.bos is not None else (own.add_bos_token if own.add_bos_token is not None else True)
+    ids = special_ids(load_tokenizer(path), bos_token, eos_token, pad_token)
+    for flag, wanted, name, value in (("bos", add_bos, bos_token, ids.bos_id), ("eos", cfg.eos, eos_token, ids.eos_id)):
+        if wanted and value is None:
             raise UserError(f"tokenizer {path} has no {name!r} token; set tokenizer.{flag}_token or {flag}: false")
     pad = ids.pad_id if ids.pad_id is not None else ids.eos_id
     if pad is None:
         raise UserError(f"tokenizer {path} has neither a pad nor an EOS token; set tokenizer.pad_token")
-    return path, ids.bos_id if cfg.bos else None, ids.eos_id if cfg.eos else None, pad
+    return TokenizerChoice(path, bos_token, eos_token, pad_token, ids.bos_id if add_bos else None,
+                           ids.eos_id if cfg.eos else None, pad)
 
 
 def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
@@ -84,7 +108,8 @@ def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, setting
         return done
     started = time.time()
     stage_dir = ctx.stage_dir(STAGE)
-    path, bos, eos, _ = tokenizer_ids(recipe)
+    choice = tokenizer_ids(recipe)
+    path, bos, eos = choice.path, choice.bos_id, choice.eos_id
     digest = sha256_file(path)
     tasks = []
     for i, o in enumerate(upstream["outputs"]):

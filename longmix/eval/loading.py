@@ -35,11 +35,11 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     import torch
     from transformers import AutoModelForCausalLM
 
-    from longmix.data.tokenize import load_tokenizer, special_ids
+    from longmix.data.tokenize import load_tokenizer, own_settings, special_ids, tokenizer_file
 
     if not (ckpt / "config.json").is_file():
         raise UserError(f"checkpoint '{ckpt}' has no config.json; give an HF checkpoint folder (longmix export)")
-    tok_path = tokenizer or ckpt / "tokenizer.json"
+    tok_path = tokenizer_file(tokenizer or ckpt)
     if not tok_path.is_file():
         raise UserError(f"no tokenizer at '{tok_path}'; pass --tokenizer")
     dev = pick_device(device)
@@ -53,8 +53,11 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype), attn_implementation="sdpa")
     model.to(dev).eval()
     tok = load_tokenizer(tok_path)
-    ids = special_ids(tok)
-    return Loaded(model, tok, dev, ids.bos_id, ids.eos_id)
+    # BOS as in training: the tokenizer's own settings (an imported checkpoint's), else longmix's defaults.
+    own = own_settings(tok_path)
+    ids = special_ids(tok, own.bos_token or "<s>", own.eos_token or "</s>")
+    bos = ids.bos_id if own.add_bos_token is not False else None
+    return Loaded(model, tok, dev, bos, ids.eos_id)
 
 
 def _files(path: Path) -> list[Path]:

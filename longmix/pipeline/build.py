@@ -74,8 +74,9 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
 def _mix_stages(ctx: StageContext, recipe: Recipe, reports: dict[str, dict[str, Any]], report: dict[str, Any],
                 up_dir: Path, settings: str, until: str | None) -> None:
     """tokenize -> mix -> pack, after the document stages."""
-    tok_path, *_ = tokenize_stage.tokenizer_ids(recipe)
-    settings = recipe.stage_hash(settings, recipe.tokenizer, sha256_file(tok_path), recipe.stages.tokenize)
+    tok = tokenize_stage.tokenizer_ids(recipe)  # resolved ids: a changed tokenizer_config.json reruns tokenize
+    settings = recipe.stage_hash(settings, recipe.tokenizer, sha256_file(tok.path), tok.bos_id, tok.eos_id,
+                                 tok.pad_id, recipe.stages.tokenize)
     tok_report = tokenize_stage.run(ctx, report, up_dir, settings, recipe)
     reports["tokenize"] = tok_report
     if until == "tokenize":

@@ -53,5 +53,8 @@ def export(path: Path, out: Path, dtype: str = "float32") -> Path:
     tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")
     if state.get("tokenizer") and tok.is_file():
         shutil.copy2(tok, out / "tokenizer.json")
+        own = tok.parent / "tokenizer_config.json"  # an imported checkpoint's special-token settings
+        if tok.name == "tokenizer.json" and own.is_file():
+            shutil.copy2(own, out / "tokenizer_config.json")
     log.info("exported step %s of %s to %s", state["step"], folder.parent.parent, out)
     return folder

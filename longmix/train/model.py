@@ -127,3 +127,26 @@ def match_tokenizer(config: PretrainedConfig, mc: ModelConfig, vocab_size: int, 
     if vocab_size > config.vocab_size:
         raise UserError(f"{where}: tokenizer has {vocab_size} ids but the model's vocab_size is {config.vocab_size}; "
                         "use the model's tokenizer or raise model.config.vocab_size")
+
+
+def check_tokenizer_agrees(mc: ModelConfig, recipe: TrainRecipe, tokenizer: Any, where: str) -> None:
+    """A checkpoint folder that carries a tokenizer.json must have been mixed with that very tokenizer: the
+    same vocabulary size is not enough (two BPEs of 49,152 ids map ids to different strings). ``tokenizer``
+    is the manifest's tokenizer entry."""
+    if mc.path is None:
+        return
+    from longmix.data.packed_shards import sha256_file
+
+    theirs = recipe.resolve(mc.path) / "tokenizer.json"
+    if not theirs.is_file():
+        log.warning("model.path %s has no tokenizer.json: only the vocabulary size of %s's tokenizer is checked",
+                    recipe.resolve(mc.path), where)
+        return
+    digest = sha256_file(theirs)
+    if digest != tokenizer.sha256:
+        from tokenizers import Tokenizer
+
+        n = Tokenizer.from_file(str(theirs)).get_vocab_size(with_added_tokens=True)
+        raise UserError(f"{where} was built with tokenizer {tokenizer.path} ({tokenizer.vocab_size:,} ids, sha256 "
+                        f"{tokenizer.sha256[:12]}) but the model {recipe.resolve(mc.path)} uses {theirs} ({n:,} ids, "
+                        f"sha256 {digest[:12]}); rebuild the mix with tokenizer.path: {recipe.resolve(mc.path)}")

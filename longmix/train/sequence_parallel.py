@@ -120,16 +120,3 @@ def _set_batch_size(ulysses: Any, bsz: int) -> None:
         shape = list(getattr(ulysses, attr))
         shape[1] = bsz
         setattr(ulysses, attr, torch.Size(shape))
-
-
-def preflight(recipe: Any, world: int) -> None:
-    """The guard rails before any rank is launched, so a bad recipe fails with one line, not N rank logs."""
-    sp = recipe.parallel.sequence_parallel_size
-    if sp == 1:
-        return
-    from longmix.manifest import load_manifest
-    from longmix.train.model import load_config
-
-    config = load_config(recipe.model, recipe)
-    seq_lens = [load_manifest(recipe.resolve(p.manifest)).seq_len for p in recipe.data.phases]
-    check(sp, world, config, seq_lens, config._attn_implementation)

@@ -29,7 +29,7 @@ from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
 from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
 from longmix.train.masking import IGNORE
 from longmix.train.metrics import MetricsLog
-from longmix.train.model import build_model, load_config, match_tokenizer, param_groups
+from longmix.train.model import build_model, check_tokenizer_agrees, load_config, match_tokenizer, param_groups
 from longmix.train.recipe import TrainRecipe
 from longmix.train.schedule import lr_factor
 from longmix.train.tiled_loss import check_supported, tiled_cross_entropy_sum
@@ -98,6 +98,7 @@ class Trainer:
         self.hf_config = load_config(recipe.model, recipe)
         for ph in self.phases:
             t = ph.manifest.tokenizer
+            check_tokenizer_agrees(recipe.model, recipe, t, str(ph.path))
             match_tokenizer(self.hf_config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(ph.path))
         sp_mod.check(sp, self.world, self.hf_config, [p.seq_len for p in self.plans],
                      self.hf_config._attn_implementation)

