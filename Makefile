@@ -51,10 +51,10 @@ $(MODEL)/longmix_import.json: $(STAMP)
 model: $(MODEL)/longmix_import.json
 
 # SmolLM2-135M -> a 2,048-token mix of the demo corpus with its own tokenizer -> evaluate (loss vs context
-# and passkey/first-sentence probes on held-out stdlib tests) -> continue 12 steps with ABF (RoPE base
+# and passkey probes on held-out stdlib tests) -> continue 8 steps with ABF (RoPE base
 # 100,000 -> 1,000,000) on 2 ranks -> export -> evaluate the continued model the same way.
 REAL_EVAL := --data $(REAL)/corpus/tests/part-00000.jsonl --max-len 4096 --max-docs 8 --batch-size 1
-REAL_PROBES := --filler $(REAL)/corpus/docs --lengths 1024,2048,4096 --depths 0,0.5,1 --trials 3 --batch-size 1 \
+REAL_PROBES := --filler $(REAL)/corpus/docs --lengths 1024,2048,4096 --depths 0,0.5,1 --trials 2 --batch-size 1 \
 	--task passkey
 demo-real: install model
 	rm -rf $(REAL)

@@ -206,6 +206,7 @@ def test_export_reloads_with_identical_logits(runs) -> None:
 
     tok = AutoTokenizer.from_pretrained(hf)  # tokenizer.json + the imported tokenizer_config.json
     prompt = tok("import os\nimport sys\n\n\ndef main():\n", return_tensors="pt")
+    assert json.loads((hf / "generation_config.json").read_text())["use_cache"] is True
     model.config.use_cache = True
     out = model.generate(**prompt, max_new_tokens=12, do_sample=False, pad_token_id=tok.eos_token_id)
     new = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)

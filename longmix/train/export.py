@@ -47,7 +47,10 @@ def export(path: Path, out: Path, dtype: str = "float32") -> Path:
     if missing or unexpected:
         raise RuntimeError(f"checkpoint does not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model = model.to(getattr(torch, dtype))
-    model.config.use_cache = True  # training turned it off; generation wants it
+    # Training turned the cache off; generation wants it, and generate() reads generation_config, which
+    # from_config derived from the training config (without this every new token recomputes the prompt).
+    model.config.use_cache = True
+    model.generation_config.use_cache = True
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")

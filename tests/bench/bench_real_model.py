@@ -53,21 +53,23 @@ def run_longmix(rec_path: Path, out: Path) -> dict:
 
 def run_bare(rec_path: Path, steps: int) -> dict:
     """One process, two threads: the same rows, transformers' own packed-sdpa masking, torch AdamW."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
     from longmix.train.loader import Loader, PhaseData, plan_phases
+    from longmix.train.masking import build_arrays
     from longmix.train.recipe import load_train_recipe
 
     torch.set_num_threads(2)
     rec = load_train_recipe(rec_path)
     phases = [PhaseData(rec.resolve(p.manifest), verify=False) for p in rec.data.phases]
-    batch = Loader(rec, phases, plan_phases(rec, phases, 2), 0, 1).step(0)
-    ids = torch.from_numpy(np.concatenate([m.input_ids for m in batch.micro]))
-    pos = torch.from_numpy(np.concatenate([m.position_ids for m in batch.micro]))
-    tgt = torch.from_numpy(np.concatenate([m.targets for m in batch.micro]))
+    loader = Loader(rec, phases, plan_phases(rec, phases, 2), 0, 1)
+    _, rows = loader.global_rows(0)  # the trainer's whole first step, both ranks' rows
+    lens, pads = phases[0].meta(rows)
+    arrays = build_arrays(phases[0].tokens(rows), lens, pads, True)
+    ids, pos, tgt = (torch.from_numpy(a) for a in arrays)
+    predicted = int((tgt != -100).sum())
     model = AutoModelForCausalLM.from_pretrained(rec.resolve(rec.model.path), attn_implementation="sdpa")
     model.config.use_cache = False
     model.train()
@@ -75,14 +77,18 @@ def run_bare(rec_path: Path, steps: int) -> dict:
     times, losses = [], []
     for _ in range(steps):
         t = time.perf_counter()
-        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-100)
-        loss.backward()
+        total = 0.0
+        for r in range(len(rows)):  # one row per forward, as each rank does (packed masks need batch 1)
+            logits = model(input_ids=ids[r:r + 1], position_ids=pos[r:r + 1], use_cache=False).logits
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt[r], ignore_index=-100,
+                                   reduction="sum") / predicted
+            loss.backward()
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-        losses.append(float(loss))
+        losses.append(total)
     tokens = ids.numel()
     return {"tokens_per_s": statistics.median(tokens / t for t in times[1:]),
             "per_step": [tokens / t for t in times], "first_loss": losses[0]}
