@@ -115,3 +115,22 @@ def run_longmix(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "longmix.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def rows_loss_sum(model: Any, ids: np.ndarray, pos: np.ndarray, tgt: np.ndarray) -> tuple[float, int]:
+    """(Σ token loss, predicted tokens) of packed rows in plain transformers, one row per forward (what the
+    trainer's held-out evaluation must equal)."""
+    import torch
+
+    from longmix.train.masking import IGNORE
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(ids)):
+            logits = model(input_ids=torch.from_numpy(ids[i : i + 1]), position_ids=torch.from_numpy(pos[i : i + 1]),
+                           use_cache=False).logits
+            t = torch.from_numpy(tgt[i : i + 1])
+            total += torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), t.view(-1),
+                                                       ignore_index=IGNORE, reduction="sum").item()
+            count += int((t != IGNORE).sum())
+    return total, count

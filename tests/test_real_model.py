@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers_train import REPO, make_manifest, make_tokenizer, run_longmix, write_train_recipe
+from helpers_train import REPO, make_manifest, make_tokenizer, rows_loss_sum, run_longmix, write_train_recipe
 
 from longmix.train.trainer import read_metrics
 
@@ -182,7 +182,6 @@ def test_resume_is_bit_identical(runs) -> None:
 def test_export_reloads_with_identical_logits(runs) -> None:
     """The export is the trained model: plain transformers reproduces the trainer's last held-out loss, carries
     the new RoPE base and position limit, keeps the embeddings tied, and generates."""
-    from longmix.train.masking import IGNORE
 
     hf = runs["hf"]
     model = _plain(hf)
@@ -190,15 +189,7 @@ def test_export_reloads_with_identical_logits(runs) -> None:
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     loader, _ = _loader(runs["full"])
     _, ids, pos, tgt = loader.holdout(0, 1)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(len(ids)):
-            logits = model(input_ids=torch.from_numpy(ids[i:i + 1]), position_ids=torch.from_numpy(pos[i:i + 1]),
-                           use_cache=False).logits
-            t = torch.from_numpy(tgt[i:i + 1])
-            total += torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), t.view(-1),
-                                                       ignore_index=IGNORE, reduction="sum").item()
-            count += int((t != IGNORE).sum())
+    total, count = rows_loss_sum(model, ids, pos, tgt)
     final = [r for r in read_metrics(runs["full"] / "metrics.jsonl") if "eval_loss" in r][-1]
     assert count == final["eval_tokens"]
     assert total / count == pytest.approx(final["eval_loss"], rel=1e-6)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_train import make_manifest, make_tokenizer, run_longmix, tiny_recipe, write_train_recipe
+from helpers_train import make_manifest, make_tokenizer, rows_loss_sum, run_longmix, tiny_recipe, write_train_recipe
 
 from longmix.train.trainer import read_metrics
 
@@ -94,7 +94,6 @@ def test_export_reloads_with_identical_logits(runs, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     from longmix.train.loader import PhaseData
-    from longmix.train.masking import IGNORE
 
     hf = tmp_path / "hf"
     _ok(run_longmix("export", str(runs["A"]), "-o", str(hf)))
@@ -110,15 +109,7 @@ def test_export_reloads_with_identical_logits(runs, tmp_path: Path) -> None:
     phases = [PhaseData(Path(p.manifest), verify=False) for p in recipe.data.phases]
     loader = Loader(recipe, phases, plan_phases(recipe, phases, 1), 0, 1)
     _, ids, pos, tgt = loader.holdout(1, 1)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(len(ids)):
-            logits = model(input_ids=torch.from_numpy(ids[i : i + 1]), position_ids=torch.from_numpy(pos[i : i + 1]),
-                           use_cache=False).logits
-            t = torch.from_numpy(tgt[i : i + 1])
-            total += torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), t.view(-1),
-                                                       ignore_index=IGNORE, reduction="sum").item()
-            count += int((t != IGNORE).sum())
+    total, count = rows_loss_sum(model, ids, pos, tgt)
     final_eval = [r for r in read_metrics(runs["A"] / "metrics.jsonl") if "eval_loss" in r][-1]
     assert count == final_eval["eval_tokens"]
     assert total / count == pytest.approx(final_eval["eval_loss"], rel=1e-6)

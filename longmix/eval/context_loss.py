@@ -61,7 +61,7 @@ def context_loss(loaded: Loaded, data: list[Path], max_len: int, min_len: int | 
                  max_docs: int | None = 64, seed: int = 0, batch_size: int = 4, n_bins: int = 24,
                  name: str = "model", progress: bool = True, fit_min: int = 16) -> dict[str, Any]:
     """Loss by context position of one checkpoint, binned, with the power-law fit of its binned curve."""
-    from rich.progress import Progress
+    from longmix.eval.progress import progress as progress_of
 
     min_len = max_len if min_len is None else min_len
     if not 2 <= min_len <= max_len:
@@ -70,12 +70,11 @@ def context_loss(loaded: Loaded, data: list[Path], max_len: int, min_len: int | 
     n_pos = max(len(d[1]) for d in docs) - 1
     rows = []
     pad = loaded.eos_id if loaded.eos_id is not None else 0
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"context loss {name}", total=len(docs))
+    with progress_of(f"context loss {name}", len(docs), progress) as advance:
         for ids, mask in _batches(docs, batch_size, pad):
             nll = token_losses(loaded.model, ids, loaded.device, mask)
             rows.append(np.pad(nll, ((0, 0), (0, n_pos - nll.shape[1])), constant_values=np.nan))
-            bar.advance(task, len(ids))
+            advance(len(ids))
     nll = np.concatenate(rows)  # (docs, positions); column k = the token at position k+1, k+1 tokens of context
     return summarize(nll, [d[0] for d in docs], n_bins, name, max_len, fit_min)
 

@@ -160,14 +160,13 @@ def greedy(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> lis
 def run_probes(loaded: Loaded, fillers: list[str], lengths: list[int], depths: list[float], trials: int,
                seed: int, tasks: tuple[str, ...] = ("passkey", "first_sentence"), batch_size: int = 8,
                progress: bool = True) -> list[ProbeResult]:
-    from rich.progress import Progress
+    from longmix.eval.progress import progress as progress_of
 
     builder = _Builder(loaded, fillers)
     jobs: list[tuple[str, int, float]] = [("passkey", L, d) for L in lengths for d in depths if "passkey" in tasks]
     jobs += [("first_sentence", L, 0.0) for L in lengths if "first_sentence" in tasks]
     results: list[ProbeResult] = []
-    with Progress(transient=True, disable=not progress) as bar:
-        task_id = bar.add_task("probes", total=len(jobs) * trials)
+    with progress_of("probes", len(jobs) * trials, progress) as advance:
         for task, length, depth in jobs:
             # one seeded stream per grid cell: a cell's prompts don't depend on which other cells ran
             rng = random.Random(f"{seed}:{task}:{length}:{depth}")
@@ -184,7 +183,7 @@ def run_probes(loaded: Loaded, fillers: list[str], lengths: list[int], depths: l
                     else:
                         exact, rl = score_first_sentence(out, expected)
                     results.append(ProbeResult(task, length, depth, i + j, expected, out, exact, rl))
-                bar.advance(task_id, len(part))
+                advance(len(part))
     return results
 
 

@@ -76,12 +76,18 @@ def register() -> None:
 def resolve(requested: str) -> str:
     """The transformers attention implementation for a recipe's choice.
 
-    auto: flash_attention_2 on GPU when flash-attn is installed (its varlen kernel splits packed rows at
-    position restarts), else per-document SDPA (FlashAttention has no CPU backward)."""
+    auto: on GPU flash_attention_2 when flash-attn is installed (its varlen kernel splits packed rows at
+    position restarts), else FlexAttention with a per-batch document block mask; on CPU per-document SDPA
+    (neither FlashAttention nor FlexAttention has a CPU backward)."""
+    from longmix.train import flex_attention
+
     if requested == "auto":
         if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
-        requested = "doc_sdpa"
+        requested = "flex" if torch.cuda.is_available() and flex_attention.available() else "doc_sdpa"
+    if requested == "flex":
+        flex_attention.register()
+        return flex_attention.FLEX
     if requested == "doc_sdpa":
         register()
         return DOC_SDPA

@@ -19,6 +19,18 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fused_adam_available() -> bool:
+    """DeepSpeed's FusedAdam is prebuilt, or nvcc is there to JIT-build it. Otherwise (CPU, or a GPU machine
+    with a runtime-only CUDA) torch's own AdamW is used: a missing compiler must not stop training."""
+    import shutil
+
+    try:
+        from deepspeed.git_version_info import installed_ops
+    except ImportError:
+        installed_ops = {}
+    return bool(installed_ops.get("fused_adam")) or shutil.which("nvcc") is not None
+
+
 def build_ds_config(
     recipe: TrainRecipe, first: PhasePlan, dp_world: int, bf16: bool, load_universal: bool, cuda: bool
 ) -> dict[str, Any]:
@@ -40,8 +52,8 @@ def build_ds_config(
         gradient_clipping=o.grad_clip,
         optimizer={"type": "AdamW", "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps,
                                                "weight_decay": o.weight_decay,
-                                               # On CPU torch's AdamW spares a JIT build of FusedAdam.
-                                               **({} if cuda else {"torch_adam": True})}},
+                                               **({} if cuda and fused_adam_available() else
+                                                  {"torch_adam": True})}},
         bf16={"enabled": bf16},
         checkpoint={**cfg.get("checkpoint", {}), "load_universal": load_universal},
     )

@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from longmix.errors import UserError
-from longmix.train import attention
+from longmix.train import attention, flex_attention
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ def pick_attention(requested: str, sequence_parallel: int) -> str:
     attn = attention.resolve(requested)
     if sequence_parallel > 1 and attn == "sdpa":
         attn = attention.resolve("doc_sdpa")
+    if attn == flex_attention.FLEX and not torch.cuda.is_available():
+        raise UserError("model.attn_implementation flex needs a GPU (FlexAttention has no CPU backward); "
+                        "use doc_sdpa or auto on CPU")
     return attn
 
 

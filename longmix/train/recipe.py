@@ -34,8 +34,9 @@ class RopeConfig(Strict):
 class ModelConfig(Strict):
     path: str | None = Field(None, description="local HF checkpoint folder to continue from")
     config: dict[str, Any] | None = Field(None, description="HF config fields for a from-scratch model")
-    attn_implementation: Literal["auto", "doc_sdpa", "sdpa", "flash_attention_2", "eager"] = Field(
-        "auto", description="auto: flash_attention_2 on GPU when installed, else doc_sdpa (per-document SDPA)")
+    attn_implementation: Literal["auto", "flex", "doc_sdpa", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="auto: on GPU flash_attention_2 when installed, else flex (FlexAttention, one "
+        "document block mask per batch); on CPU doc_sdpa (per-document SDPA)")
     activation_checkpointing: bool = False
     activation_offload: bool = Field(False, description="keep the checkpointed layer inputs in host memory")
     tiled_loss: bool = Field(False, description="logits + cross-entropy in sequence tiles (no full [seq, vocab])")

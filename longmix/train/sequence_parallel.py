@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from longmix.errors import UserError
+from longmix.train import flex_attention
 from longmix.train.attention import DOC_SDPA, register
+from longmix.train.flex_attention import FLEX
 
 # Core attentions that split packed rows at position restarts (the only mask Ulysses keeps).
-SP_CORES = (DOC_SDPA, "flash_attention_2")
+SP_CORES = (DOC_SDPA, FLEX, "flash_attention_2")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ def setup(model: torch.nn.Module, sp: int) -> Any:
     name = model.config._attn_implementation
     if name == DOC_SDPA:
         register()
+    elif name == FLEX:
+        flex_attention.register()
     mpu.initialize_sequence_parallel(sequence_parallel_size=sp)
     text = model.config.get_text_config()
     ulysses = UlyssesSPAttentionHF(

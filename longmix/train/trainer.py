@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from longmix.errors import UserError
 from longmix.train import checkpoint as ckpt
+from longmix.train import flex_attention
 from longmix.train import sequence_parallel as sp_mod
 from longmix.train.dsconfig import build_ds_config
 from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
@@ -103,6 +104,7 @@ class Trainer:
         sp_mod.check(sp, self.world, self.hf_config, [p.seq_len for p in self.plans],
                      self.hf_config._attn_implementation)
         self.tile = recipe.model.loss_tile_tokens if recipe.model.tiled_loss else None
+        self.flex = self.hf_config._attn_implementation == flex_attention.FLEX
         if self.tile:
             check_supported(self.hf_config)
         model = build_model(recipe.model, recipe, self.hf_config, torch.bfloat16 if self.bf16 else torch.float32)
@@ -150,8 +152,14 @@ class Trainer:
         """This rank's slice of each row (all of it without sequence parallelism), on the device."""
         return [torch.from_numpy(np.ascontiguousarray(self.layout.shard(a))).to(self.device) for a in arrays]
 
-    def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Sum of token losses. No attention_mask on purpose: documents are found from position_ids."""
+    def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor,
+                     full_pos: np.ndarray | None = None) -> torch.Tensor:
+        """Sum of token losses. No attention_mask on purpose: documents are found from position_ids.
+        ``full_pos`` (whole rows, before any sequence-parallel split) gives FlexAttention its one block mask."""
+        if self.flex and full_pos is not None:
+            mask = flex_attention.doc_block_mask(torch.from_numpy(full_pos).to(self.device))
+            with flex_attention.use_block_mask(mask):
+                return self._forward_sum(ids, pos, tgt)
         if self.tile is None:
             logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
             return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
@@ -170,7 +178,7 @@ class Trainer:
         scale = self.world / batch.global_predicted
         for mb in batch.micro:
             ids, pos, tgt = self._tensors(mb.input_ids, mb.position_ids, mb.targets)
-            s = self._forward_sum(ids, pos, tgt)
+            s = self._forward_sum(ids, pos, tgt, mb.position_ids)
             self.engine.backward(s * scale, scale_wrt_gas=False)
             self.engine.step()
             loss_sum += s.detach().double().cpu()
@@ -187,7 +195,7 @@ class Trainer:
         self.engine.eval()
         for i in range(0, len(ids), mb):
             t = self._tensors(ids[i : i + mb], pos[i : i + mb], tgt[i : i + mb])
-            totals[0] += self._forward_sum(*t).double().cpu()
+            totals[0] += self._forward_sum(*t, pos[i : i + mb]).double().cpu()
             totals[1] += (t[2] != IGNORE).sum().item()
         self.engine.train()
         dist.all_reduce(totals)
