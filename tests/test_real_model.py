@@ -235,7 +235,7 @@ def test_sequence_parallel_limits_of_gqa(runs, smollm2: Path, tmp_path: Path) ->
     assert len(err) == 1 and "9 attention heads" in err[0] and "sequence_parallel_size=2" in err[0], proc.stderr
 
 
-def test_import_refuses_bad_sources(tmp_path: Path) -> None:
+def test_import_refuses_bad_sources(smollm2: Path, tmp_path: Path) -> None:
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"not a gguf file")
     for src, words in ((str(bad), "not a GGUF file"), (str(tmp_path), "no config.json"),
@@ -249,6 +249,12 @@ def test_import_refuses_bad_sources(tmp_path: Path) -> None:
                                                     "intermediate_size": 32}))
     proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"), timeout=120)
     assert proc.returncode == 2 and "tokenizer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a tokenizer, but an architecture nobody knows
+        (folder / name).write_bytes((smollm2 / name).read_bytes())
+    (folder / "config.json").write_text(json.dumps({"model_type": "no_such_architecture", "vocab_size": 64}))
+    proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and "does not recognize this architecture" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_sequence_parallel_3_on_gqa_matches_transformers(smollm2: Path, demo_corpus: Path, tmp_path: Path) -> None:

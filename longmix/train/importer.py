@@ -157,7 +157,8 @@ def import_model(src: str, out: Path, force: bool = False) -> dict[str, Any]:
             log.info("%s is already imported from %s (same sha256)", out, path)
             return {**rec, "cached": True}
     t0 = time.perf_counter()
-    log.info("loading %s (GGUF weights are dequantized; ~30 s for 135M parameters on 2 cores)", path)
+    log.info("loading %s%s", path, " (dequantizing GGUF weights: ~30 s for 135M parameters on 2 cores)"
+             if path.is_file() else "")
     model, tokenizer = _load(path)
     model = _plain_model(model)
     vocab = len(tokenizer)
