@@ -143,6 +143,122 @@ def probes_cmd(
     console.print(f"wrote {output / 'probes.json'} and heatmaps in {output}")
 
 
+@eval_app.command("context-gain")
+def context_gain_cmd(
+    checkpoints: Annotated[list[Path], typer.Argument(help="HF checkpoint folders; several = comparison overlay")],
+    data: Annotated[list[Path], typer.Option("--data", help="held-out documents: JSONL file/folder or tokenized "
+                                             ".arrow shards (repeatable)")],
+    max_len: Annotated[int, typer.Option(min=16, help="tokens per document (shorter ones are skipped)")] = 1024,
+    window: Annotated[int, typer.Option(min=1, help="short context W: the last W tokens only")] = 128,
+    stride: Annotated[int | None, typer.Option(min=1, help="sliding-window stride S (short contexts of W..W+S-1 "
+                                               "tokens; 1 = exact; default W/2)")] = None,
+    max_docs: Annotated[int, typer.Option(min=1)] = 16,
+    key_gain: Annotated[float, typer.Option(help="key token: gain above this (nats)")] = 2.0,
+    key_loss: Annotated[float, typer.Option(help="key token: full-context loss below this (nats)")] = 2.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="windows per forward")] = 8,
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for context_gain.json/.png")] = Path("eval"),
+) -> None:
+    """Per-token loss with the whole context vs only the last W tokens: mean gain, gain by position, key tokens."""
+    from longmix.eval.context_gain import context_gain
+    from longmix.eval.loading import load_checkpoint
+    from longmix.eval.plots import plot_context_gain
+
+    if window >= max_len:
+        raise UserError(f"--window ({window}) must be shorter than --max-len ({max_len})")
+    results, taken = [], set()
+    for ckpt in checkpoints:
+        name = _name(ckpt, taken)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype)
+        res = context_gain(loaded, data, max_len, window, stride, max_docs, seed, key_gain=key_gain,
+                           key_loss=key_loss, name=name, batch_size=batch_size)
+        res["checkpoint"] = str(ckpt)
+        results.append(res)
+        del loaded
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "context_gain.json", {"max_len": max_len, "window": window, "results": results})
+    png = plot_context_gain(results, output / "context_gain.png")
+    table = Table(title=f"context gain: loss with {max_len} tokens of context vs the last {window} (nats)")
+    for col in ("checkpoint", "docs", "full loss", "short loss", "mean gain", "key tokens", "key-token loss"):
+        table.add_column(col)
+    for r in results:
+        kl = f"{r['key_token_loss']:.3f}" if r["key_token_loss"] is not None else "-"
+        table.add_row(r["name"], str(r["n_docs"]), f"{r['mean_full_loss']:.4f}", f"{r['mean_short_loss']:.4f}",
+                      f"{r['mean_gain']:.4f}", f"{r['key_token_share']:.2%}", kl)
+    out_console.print(table)
+    console.print(f"wrote {output / 'context_gain.json'} and {png}")
+
+
+@eval_app.command("ruler")
+def ruler_cmd(
+    checkpoints: Annotated[list[Path], typer.Argument(help="HF checkpoint folders (each gets its own table)")],
+    haystack: Annotated[list[Path], typer.Option("--haystack", help="JSONL file/folder of real text for the "
+                                                 "essay haystacks (repeatable)")],
+    lengths: Annotated[str, typer.Option(help="context lengths in tokens, comma-separated")] = "1024,2048,4096",
+    tasks: Annotated[str | None, typer.Option(help="comma-separated (default: all): niah_single_1, niah_single_2, "
+                                              "niah_single_3, niah_multikey, niah_multivalue, niah_multiquery, "
+                                              "vt, cwe, fwe")] = None,
+    depths: Annotated[str, typer.Option(help="needle depths of the NIAH tasks, comma-separated")] = "0,0.5,1",
+    samples: Annotated[int, typer.Option(min=1, help="prompts per task x length (x depth for NIAH)")] = 4,
+    threshold: Annotated[float, typer.Option(help="score that counts as effective (RULER: Llama-2-7B at 4K)")] = 85.6,
+    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 1,
+    rope_theta: Annotated[float | None, typer.Option(help="load with this RoPE base instead (a load-time ABF)")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for ruler.json and heatmaps")] = Path("eval"),
+) -> None:
+    """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
+    RULER does, with the effective length."""
+    from longmix.eval.loading import load_checkpoint
+    from longmix.eval.plots import heatmap, plot_ruler
+    from longmix.eval.probes import filler_texts
+    from longmix.eval.ruler import TASKS, Generator, build_samples, results_json, score_samples, summarize
+    from longmix.eval.ruler_run import generate_all
+
+    lens = [int(v) for v in _floats(lengths, "--lengths")]
+    deps = _floats(depths, "--depths")
+    names = [t.strip() for t in tasks.split(",")] if tasks else list(TASKS)
+    if not lens or min(lens) < 64:
+        raise UserError("--lengths must list lengths of at least 64 tokens")
+    if not deps or not all(0 <= d <= 1 for d in deps):
+        raise UserError("--depths must lie in [0, 1]")
+    if bad := sorted(set(names) - set(TASKS)):
+        raise UserError(f"unknown --tasks {', '.join(bad)}; choose from {', '.join(TASKS)}")
+    fillers = filler_texts(haystack, seed, min_chars=max(lens) * 12)
+    output.mkdir(parents=True, exist_ok=True)
+    report, taken = [], set()
+    for ckpt in checkpoints:
+        name = _name(ckpt, taken)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, rope_theta=rope_theta)
+        built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, fillers), names, lens, deps, samples, seed)
+        results = score_samples(built, generate_all(loaded, built, batch_size, f"ruler {name}"))
+        summary = summarize(results, threshold)
+        report.append({"checkpoint": str(ckpt), "name": name, "rope_theta": rope_theta, "summary": summary,
+                       "results": results_json(results)})
+        plot_ruler(summary, output / f"ruler_{name.replace('/', '_')}.png", name)
+        for task, g in summary["depth_grids"].items():
+            heatmap(g["score"], [f"{d:.0%}" for d in g["depths"]], [str(L) for L in summary["lengths"]],
+                    f"{name} {task}", output / f"ruler_{name.replace('/', '_')}_{task}.png", vmax=100.0)
+        table = Table(title=f"RULER {name}: score (0-100) by task and length; effective length "
+                      f"{summary['effective_length'] or 'none'} (threshold {threshold:g})")
+        table.add_column("task")
+        for L in summary["lengths"]:
+            table.add_column(str(L))
+        for t in summary["tasks"]:
+            table.add_row(t, *[f"{v:.1f}" for v in summary["table"][t]])
+        table.add_row("mean", *[f"{v:.1f}" for v in summary["mean"]])
+        out_console.print(table)
+        del loaded
+    write_json(output / "ruler.json", {"seed": seed, "lengths": lens, "depths": deps, "samples": samples,
+                                       "checkpoints": report})
+    console.print(f"wrote {output / 'ruler.json'} and heatmaps in {output}")
+
+
 @eval_app.command("rope")
 def rope_cmd(
     base: Annotated[list[float], typer.Option("--base", help="RoPE bases: the first is the original, the rest ABF")],

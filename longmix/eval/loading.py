@@ -30,8 +30,10 @@ def pick_device(device: str) -> str:
     return device
 
 
-def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "auto", dtype: str = "auto") -> Loaded:
-    """Model in eval mode on ``device``; fp32 on CPU (bf16 matmuls are slow and lossy there), bf16 on GPU."""
+def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "auto", dtype: str = "auto",
+                    rope_theta: float | None = None) -> Loaded:
+    """Model in eval mode on ``device``; fp32 on CPU (bf16 matmuls are slow and lossy there), bf16 on GPU.
+    ``rope_theta`` replaces the RoPE base at load time (ABF without training)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -50,7 +52,16 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bar is enough; theirs floods logs of CI runs
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype), attn_implementation="sdpa")
+    kw = {}
+    if rope_theta is not None:
+        from transformers import AutoConfig
+
+        if rope_theta <= 1:
+            raise UserError(f"--rope-theta must be > 1, got {rope_theta}")
+        config = AutoConfig.from_pretrained(ckpt)
+        config.rope_parameters = {"rope_type": "default", "rope_theta": float(rope_theta)}
+        kw["config"] = config
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype), attn_implementation="sdpa", **kw)
     model.to(dev).eval()
     tok = load_tokenizer(tok_path)
     # BOS as in training: the tokenizer's own settings (an imported checkpoint's), else longmix's defaults.

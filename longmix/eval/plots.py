@@ -51,23 +51,58 @@ def plot_context_loss(results: list[dict[str, Any]], out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_probe_heatmap(task: str, summary: dict[str, Any], metric: str, out: Path) -> Path:
-    """Depth (rows) x length (columns) heatmap of a probe metric in [0, 1], values written in the cells."""
+def plot_context_gain(results: list[dict[str, Any]], out: Path) -> Path:
+    """Mean context gain (short-context minus full-context loss) vs context length, one curve per checkpoint."""
     plt = _plt()
-    grid = np.asarray(summary[metric], dtype=float)
-    lengths, depths = summary["lengths"], summary["depths"]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.5 * len(depths)))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(len(lengths)), [str(L) for L in lengths])
-    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, r in enumerate(results):
+        b = r["bins"]
+        se = [s if s is not None else 0.0 for s in b["gain_se"]]
+        ax.errorbar(b["context"], b["gain"], yerr=se, fmt="o-", ms=3, color=f"C{k}",
+                    label=f"{r['name']} (mean {r['mean_gain']:.3f}, key tokens {r['key_token_share']:.1%})")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("context length c (tokens before the predicted token)")
+    ax.set_ylabel(f"gain over the last {results[0]['window']} tokens (nats)")
+    ax.set_title("Context gain: loss(last W tokens) - loss(full context)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, out)
+
+
+def heatmap(grid: Any, rows: list[str], cols: list[str], title: str, out: Path, vmax: float = 1.0,
+            ylabel: str = "depth") -> Path:
+    """A rows x columns heatmap in [0, vmax] (red to green), values written in the cells."""
+    plt = _plt()
+    grid = np.asarray(grid, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(cols), 1.2 + 0.5 * len(rows)))
+    im = ax.imshow(grid, vmin=0, vmax=vmax, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("depth")
+    ax.set_ylabel(ylabel)
+    fmt = "{:.2f}" if vmax <= 1 else "{:.0f}"
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, fmt.format(grid[i, j]), ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax)
-    ax.set_title(f"{task}: {metric}")
+    ax.set_title(title)
     return _save(fig, out)
+
+
+def plot_probe_heatmap(task: str, summary: dict[str, Any], metric: str, out: Path) -> Path:
+    """Depth (rows) x length (columns) heatmap of a probe metric in [0, 1]."""
+    return heatmap(summary[metric], [f"{d:.0%}" for d in summary["depths"]], [str(L) for L in summary["lengths"]],
+                   f"{task}: {metric}", out)
+
+
+def plot_ruler(summary: dict[str, Any], out: Path, name: str = "") -> Path:
+    """Task (rows, plus the mean) x length heatmap of RULER scores in [0, 100]."""
+    rows = [*summary["tasks"], "mean"]
+    grid = [summary["table"][t] for t in summary["tasks"]] + [summary["mean"]]
+    eff = summary["effective_length"]
+    title = f"RULER {name} (effective length {eff if eff else 'none'} at > {summary['threshold']:g})".replace("  ", " ")
+    return heatmap(grid, rows, [str(L) for L in summary["lengths"]], title, out, vmax=100.0, ylabel="task")
 
 
 def plot_rope(analysis: dict[str, Any], out: Path) -> Path:
