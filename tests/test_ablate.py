@@ -44,8 +44,11 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
                                         "attn_implementation": "sdpa"}}},
                  "train": {**train, "model": {"rope": {"kind": "abf", "theta": 100000},
                                               "max_position_embeddings": 512}}},
-        "eval": {"data": [tests], "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256]},
-        "quick": {"train_tokens": 2048, "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256]},
+        "eval": {"data": [tests], "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256],
+                 "ruler": {"tasks": ["niah_single_2", "fwe"], "lengths": [512]},
+                 "probes": {"tasks": ["passkey"], "lengths": [256]}, "context_gain": {"window": 64}},
+        "quick": {"train_tokens": 2048, "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256],
+                  "task_lengths": [256], "task_samples": 1},
         "arms": [
             {"name": "natural"},
             {"name": "remove-long", "data": {"stages": {"mix": {"sources": {
@@ -82,6 +85,13 @@ def test_quick_suite_reports_caches_and_arms_differ_only_in_overrides(tiny_suite
         assert not r["cached"]
         assert r["training"]["steps"] == 2 and r["training"]["flops_per_rank"] > 0
         assert r["eval"]["n_docs"] == 2 and all(v is not None for v in r["eval"]["context_ranges"].values())
+        # the task evaluations named in the suite, shrunk by --quick to one length and one sample
+        assert r["eval"]["ruler"]["tasks"] == ["niah_single_2", "fwe"] and r["eval"]["ruler"]["lengths"] == [256]
+        assert r["eval"]["probes"]["passkey"]["lengths"] == [256]
+        assert r["eval"]["context_gain"]["window"] == 64 and r["eval"]["context_gain"]["n_docs"] == 2
+    for section in ("## RULER tasks", "## Retrieval probes", "## Context gain", "effective length"):
+        assert section in md, section
+    assert (report / "ruler_0.png").is_file()
     # Lineage: what each manifest says it was built from differs from the base only where the arm says.
     diffs = {a: {k for lin in r["lineage"] for k in lin["differs_from_base"]} for a, r in arms.items()}
     assert diffs["natural"] == set()

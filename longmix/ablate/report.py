@@ -101,6 +101,7 @@ def plot_curves(summary: dict[str, Any], out: Path) -> Path:
 
 
 def write_report(summary: dict[str, Any], folder: Path) -> Path:
+    from longmix.ablate.task_tables import task_sections
     from longmix.eval.plots import plot_context_loss
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,7 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
         "mean ± sd over seeds when there are several. Lower is better.", "",
         results_table(summary), "",
         "![loss vs context](context_loss.png)", "", "![training curves](training_curves.png)", "",
+        *task_sections(summary, folder),
         "## Lineage (data recipe keys each arm's manifest differs in from the base)", "",
     ]
     for r in summary["arms"]:

@@ -185,7 +185,40 @@ class AblationRunner:
                            progress=self.progress)
         res.pop("per_position_loss", None)  # thousands of floats per arm; the bins carry the curve
         res["context_ranges"] = range_losses(res, e.table_contexts)
+        res.update(self._tasks(loaded, data, name))
         return res
+
+    def _tasks(self, loaded: Any, data: list[Path], name: str) -> dict[str, Any]:
+        """The suite's optional task evaluations of one checkpoint: RULER, probes, context gain."""
+        e, out = self.suite.eval, {}
+        if e.ruler:
+            from longmix.eval.probes import filler_texts
+            from longmix.eval.ruler import TASKS, Generator, build_samples, score_samples, summarize
+            from longmix.eval.ruler_run import generate_all
+
+            r = e.ruler
+            hay = filler_texts([self.suite.resolve(p) for p in r.haystack] if r.haystack else data, e.seed,
+                               max(r.lengths) * 12)
+            built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, hay), r.tasks or list(TASKS),
+                                  r.lengths, r.depths, r.samples, e.seed)
+            out["ruler"] = summarize(score_samples(built, generate_all(loaded, built, 1, f"ruler {name}")),
+                                     r.threshold)
+        if e.probes:
+            from longmix.eval.probes import filler_texts, run_probes, summarize_probes
+
+            p = e.probes
+            fill = filler_texts([self.suite.resolve(f) for f in p.filler] if p.filler else data, e.seed,
+                                max(p.lengths) * 12)
+            out["probes"] = summarize_probes(run_probes(loaded, fill, p.lengths, p.depths, p.trials, e.seed,
+                                                        tuple(p.tasks), 1, self.progress))
+        if e.context_gain:
+            from longmix.eval.context_gain import context_gain
+
+            g = e.context_gain
+            res = context_gain(loaded, data, e.max_len, g.window, g.stride, g.max_docs, e.seed, name=name)
+            res.pop("per_document_gain", None)
+            out["context_gain"] = res
+        return out
 
     def _eval_base(self, hf: Path) -> dict[str, Any]:
         key = settings_hash(str(hf), self.suite.eval.model_dump(), (hf / "config.json").stat().st_mtime)

@@ -8,7 +8,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -44,6 +44,43 @@ class BaseSpec(Strict):
         return self
 
 
+class RulerSpec(Strict):
+    """RULER-style tasks per arm (longmix eval ruler)."""
+
+    haystack: list[str] | None = Field(None, description="real text for the essay haystacks (default: eval.data)")
+    tasks: list[str] | None = Field(None, description="default: all")
+    lengths: list[int] = Field([1024, 2048], min_length=1)
+    depths: list[float] = [0.0, 0.5, 1.0]
+    samples: int = Field(2, ge=1)
+    threshold: float = 85.6
+
+    @model_validator(mode="after")
+    def _known(self) -> RulerSpec:
+        from longmix.eval.ruler import TASKS
+
+        if bad := sorted(set(self.tasks or []) - set(TASKS)):
+            raise ValueError(f"unknown RULER task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
+        return self
+
+
+class ProbeSpec(Strict):
+    """Passkey and first-sentence probes per arm (longmix eval probes)."""
+
+    filler: list[str] | None = Field(None, description="real text for the filler (default: eval.data)")
+    tasks: list[Literal["passkey", "first_sentence"]] = ["passkey", "first_sentence"]
+    lengths: list[int] = Field([512, 1024, 2048], min_length=1)
+    depths: list[float] = [0.0, 0.5, 1.0]
+    trials: int = Field(3, ge=1)
+
+
+class GainSpec(Strict):
+    """Context gain per arm (longmix eval context-gain) on eval.data at eval.max_len."""
+
+    window: int = Field(128, ge=1)
+    stride: int | None = Field(None, ge=1)
+    max_docs: int = Field(8, ge=1)
+
+
 class EvalSpec(Strict):
     data: list[str] = Field(min_length=1, description="held-out documents (JSONL files/folders)")
     max_len: int = Field(2048, ge=8)
@@ -52,6 +89,9 @@ class EvalSpec(Strict):
     seed: int = 0
     bins: int = Field(16, ge=4)
     table_contexts: list[int] = Field([256, 1024, 2048], description="report loss at context ranges up to these")
+    ruler: RulerSpec | None = None
+    probes: ProbeSpec | None = None
+    context_gain: GainSpec | None = None
 
 
 class QuickSpec(Strict):
@@ -62,6 +102,8 @@ class QuickSpec(Strict):
     max_len: int = Field(512, ge=8)
     max_docs: int = Field(4, ge=1)
     table_contexts: list[int] = [64, 256, 512]
+    task_lengths: list[int] = Field([512], description="RULER and probe lengths under --quick")
+    task_samples: int = Field(1, ge=1, description="RULER samples / probe trials per cell under --quick")
 
 
 class ArmSpec(Strict):
@@ -118,10 +160,22 @@ def load_suite(path: str | Path, quick: bool = False) -> Suite:
         suite = suite.model_copy(update={
             "seeds": suite.seeds[:1], "train_tokens": q.train_tokens,
             "base": suite.base.model_copy(update={"pretrain": pre}),
-            "eval": suite.eval.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs,
-                                                  "table_contexts": q.table_contexts}),
+            "eval": _quick_eval(suite.eval, q),
             "output": suite.output.rstrip("/") + "-quick"})
     return suite
+
+
+def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
+    """The eval of a --quick run: shorter documents, fewer of them, one small length for the tasks."""
+    ruler = e.ruler.model_copy(update={"lengths": q.task_lengths, "samples": q.task_samples, "depths": [0.5]}) \
+        if e.ruler else None
+    probes = e.probes.model_copy(update={"lengths": q.task_lengths, "trials": q.task_samples, "depths": [0.5]}) \
+        if e.probes else None
+    gain = e.context_gain.model_copy(update={"window": min(e.context_gain.window, q.max_len // 4),
+                                             "max_docs": min(e.context_gain.max_docs, q.max_docs)}) \
+        if e.context_gain else None
+    return e.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs, "table_contexts": q.table_contexts,
+                                "ruler": ruler, "probes": probes, "context_gain": gain})
 
 
 def settings_hash(*parts: Any) -> str:

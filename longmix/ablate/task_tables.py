@@ -1,0 +1,79 @@
+"""The task sections of an ablation report: RULER, probes and context gain per arm (and the base model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _evals(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = [("base (no continued training)", summary["base"]["eval"])] if summary.get("base") else []
+    return rows + [(f"{r['label']} (seed {r['seed']})", r["eval"]) for r in summary["arms"]]
+
+
+def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
+    from longmix.eval.plots import plot_ruler
+
+    evals = [(n, e["ruler"]) for n, e in _evals(summary) if e.get("ruler")]
+    if not evals:
+        return []
+    lengths = evals[0][1]["lengths"]
+    tasks = evals[0][1]["tasks"]
+    lines = ["## RULER tasks", "",
+             f"RULER-style synthetic tasks, score 0-100 (RULER's string_match_all), mean over {', '.join(tasks)}; "
+             f"effective length: the longest length up to which every mean stays above {evals[0][1]['threshold']:g}.",
+             "", "| arm | " + " | ".join(f"mean @ {L}" for L in lengths) + " | effective length |",
+             "|" + "---|" * (len(lengths) + 2)]
+    for name, r in evals:
+        means = " | ".join(f"{v:.1f}" for v in r["mean"])
+        lines.append(f"| {name} | {means} | {r['effective_length'] or '-'} |")
+    lines += ["", "| arm | " + " | ".join(f"{t} @ {L}" for t in tasks for L in lengths) + " |",
+              "|" + "---|" * (len(tasks) * len(lengths) + 1)]
+    for name, r in evals:
+        lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" for t in tasks for v in r["table"][t]) + " |")
+    lines.append("")
+    for i, (name, r) in enumerate(evals):
+        png = f"ruler_{i}.png"
+        plot_ruler(r, folder / png, name)
+        lines.append(f"![RULER {name}]({png})")
+    return lines + [""]
+
+
+def probes_section(summary: dict[str, Any]) -> list[str]:
+    evals = [(n, e["probes"]) for n, e in _evals(summary) if e.get("probes")]
+    if not evals:
+        return []
+    lines = ["## Retrieval probes", "", "Mean over depths per length: passkey exact match, first-sentence ROUGE-L.", ""]
+    tasks = sorted(evals[0][1])
+    lengths = evals[0][1][tasks[0]]["lengths"]
+    lines += ["| arm | " + " | ".join(f"{t} @ {L}" for t in tasks for L in lengths) + " |",
+              "|" + "---|" * (len(tasks) * len(lengths) + 1)]
+    for name, p in evals:
+        cells = []
+        for t in tasks:
+            grid = p[t]["exact" if t == "passkey" else "rouge_l"]
+            cells += [f"{sum(row[j] for row in grid) / len(grid):.2f}" for j in range(len(lengths))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def gain_section(summary: dict[str, Any]) -> list[str]:
+    evals = [(n, e["context_gain"]) for n, e in _evals(summary) if e.get("context_gain")]
+    if not evals:
+        return []
+    g0 = evals[0][1]
+    lines = ["## Context gain", "",
+             f"Loss with the whole context minus loss with only the last {g0['window']} tokens, over tokens with more "
+             f"context than that ({g0['n_docs']} documents of {g0['max_len']} tokens). Key tokens gain more than "
+             f"{g0['key_gain']:g} nats and have a full-context loss under {g0['key_loss']:g} (LongPPL); higher gain "
+             "means more use of distant context.", "",
+             "| arm | full loss | short loss | mean gain | key tokens | key-token loss |", "|---|---|---|---|---|---|"]
+    for name, g in evals:
+        kl = f"{g['key_token_loss']:.3f}" if g["key_token_loss"] is not None else "-"
+        lines.append(f"| {name} | {g['mean_full_loss']:.3f} | {g['mean_short_loss']:.3f} | {g['mean_gain']:.4f} | "
+                     f"{g['key_token_share']:.2%} | {kl} |")
+    return lines + [""]
+
+
+def task_sections(summary: dict[str, Any], folder: Path) -> list[str]:
+    return ruler_section(summary, folder) + probes_section(summary) + gain_section(summary)
