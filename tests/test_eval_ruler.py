@@ -146,3 +146,10 @@ def test_ruler_cli_writes_json_table_and_heatmaps(tmp_path, demo_corpus) -> None
     bad = CliRunner().invoke(app, ["eval", "ruler", str(ckpt), "--haystack", str(demo_corpus / "docs"),
                                    "--tasks", "nope", "-o", str(tmp_path / "bad")])
     assert bad.exit_code != 0
+
+
+def test_the_haystack_does_not_depend_on_the_lengths_asked_for(demo_corpus) -> None:
+    docs = [demo_corpus / "docs"]
+    assert ruler.haystack_texts(docs, 0, [512]) == ruler.haystack_texts(docs, 0, [512, 8192])
+    with pytest.raises(UserError, match="filler corpus has"):
+        ruler.haystack_texts(docs, 0, [10_000_000])

@@ -192,13 +192,12 @@ class AblationRunner:
         """The suite's optional task evaluations of one checkpoint: RULER, probes, context gain."""
         e, out = self.suite.eval, {}
         if e.ruler:
-            from longmix.eval.probes import filler_texts
-            from longmix.eval.ruler import TASKS, Generator, build_samples, score_samples, summarize
+            from longmix.eval.ruler import TASKS, Generator, build_samples, haystack_texts, score_samples, summarize
             from longmix.eval.ruler_run import generate_all
 
             r = e.ruler
-            hay = filler_texts([self.suite.resolve(p) for p in r.haystack] if r.haystack else data, e.seed,
-                               max(r.lengths) * 12)
+            hay = haystack_texts([self.suite.resolve(p) for p in r.haystack] if r.haystack else data, e.seed,
+                                 r.lengths)
             built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, hay), r.tasks or list(TASKS),
                                   r.lengths, r.depths, r.samples, e.seed)
             out["ruler"] = summarize(score_samples(built, generate_all(loaded, built, 1, f"ruler {name}")),

@@ -216,8 +216,15 @@ def ruler_cmd(
     RULER does, with the effective length."""
     from longmix.eval.loading import load_checkpoint
     from longmix.eval.plots import heatmap, plot_ruler
-    from longmix.eval.probes import filler_texts
-    from longmix.eval.ruler import TASKS, Generator, build_samples, results_json, score_samples, summarize
+    from longmix.eval.ruler import (
+        TASKS,
+        Generator,
+        build_samples,
+        haystack_texts,
+        results_json,
+        score_samples,
+        summarize,
+    )
     from longmix.eval.ruler_run import generate_all
 
     lens = [int(v) for v in _floats(lengths, "--lengths")]
@@ -229,7 +236,7 @@ def ruler_cmd(
         raise UserError("--depths must lie in [0, 1]")
     if bad := sorted(set(names) - set(TASKS)):
         raise UserError(f"unknown --tasks {', '.join(bad)}; choose from {', '.join(TASKS)}")
-    fillers = filler_texts(haystack, seed, min_chars=max(lens) * 12)
+    fillers = haystack_texts(haystack, seed, lens)
     output.mkdir(parents=True, exist_ok=True)
     report, taken = [], set()
     for ckpt in checkpoints:
