@@ -1,22 +1,16 @@
-"""Recipe models of the filter stage (`stages.filter`); imported by longmix.config.
-
-Kept free of longmix.config imports so config.py can import this module without a cycle.
-"""
+"""Recipe settings of the filter stage (`stages.filter`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from longmix.core.recipe_io import Strict
 from longmix.data.filters.heuristics import MAX_NGRAM
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HeuristicsConfig(_Strict):
+class HeuristicsConfig(Strict):
     """Each parameter is one named filter and its drop reason; null turns that filter off.
 
     Defaults are permissive: they drop near-empty, garbage and heavily repeated documents while
@@ -36,7 +30,7 @@ class HeuristicsConfig(_Strict):
     dup_ngram_n: int = Field(5, ge=1, le=MAX_NGRAM, description="n of max_dup_ngram_frac")
 
 
-class QualityConfig(_Strict):
+class QualityConfig(Strict):
     model: str | None = Field(None, description="fastText .bin (relative to the recipe); none: no quality column")
     label: str = Field("__label__hq", description="the label whose probability is the quality score")
     threshold: float | None = Field(None, ge=0, le=1, description="drop below this; none: score only")
@@ -49,7 +43,7 @@ class QualityConfig(_Strict):
         return self
 
 
-class LangIdConfig(_Strict):
+class LangIdConfig(Strict):
     model: str | None = Field(None, description="fastText language-ID .bin, e.g. lid.176.bin")
     allowed: list[str] | None = Field(None, description="keep these languages (labels without __label__)")
     min_score: float | None = Field(None, ge=0, le=1, description="drop when the top language scores below")
@@ -62,7 +56,7 @@ class LangIdConfig(_Strict):
         return self
 
 
-class FilterConfig(_Strict):
+class FilterConfig(Strict):
     enabled: bool = Field(False, description="off unless the recipe turns it on: filtering changes the data")
     heuristics: HeuristicsConfig = HeuristicsConfig()
     per_source: dict[str, dict[str, Any]] = Field(

@@ -1,4 +1,4 @@
-"""Tokenizer training, loading and batch encoding into the tokenized-docs contract.
+"""Tokenizer training and batch encoding into the tokenized-docs contract.
 
 Long documents are cut into pieces of about ``chunk_chars`` characters at safe boundaries, the pieces
 of a whole batch go through one ``encode_batch_fast`` call (so they spread over the Rust threads), and
@@ -9,10 +9,8 @@ pre-tokenizer).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from longmix.atomic import atomic_path
+from longmix.core.atomic import atomic_path
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
 DEFAULT_CHUNK_CHARS = 32_768
@@ -41,13 +39,6 @@ _NEWLINE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
 # Fallback: before a lone space between non-space characters ("foo| bar"); in both regex families the
 # space opens the next pre-token and no pre-token ends with a space that follows a non-space.
 _SPACE_CUT = re.compile(r"(?<=\S) (?=\S)")
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int | None
 
 
 def train_bpe(
@@ -78,54 +69,6 @@ def save_tokenizer(tok: Tokenizer, path: str | Path) -> None:
     """Write tokenizer.json atomically (temp file in the same folder, then os.replace)."""
     with atomic_path(path) as tmp:
         tok.save(str(tmp))
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load any HF tokenizer.json."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer not found: {path} (train one with `longmix tokenizer train`)")
-    return Tokenizer.from_file(str(path))
-
-
-def tokenizer_file(path: str | Path) -> Path:
-    """The tokenizer.json named by ``path``: the file itself, or the one inside a checkpoint folder."""
-    path = Path(path)
-    return path / "tokenizer.json" if path.is_dir() else path
-
-
-@dataclass(frozen=True)
-class OwnSettings:
-    """What a tokenizer says of itself in the ``tokenizer_config.json`` beside its ``tokenizer.json`` (as HF
-    checkpoint folders and ``longmix model import`` write it); all None for a bare tokenizer.json."""
-
-    bos_token: str | None = None
-    eos_token: str | None = None
-    pad_token: str | None = None
-    add_bos_token: bool | None = None
-
-
-def own_settings(tokenizer_json: str | Path) -> OwnSettings:
-    cfg_path = Path(tokenizer_json).parent / "tokenizer_config.json"
-    if not cfg_path.is_file():
-        return OwnSettings()
-    cfg = json.loads(cfg_path.read_text())
-
-    def token(key: str) -> str | None:
-        value = cfg.get(key)
-        return value.get("content") if isinstance(value, dict) else value  # older files store AddedToken dicts
-
-    add_bos = cfg.get("add_bos_token")
-    return OwnSettings(token("bos_token"), token("eos_token"), token("pad_token"),
-                       bool(add_bos) if add_bos is not None else None)
-
-
-def special_ids(tok: Tokenizer, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>") -> SpecialIds:
-    """Ids of the BOS/EOS/pad tokens; pad falls back to EOS when the vocabulary has no pad token (Llama)."""
-    bos_id = tok.token_to_id(bos)
-    eos_id = tok.token_to_id(eos)
-    pad_id = tok.token_to_id(pad) if pad is not None else None
-    return SpecialIds(bos_id=bos_id, eos_id=eos_id, pad_id=pad_id if pad_id is not None else eos_id)
 
 
 def split_text(text: str, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> list[str]:

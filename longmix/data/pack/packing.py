@@ -25,9 +25,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
+from longmix.formats.packed_rows import PAD_SOURCE, PackedRows, ranges
+
 Strategy = Literal["concat", "best_fit", "pad"]
 STRATEGIES: tuple[str, ...] = ("concat", "best_fit", "pad")
-PAD_SOURCE = -1
 DEFAULT_WINDOW = 8192
 
 
@@ -61,7 +62,7 @@ class DocBatch:
         lens = self.lengths[idx]
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
-        gather = np.repeat(self.offsets[:-1][idx], lens) + _ranges(lens)
+        gather = np.repeat(self.offsets[:-1][idx], lens) + ranges(lens)
         return DocBatch(self.values[gather], offsets, self.sources[idx])
 
     @classmethod
@@ -80,59 +81,6 @@ class DocBatch:
         offsets = input_ids.offsets.to_numpy().astype(np.int64)
         values = input_ids.values.to_numpy()[offsets[0] : offsets[-1]]
         return cls(values, offsets - offsets[0], sources)
-
-
-@dataclass
-class PackedRows:
-    """A block of packed rows; segment arrays are flat with per-row offsets."""
-
-    input_ids: np.ndarray  # (n, seq_len) uint32
-    seg_lens: np.ndarray  # int32, all segments of all rows
-    seg_sources: np.ndarray  # int16, aligned with seg_lens
-    seg_offsets: np.ndarray  # int64 (n + 1), row r owns segments seg_offsets[r]:seg_offsets[r + 1]
-    pad: np.ndarray  # (n,) int32
-
-    def __len__(self) -> int:
-        return len(self.pad)
-
-    def row(self, r: int) -> dict[str, Any]:
-        a, b = self.seg_offsets[r], self.seg_offsets[r + 1]
-        return {
-            "input_ids": self.input_ids[r],
-            "doc_lens": self.seg_lens[a:b],
-            "doc_sources": self.seg_sources[a:b],
-            "pad": int(self.pad[r]),
-        }
-
-    def take(self, idx: np.ndarray) -> PackedRows:
-        """The rows at ``idx``, in that order (a copy)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        counts = np.diff(self.seg_offsets)[idx]
-        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        gather = np.repeat(self.seg_offsets[:-1][idx], counts) + _ranges(counts)
-        return PackedRows(
-            input_ids=self.input_ids[idx],
-            seg_lens=self.seg_lens[gather],
-            seg_sources=self.seg_sources[gather],
-            seg_offsets=offsets,
-            pad=self.pad[idx],
-        )
-
-    @staticmethod
-    def concat(blocks: Sequence[PackedRows], seq_len: int) -> PackedRows:
-        if not blocks:
-            return _empty_rows(seq_len)
-        seg_counts = np.concatenate([np.diff(b.seg_offsets) for b in blocks])
-        offsets = np.zeros(len(seg_counts) + 1, dtype=np.int64)
-        np.cumsum(seg_counts, out=offsets[1:])
-        return PackedRows(
-            input_ids=np.concatenate([b.input_ids for b in blocks]),
-            seg_lens=np.concatenate([b.seg_lens for b in blocks]),
-            seg_sources=np.concatenate([b.seg_sources for b in blocks]),
-            seg_offsets=offsets,
-            pad=np.concatenate([b.pad for b in blocks]),
-        )
 
 
 @dataclass
@@ -308,7 +256,7 @@ class _PadPacker:
         rows = np.full((n, L), self.pad_id, dtype=np.uint32)
         mask = np.arange(L) < used[:, None]
         # Row-major order of `mask` is document order, so the gather index is each doc's start + position.
-        gather = np.repeat(starts, used) + _ranges(used)
+        gather = np.repeat(starts, used) + ranges(used)
         rows[mask] = batch.values[gather]
         pad = (L - used).astype(np.int32)
         n_seg = 1 + (pad > 0)
@@ -443,21 +391,4 @@ def _rows_from_bins(
         seg_sources=np.concatenate(seg_src).astype(np.int16),
         seg_offsets=offsets,
         pad=pad,
-    )
-
-
-def _ranges(lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(k) for every k in lengths, vectorized."""
-    total = int(lengths.sum())
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.arange(total, dtype=np.int64) - starts
-
-
-def _empty_rows(seq_len: int) -> PackedRows:
-    return PackedRows(
-        input_ids=np.zeros((0, seq_len), np.uint32),
-        seg_lens=np.zeros(0, np.int32),
-        seg_sources=np.zeros(0, np.int16),
-        seg_offsets=np.zeros(1, np.int64),
-        pad=np.zeros(0, np.int32),
     )

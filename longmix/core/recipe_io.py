@@ -1,0 +1,86 @@
+"""Recipe plumbing shared by every recipe kind (data, training, ablation suites): the strict pydantic base,
+YAML loading with `extends`, deep merge, one settings hash, and pydantic errors as one clear line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from longmix.core.errors import UserError
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; recipes are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def settings_hash(*parts: Any) -> str:
+    """A short, stable hash of settings (pydantic models or JSON-able values): what decides whether a
+    finished stage can be reused."""
+    blob = json.dumps([p.model_dump() if isinstance(p, BaseModel) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _format_error(where: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key '{loc}'")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: missing required key '{loc}'")
+        else:
+            lines.append(f"{where}: {loc}: {e['msg']}" if loc else f"{where}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_error(where, err)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) in `override` replaces the base's."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def load_with_extends(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe may start from another: `extends: base.yaml` (relative to it), then override keys."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise UserError(f"{path}: `extends` loops back to itself")
+    data = load_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: `extends` takes one file name")
+    return deep_merge(load_with_extends(path.parent / parent, (*seen, path)), data)

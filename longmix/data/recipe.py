@@ -1,0 +1,89 @@
+"""The data recipe: YAML in, validated by pydantic, every mistake reported as one clear line.
+
+Each capability owns its settings model (`ingest/settings.py`, `dedup/settings.py`, ...); this module only
+assembles them into one recipe."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from longmix.core.errors import UserError
+from longmix.core.recipe_io import Strict, load_with_extends, parse_model
+from longmix.data.dedup.settings import ExactDedupConfig, NearDedupConfig
+from longmix.data.filters.settings import FilterConfig
+from longmix.data.ingest.settings import IngestConfig, SourceConfig
+from longmix.data.mix.settings import MixConfig
+from longmix.data.pack.settings import PackConfig
+from longmix.data.tokenize.settings import TokenizeConfig, TokenizerConfig
+
+
+class StagesConfig(Strict):
+    ingest: IngestConfig = IngestConfig()
+    exact_dedup: ExactDedupConfig = ExactDedupConfig()
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    filter: FilterConfig = FilterConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    mix: MixConfig = MixConfig()
+    pack: PackConfig = PackConfig()
+
+
+class ExecutorConfig(Strict):
+    kind: Literal["local", "ray"] = "local"
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
+
+
+class Recipe(Strict):
+    name: str = "recipe"
+    output: str
+    seed: int = 0
+    executor: ExecutorConfig = ExecutorConfig()
+    sources: list[SourceConfig] = Field(min_length=1)
+    tokenizer: TokenizerConfig | None = Field(None, description="set it to tokenize, mix and pack")
+    seq_len: int | None = Field(None, ge=16, description="training sequence length of the packed shards")
+    stages: StagesConfig = StagesConfig()
+    base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved from")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return sources
+
+    def resolve(self, path: str) -> Path:
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
+
+    @property
+    def output_dir(self) -> Path:
+        return self.resolve(self.output)
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    def source_files(self, source: SourceConfig) -> list[Path]:
+        """The source's inputs in a stable order; a pattern that matches nothing is an error."""
+        out: list[Path] = []
+        for pattern in source.paths:
+            full = self.resolve(pattern)
+            matches = sorted(Path(m) for m in glob.glob(str(full), recursive=True))
+            if not matches:
+                raise UserError(f"source '{source.name}': '{pattern}' matches no file (looked for {full})")
+            out.extend(matches)
+        seen: set[Path] = set()
+        return [p for p in out if not (p in seen or seen.add(p))]
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    data = load_with_extends(path)
+    data.update(overrides or {})
+    data["base_dir"] = str(Path(path).resolve().parent)
+    return parse_model(Recipe, data, str(path))
