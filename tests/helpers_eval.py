@@ -14,7 +14,7 @@ def tiny_checkpoint(out: Path, steps: int = 30, seq_len: int = 128, seed: int = 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from longmix.data.tokenize import load_tokenizer
+    from longmix.formats.tokenizer_files import load_tokenizer
 
     tok_path = make_tokenizer(out.parent / "tok")
     tok = load_tokenizer(tok_path)

@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from longmix.data.pack import DocBatch, PackStats, pack
-from longmix.data.packed_shards import write_shards
-from longmix.data.tokenize import encode_table, train_bpe
-from longmix.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
+from longmix.data.pack.packing import PackStats, TokenBatch, pack
+from longmix.data.tokenize.encode import encode_table, train_bpe
+from longmix.formats.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
+from longmix.formats.packed_shards import write_shards
 
 REPO = Path(__file__).resolve().parents[1]
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -60,7 +60,7 @@ def make_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, rows_
 
     ``doc_chars`` cuts the files into documents of 1/4..1x that many characters (short documents, so
     rows hold several of them)."""
-    from longmix.data.tokenize import load_tokenizer
+    from longmix.formats.tokenizer_files import load_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     texts = stdlib_texts(max_chars, skip)
@@ -76,7 +76,7 @@ def make_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, rows_
     sources = [i % 2 for i in range(len(texts))]
     table = encode_table(load_tokenizer(tok_path), pa.table(
         {"id": [str(i) for i in range(len(texts))], "source": [SOURCES[s] for s in sources], "text": texts}))
-    docs = DocBatch.from_arrow(table.column("input_ids"), np.asarray(sources, np.int16))
+    docs = TokenBatch.from_arrow(table.column("input_ids"), np.asarray(sources, np.int16))
     stats = PackStats(strategy="best_fit", seq_len=seq_len)
     rows = list(pack([docs], seq_len, "best_fit", pad_id=2, eos_id=1, window=256, stats=stats))
     infos = write_shards(rows, out, seq_len, rows_per_shard=rows_per_shard)

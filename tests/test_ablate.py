@@ -12,7 +12,7 @@ import yaml
 
 from longmix.ablate.runner import AblationRunner, dotted_diff
 from longmix.ablate.suite import arm_data_dict, arm_seq_lens, arm_train_dict, load_suite
-from longmix.data.tokenize import train_bpe
+from longmix.data.tokenize.encode import train_bpe
 from tests.helpers_train import REPO, TINY_LLAMA
 
 SUITES = REPO / "pipelines" / "ablations"

@@ -13,9 +13,9 @@ import pytest
 from conftest import write_jsonl, write_recipe
 from datasketch import MinHash
 
-from longmix.config import load_recipe
-from longmix.data.minhash import lsh_params, shingle_hashes, signatures
-from longmix.pipeline.build import build
+from longmix.data.dedup.minhash import lsh_params, shingle_hashes, signatures
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
 
 
 def _build(tmp_path, sources, stages=None, until=None):

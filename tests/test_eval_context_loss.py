@@ -101,7 +101,7 @@ def test_tokenized_arrow_shards_as_data(ckpts: tuple[Path, Path], tmp_path: Path
 
 
 def test_missing_data_and_checkpoint_are_user_errors(tmp_path: Path) -> None:
-    from longmix.errors import UserError
+    from longmix.core.errors import UserError
     from longmix.eval.loading import load_checkpoint, sample_documents
 
     with pytest.raises(UserError, match="config.json"):

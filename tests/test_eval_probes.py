@@ -52,7 +52,7 @@ def test_first_sentence_and_its_scoring() -> None:
 
 @pytest.fixture(scope="module")
 def tok_loaded(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> tuple[SimpleNamespace, list[str]]:
-    from longmix.data.tokenize import load_tokenizer
+    from longmix.formats.tokenizer_files import load_tokenizer
 
     tok = load_tokenizer(make_tokenizer(tmp_path_factory.mktemp("probe-tok")))
     fillers = filler_texts([demo_corpus / "docs"], seed=0, min_chars=40_000)

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 from helpers_train import make_tokenizer, stdlib_texts
 
-from longmix.data.tokenize import load_tokenizer
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.eval import ruler
+from longmix.formats.tokenizer_files import load_tokenizer
 
 LENGTHS = (512, 1024, 2048)  # a 512-id BPE spends many tokens on the instructions
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import LONGMIX, REPO, write_jsonl, write_recipe
 
-from longmix.config import load_recipe
-from longmix.data.filters.heuristics import DocBatch, char_class_counts
-from longmix.errors import UserError
-from longmix.pipeline.build import build
+from longmix.core.errors import UserError
+from longmix.data.filters.heuristics import TextBatch, char_class_counts
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
 
 STRICT = {  # every heuristic on, with values the planted documents below are built around
     "min_chars": 200, "max_chars": 20000, "min_words": 30, "max_words": 3000, "min_mean_word_len": 3.0,
@@ -113,7 +113,7 @@ def test_per_source_overrides_and_disabled_filters(tmp_path):
 
 
 def test_measures_on_known_text():
-    b = DocBatch(pa.array(["a b c d e a b c d e", "x.\nx.\ny\n\n- z", "", "ab!! cd"], pa.large_string()))
+    b = TextBatch(pa.array(["a b c d e a b c d e", "x.\nx.\ny\n\n- z", "", "ab!! cd"], pa.large_string()))
     assert b.ngram_dup_frac(5).tolist() == [0.5, 0.0, 0.0, 0.0]
     assert b.ngram_dup_frac(6).tolist() == [0.0, 0.0, 0.0, 0.0]
     dup, dup_chars, all_chars = b.dup_lines

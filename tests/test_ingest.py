@@ -11,8 +11,8 @@ import pytest
 import zstandard
 from conftest import write_jsonl, write_recipe
 
-from longmix.config import load_recipe
-from longmix.pipeline.build import build
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
 
 
 def _run(tmp_path, sources, stages=None):

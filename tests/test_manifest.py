@@ -11,22 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from longmix.data.buckets import default_edges
-from longmix.data.mix_plan import MixParams, SourceMix, plan_mix, sample_order
-from longmix.data.pack import PAD_SOURCE, DocBatch, PackedRows, PackStats, pack
-from longmix.data.packed_shards import (
-    check_rows,
-    open_shard,
-    read_rows,
-    sha256_file,
-    shard_schema,
-    shuffle_shards,
-    write_shard,
-    write_shards,
-)
-from longmix.data.tokenize import encode_table, train_bpe
-from longmix.errors import UserError
-from longmix.manifest import (
+from longmix.core.errors import UserError
+from longmix.data.mix.buckets import default_edges
+from longmix.data.mix.plan import MixParams, SourceMix, plan_mix, sample_order
+from longmix.data.pack.packing import PackStats, TokenBatch, pack
+from longmix.data.tokenize.encode import encode_table, train_bpe
+from longmix.formats.manifest import (
     FORMAT,
     Manifest,
     ManifestError,
@@ -38,6 +28,17 @@ from longmix.manifest import (
     verify_manifest,
     write_manifest,
 )
+from longmix.formats.packed_rows import PAD_SOURCE, PackedRows
+from longmix.formats.packed_shards import (
+    check_rows,
+    open_shard,
+    read_rows,
+    sha256_file,
+    shard_schema,
+    shuffle_shards,
+    write_shard,
+    write_shards,
+)
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SEQ_LEN = 2048
@@ -45,7 +46,7 @@ SOURCES = ["small", "large"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[DocBatch, Path]:
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[TokenBatch, Path]:
     by_size = sorted(STDLIB.glob("*.py"), key=lambda f: (f.stat().st_size, f.name))
     files = by_size[:100:3] + by_size[100:160:6]
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
@@ -55,11 +56,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[DocBatch, Path]:
         tok, pa.table({"id": [f.name for f in files], "source": ["py"] * len(files), "text": texts}), eos_id=1
     )
     sources = (np.arange(len(files)) >= len(by_size[:100:3])).astype(np.int16)
-    return DocBatch.from_arrow(table.column("input_ids"), sources), tok_path
+    return TokenBatch.from_arrow(table.column("input_ids"), sources), tok_path
 
 
 def build(
-    corpus: tuple[DocBatch, Path], out: Path, seed: int, batch_docs: int = 16, tmp_rows: int = 7
+    corpus: tuple[TokenBatch, Path], out: Path, seed: int, batch_docs: int = 16, tmp_rows: int = 7
 ) -> tuple[Path, list[PackedRows]]:
     """Plan (1.5x the corpus, so some documents repeat), pack, shuffle into shards, write the manifest."""
     docs, tok_path = corpus

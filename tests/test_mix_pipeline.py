@@ -12,12 +12,13 @@ import pytest
 import yaml
 from helpers_tree import tree_digest
 
-from longmix.config import load_recipe
-from longmix.data.packed_shards import read_rows
-from longmix.data.tokenize import load_tokenizer, train_bpe
-from longmix.data.tokenize_stage import read_ipc
-from longmix.manifest import verify_manifest
-from longmix.pipeline.build import build
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
+from longmix.data.tokenize.encode import train_bpe
+from longmix.formats.ipc import read_ipc
+from longmix.formats.manifest import verify_manifest
+from longmix.formats.packed_shards import read_rows
+from longmix.formats.tokenizer_files import load_tokenizer
 
 SEQ = 512
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from longmix.data.buckets import (
+from longmix.data.mix.buckets import (
     assign_buckets,
     bucket_names,
     default_edges,
@@ -18,7 +18,7 @@ from longmix.data.buckets import (
     resolve_bucket,
     token_counts,
 )
-from longmix.data.mix_plan import MixParams, MixShortfallError, SourceMix, plan_mix, sample_order
+from longmix.data.mix.plan import MixParams, MixShortfallError, SourceMix, plan_mix, sample_order
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SOURCES = ("lib", "tests", "gui")
@@ -143,7 +143,7 @@ def test_shortfall_is_loud_and_exact(corpus, caplog: pytest.LogCaptureFixture) -
         SourceMix(name="tests", share=0.1),
         SourceMix(name="gui", share=0.1),
     ]
-    with caplog.at_level(logging.WARNING, logger="longmix.data.mix_plan"):
+    with caplog.at_level(logging.WARNING, logger="longmix.data.mix.plan"):
         plan = plan_mix(src, lens, params(total_tokens=total, sources=mix, max_epochs=2, seed=0))
     rep = plan.report
     assert plan.counts.max() == 2  # the cap holds

@@ -1,4 +1,4 @@
-from longmix.data.normalize import content_hash, normalize_text
+from longmix.data.ingest.normalize import content_hash, normalize_text
 
 
 def test_nfc_controls_and_newlines():

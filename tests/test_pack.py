@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from longmix.data.pack import PAD_SOURCE, STRATEGIES, DocBatch, PackedRows, PackStats, append_eos, pack
-from longmix.data.packed_shards import check_rows
-from longmix.data.tokenize import encode_table, train_bpe
+from longmix.data.pack.packing import STRATEGIES, PackStats, TokenBatch, append_eos, pack
+from longmix.data.tokenize.encode import encode_table, train_bpe
+from longmix.formats.packed_rows import PAD_SOURCE, PackedRows
+from longmix.formats.packed_shards import check_rows
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 SEQ_LEN = 4096
@@ -20,25 +21,25 @@ EOS, PAD = 1, 2
 
 
 @pytest.fixture(scope="module")
-def docs() -> DocBatch:
+def docs() -> TokenBatch:
     """66 stdlib modules (1 MB), from a few dozen tokens to tens of thousands, in three sources."""
     by_size = sorted(STDLIB.glob("*.py"), key=lambda f: (f.stat().st_size, f.name))
     files = by_size[:120:2] + by_size[120::8]
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
     tok = train_bpe(texts[::3], vocab_size=2000)
     table = encode_table(tok, pa.table({"id": [f.name for f in files], "source": ["py"] * len(files), "text": texts}))
-    return DocBatch.from_arrow(table.column("input_ids"), np.arange(len(files)) % 3)
+    return TokenBatch.from_arrow(table.column("input_ids"), np.arange(len(files)) % 3)
 
 
-def batches(docs: DocBatch, size: int):
+def batches(docs: TokenBatch, size: int):
     for a in range(0, len(docs), size):
         b = min(a + size, len(docs))
-        yield DocBatch(
+        yield TokenBatch(
             docs.values[docs.offsets[a] : docs.offsets[b]], docs.offsets[a : b + 1] - docs.offsets[a], docs.sources[a:b]
         )
 
 
-def run(docs: DocBatch, strategy: str, size: int = 16, **kw) -> tuple[PackedRows, PackStats]:
+def run(docs: TokenBatch, strategy: str, size: int = 16, **kw) -> tuple[PackedRows, PackStats]:
     stats = PackStats(strategy=strategy, seq_len=SEQ_LEN)
     blocks = list(pack(batches(docs, size), SEQ_LEN, strategy, pad_id=PAD, eos_id=EOS, stats=stats, **kw))
     return PackedRows.concat(blocks, SEQ_LEN), stats
@@ -55,18 +56,18 @@ def segments(rows: PackedRows):
             pos += n
 
 
-def docs_with_eos(docs: DocBatch) -> list[np.ndarray]:
+def docs_with_eos(docs: TokenBatch) -> list[np.ndarray]:
     d = append_eos(docs, EOS)
     return [d.values[a:b] for a, b in zip(d.offsets[:-1], d.offsets[1:], strict=True)]
 
 
-def test_real_corpus_has_short_and_long_docs(docs: DocBatch) -> None:
+def test_real_corpus_has_short_and_long_docs(docs: TokenBatch) -> None:
     lens = docs.lengths
     assert lens.min() < SEQ_LEN // 16 and lens.max() > 4 * SEQ_LEN
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_rows_keep_the_shard_invariants(docs: DocBatch, strategy: str) -> None:
+def test_rows_keep_the_shard_invariants(docs: TokenBatch, strategy: str) -> None:
     rows, stats = run(docs, strategy)
     assert rows.input_ids.shape == (len(rows), SEQ_LEN) and rows.input_ids.dtype == np.uint32
     assert check_rows(rows, SEQ_LEN, n_sources=3) is None  # spans sum to seq_len, pad segment last
@@ -77,7 +78,7 @@ def test_rows_keep_the_shard_invariants(docs: DocBatch, strategy: str) -> None:
     assert 0 <= stats.padding_share < 1
 
 
-def test_concat_round_trips_the_token_stream(docs: DocBatch) -> None:
+def test_concat_round_trips_the_token_stream(docs: TokenBatch) -> None:
     rows, stats = run(docs, "concat")
     expected = docs_with_eos(docs)
     stream = np.concatenate([t for t, _ in segments(rows)])
@@ -98,7 +99,7 @@ def test_concat_round_trips_the_token_stream(docs: DocBatch) -> None:
     assert stats.docs_split == int(np.sum(starts // SEQ_LEN != (doc_ends - 1) // SEQ_LEN))
 
 
-def test_best_fit_round_trips_documents_as_chunks(docs: DocBatch) -> None:
+def test_best_fit_round_trips_documents_as_chunks(docs: TokenBatch) -> None:
     rows, stats = run(docs, "best_fit", window=64)
     expected = Counter()
     for d, s in zip(docs_with_eos(docs), docs.sources.tolist(), strict=True):
@@ -110,7 +111,7 @@ def test_best_fit_round_trips_documents_as_chunks(docs: DocBatch) -> None:
     assert stats.docs_split == int(np.sum(docs.lengths + 1 > SEQ_LEN))
 
 
-def test_best_fit_beats_concat_on_splits_and_pad_on_waste(docs: DocBatch) -> None:
+def test_best_fit_beats_concat_on_splits_and_pad_on_waste(docs: TokenBatch) -> None:
     _, concat = run(docs, "concat")
     _, best = run(docs, "best_fit", window=256)
     _, padded = run(docs, "pad")
@@ -119,7 +120,7 @@ def test_best_fit_beats_concat_on_splits_and_pad_on_waste(docs: DocBatch) -> Non
     assert best.tokens == concat.tokens > padded.tokens  # best_fit loses nothing, pad truncates
 
 
-def test_pad_strategy_truncates_long_documents(docs: DocBatch) -> None:
+def test_pad_strategy_truncates_long_documents(docs: TokenBatch) -> None:
     rows, stats = run(docs, "pad")
     expected = [d for d in docs_with_eos(docs) if len(d)]
     assert len(rows) == len(expected)
@@ -133,14 +134,14 @@ def test_pad_strategy_truncates_long_documents(docs: DocBatch) -> None:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_rows_do_not_depend_on_batch_boundaries(docs: DocBatch, strategy: str) -> None:
+def test_rows_do_not_depend_on_batch_boundaries(docs: TokenBatch, strategy: str) -> None:
     a, _ = run(docs, strategy, size=1, window=32)
     b, _ = run(docs, strategy, size=1000, window=32)
     for field in ("input_ids", "seg_lens", "seg_sources", "seg_offsets", "pad"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_best_fit_streams_with_bounded_open_bins(docs: DocBatch) -> None:
+def test_best_fit_streams_with_bounded_open_bins(docs: TokenBatch) -> None:
     stats = PackStats(strategy="best_fit", seq_len=SEQ_LEN)
     gen = pack(batches(docs, 8), SEQ_LEN, "best_fit", pad_id=PAD, eos_id=EOS, window=16, max_open=4, stats=stats)
     first = next(gen)  # rows come out before the input is exhausted
@@ -151,7 +152,7 @@ def test_best_fit_streams_with_bounded_open_bins(docs: DocBatch) -> None:
 
 
 def test_empty_documents_make_no_segments() -> None:
-    batch = DocBatch.from_arrays([np.array([], np.uint32), np.arange(5, 10), np.array([], np.uint32)], [0, 1, 2])
+    batch = TokenBatch.from_arrays([np.array([], np.uint32), np.arange(5, 10), np.array([], np.uint32)], [0, 1, 2])
     for strategy in STRATEGIES:
         rows = PackedRows.concat(list(pack([batch], 4, strategy, pad_id=0)), 4)
         assert check_rows(rows, 4, 3) is None

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import LONGMIX, REPO, write_jsonl, write_recipe
 
-from longmix.config import load_recipe
 from longmix.data.filters import fasttext_models as ft
 from longmix.data.filters.train import langid_accuracy, train_labelled, train_quality
-from longmix.pipeline.build import build
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
 
 SMALL = ft.TrainParams(epochs=10, lr=0.5, dim=16, bucket=20_000, max_chunks=4)  # seconds to train, ~3 MB
 HEURISTICS_OFF = {"min_chars": None, "min_words": None, "min_mean_word_len": None, "max_mean_word_len": None,

@@ -154,7 +154,7 @@ def test_import_round_trip(smollm2: Path) -> None:
 
 
 def test_mix_follows_the_models_tokenizer(runs, smollm2: Path) -> None:
-    from longmix.manifest import load_manifest
+    from longmix.formats.manifest import load_manifest
 
     tok = load_manifest(runs["manifest"]).tokenizer
     assert tok.path == str(smollm2 / "tokenizer.json") and tok.vocab_size == 49152

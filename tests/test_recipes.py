@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from longmix.config import load_recipe
+from longmix.data.recipe import load_recipe
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 ARMS = ["natural", "remove-long", "upsample-long", "long-rich"]

@@ -13,8 +13,8 @@ import pytest
 from conftest import write_recipe
 from helpers_tree import assert_same_tree
 
-from longmix.config import load_recipe
-from longmix.pipeline.build import build
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
 
 
 def _sources(corpus: Path) -> list[dict]:

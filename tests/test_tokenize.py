@@ -9,16 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from longmix.data.tokenize import (
+from longmix.data.tokenize.encode import (
     SPECIAL_TOKENS,
     TOKENIZED_SCHEMA,
     encode_table,
     encode_texts,
-    load_tokenizer,
-    special_ids,
     split_text,
     train_bpe,
 )
+from longmix.formats.tokenizer_files import load_tokenizer, special_ids
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

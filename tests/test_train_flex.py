@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers_train import TINY_LLAMA
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import attention, flex_attention
 from longmix.train.masking import build_arrays
 from longmix.train.model import load_config

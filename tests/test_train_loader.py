@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from helpers_train import make_manifest, make_tokenizer, tiny_recipe
 
-from longmix.errors import UserError
-from longmix.manifest import ManifestError
+from longmix.core.errors import UserError
+from longmix.formats.manifest import ManifestError
 from longmix.train.loader import Loader, PhaseData, plan_phases
 from longmix.train.recipe import TrainRecipe
 

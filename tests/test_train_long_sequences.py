@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from helpers_train import TINY_LLAMA
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import sequence_parallel as sp
 from longmix.train.attention import DOC_SDPA, segment_bounds
 from longmix.train.masking import IGNORE, build_arrays

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from helpers_train import TINY_LLAMA, make_manifest, make_tokenizer
 
-from longmix.data.packed_shards import read_rows
-from longmix.manifest import load_manifest
+from longmix.formats.manifest import load_manifest
+from longmix.formats.packed_shards import read_rows
 from longmix.train.attention import DOC_SDPA
 from longmix.train.masking import (
     IGNORE,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers_train import REPO, TINY_LLAMA, run_longmix, tiny_recipe, write_train_recipe
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train.flops import step_flops
 from longmix.train.model import build_model, load_config
 from longmix.train.recipe import TrainRecipe, load_train_recipe

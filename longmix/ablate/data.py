@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from longmix.config import Recipe, parse_model
-from longmix.pipeline.build import STAGES, build
+from longmix.core.recipe_io import parse_model
+from longmix.data.flow import STAGES, build
+from longmix.data.recipe import Recipe
 
 log = logging.getLogger("longmix")
 

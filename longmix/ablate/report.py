@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
-from longmix.atomic import write_json
+from longmix.core.atomic import write_json
 
 
 def training_summary(metrics: Path) -> dict[str, Any]:

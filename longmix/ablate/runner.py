@@ -26,9 +26,10 @@ from longmix.ablate.suite import (
     settings_hash,
     with_seq_len,
 )
-from longmix.atomic import write_json
-from longmix.config import Recipe, parse_model
-from longmix.errors import UserError
+from longmix.core.atomic import write_json
+from longmix.core.errors import UserError
+from longmix.core.recipe_io import parse_model
+from longmix.data.recipe import Recipe
 from longmix.train.launch import launch_env
 
 log = logging.getLogger("longmix")

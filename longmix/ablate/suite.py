@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from longmix.config import Strict, deep_merge, load_with_extends, load_yaml, parse_model
-from longmix.errors import UserError
+from longmix.core.errors import UserError
+from longmix.core.recipe_io import Strict, deep_merge, load_with_extends, load_yaml, parse_model
 
 
 class PhaseSpec(Strict):
@@ -205,7 +205,7 @@ def with_seq_len(data: dict[str, Any], seq_len: int) -> dict[str, Any]:
     """Repack a data recipe at another length. "Long" is defined relative to the packing length (its
     threshold must be a bucket edge, seq_len/8, /2 or 1x), so at a new length a threshold that is no
     longer an edge falls back to the mix's default instead of failing the build."""
-    from longmix.data.buckets import default_edges
+    from longmix.data.mix.buckets import default_edges
 
     if data.get("seq_len") != seq_len:
         mix = (data.get("stages") or {}).get("mix") or {}

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from longmix.atomic import write_json
-from longmix.errors import UserError
+from longmix.core.atomic import write_json
+from longmix.core.errors import UserError
 
 eval_app = typer.Typer(no_args_is_help=True, help="Long-context evaluation: loss vs context, probes, RoPE.")
 console = Console(stderr=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 
 console = Console(stderr=True)
 quality_app = typer.Typer(no_args_is_help=True, help="fastText quality classifier: train and evaluate.")

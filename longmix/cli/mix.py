@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Train or look at tokenizers.")
 console = Console(stderr=True)
@@ -17,7 +17,7 @@ console = Console(stderr=True)
 
 def _input_files(path: Path) -> list[tuple[Path, str]]:
     """A file as it is; a folder: the JSONL/Parquet files under it, else its files as one text folder."""
-    from longmix.data.readers import detect_format
+    from longmix.data.ingest.readers import detect_format
 
     if not path.is_dir():
         return [(path, detect_format(path))]
@@ -33,19 +33,13 @@ def _input_files(path: Path) -> list[tuple[Path, str]]:
 
 
 def _texts(inputs: list[Path], text_field: str, max_docs: int | None) -> Iterator[str]:
-    from longmix.data.normalize import normalize_text
-    from longmix.data.readers import Good, list_text_files, read_jsonl, read_parquet, read_text_files
+    from longmix.data.ingest.normalize import normalize_text
+    from longmix.data.ingest.readers import Good, read_records
 
     n = 0
     for path in inputs:
         for f, fmt in _input_files(path):
-            if fmt == "jsonl":
-                records = read_jsonl(f, text_field, None, 64 << 20)
-            elif fmt == "parquet":
-                records = read_parquet(f, text_field, None, 64 << 20)
-            else:
-                records = read_text_files(f, list_text_files(f), 64 << 20)
-            for rec in records:
+            for rec in read_records(f, fmt, text_field):
                 if isinstance(rec, Good):
                     yield normalize_text(rec.text)
                     n += 1
@@ -62,7 +56,7 @@ def tokenizer_train(
     max_docs: Annotated[int | None, typer.Option(min=1, help="train on at most this many documents")] = None,
 ) -> None:
     """Train a byte-level BPE tokenizer (<s>, </s>, <pad>) on the spot; real runs bring their model's own."""
-    from longmix.data.tokenize import train_bpe
+    from longmix.data.tokenize.encode import train_bpe
 
     for p in inputs:
         if not p.exists():
@@ -73,7 +67,7 @@ def tokenizer_train(
 
 def verify(manifest: Annotated[Path, typer.Argument(help="manifest.json")]) -> None:
     """Check every shard of a manifest against its sha256, schema and row invariants."""
-    from longmix.manifest import verify_manifest
+    from longmix.formats.manifest import verify_manifest
 
     m = verify_manifest(manifest)
     console.print(f"ok: {len(m.shards)} shards, {m.totals.sequences:,} sequences, {m.totals.tokens:,} tokens "
@@ -85,9 +79,9 @@ def inspect(
     plots: Annotated[Path | None, typer.Option("--plots", help="folder for PNG plots (default: beside it)")] = None,
 ) -> None:
     """Print the mix table (target vs achieved per source x bucket) and write plots."""
-    from longmix.data.inspect_mix import inspect as run_inspect
-    from longmix.manifest import load_manifest
-    from longmix.report_view import stdout_console
+    from longmix.cli.report_view import stdout_console
+    from longmix.data.mix.inspect import inspect as run_inspect
+    from longmix.formats.manifest import load_manifest
 
     m = load_manifest(manifest)
     written = run_inspect(m, manifest, plots or manifest.parent / "plots", stdout_console())

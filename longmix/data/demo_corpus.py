@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from longmix.atomic import atomic_path, write_json
+from longmix.core.atomic import atomic_path, write_json
 
 _LICENSE_NAMES = ("LICENSE", "COPYING", "NOTICE", "AUTHORS")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 
 
 @dataclass
@@ -37,7 +37,7 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     import torch
     from transformers import AutoModelForCausalLM
 
-    from longmix.data.tokenize import load_tokenizer, own_settings, special_ids, tokenizer_file
+    from longmix.formats.tokenizer_files import load_tokenizer, own_settings, special_ids, tokenizer_file
 
     if not (ckpt / "config.json").is_file():
         raise UserError(f"checkpoint '{ckpt}' has no config.json; give an HF checkpoint folder (longmix export)")
@@ -84,8 +84,8 @@ def _files(path: Path) -> list[Path]:
 
 def iter_records(paths: list[Path], text_field: str = "text") -> Iterator[tuple[str, str | np.ndarray]]:
     """(id, text) from JSONL, or (id, token ids) from tokenized Arrow IPC shards (their BOS/EOS included)."""
-    from longmix.data.readers import Good, read_jsonl
-    from longmix.data.tokenize_stage import read_ipc
+    from longmix.data.ingest.readers import Good, read_jsonl
+    from longmix.formats.ipc import read_ipc
 
     for path in paths:
         for f in _files(path):

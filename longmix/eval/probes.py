@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.eval.loading import Loaded, iter_records
 
 PASSKEY_INTRO = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it.\n"

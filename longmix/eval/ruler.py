@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 
 NIAH_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey", "niah_multivalue",
               "niah_multiquery")

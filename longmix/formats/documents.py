@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longmix.atomic import atomic_path
+from longmix.core.atomic import atomic_path
 
 DOC_SCHEMA = pa.schema([
     ("id", pa.string()),

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from longmix.atomic import atomic_path
-from longmix.data.packed_shards import ShardInfo, check_rows, read_rows, sha256_file
-from longmix.errors import UserError
+from longmix.core.atomic import atomic_path
+from longmix.core.errors import UserError
+from longmix.formats.packed_shards import ShardInfo, check_rows, read_rows, sha256_file
 
 FORMAT = "longmix.manifest/1"
 KEY_LIBRARIES = ("longmix", "numpy", "pyarrow", "tokenizers", "pydantic", "polars")
@@ -80,7 +80,7 @@ class Manifest(_Model):
 
 def tokenizer_entry(path: str | Path, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>") -> TokenizerEntry:
     """Describe a tokenizer.json: its sha256, vocabulary size and special ids."""
-    from longmix.data.tokenize import load_tokenizer, special_ids
+    from longmix.formats.tokenizer_files import load_tokenizer, special_ids
 
     tok = load_tokenizer(path)
     ids = special_ids(tok, bos, eos, pad)

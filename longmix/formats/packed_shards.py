@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from longmix.atomic import atomic_path
-from longmix.data.pack import PAD_SOURCE, PackedRows
+from longmix.core.atomic import atomic_path
+from longmix.formats.packed_rows import PAD_SOURCE, PackedRows
 
 SHARD_SUFFIX = ".arrow"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.pipeline.tasks import Task, run_task
 
 

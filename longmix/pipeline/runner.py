@@ -1,4 +1,5 @@
-"""Runs a stage's tasks through an executor, skipping finished ones, and writes its report.
+"""Runs a flow of stages: checks them all first, then per stage the prologue (reuse a finished stage with the
+same settings, else claim its folder), its tasks through an executor (skipping finished ones), and its report.
 
 Stage folder layout: `<output>/<stage>/stage.json` (settings hash, written first),
 `_tasks/<task>.json` (completion markers), outputs, and `report.json` (written last = stage done).
@@ -10,16 +11,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from longmix.atomic import remove_stale_temps, write_json
-from longmix.errors import UserError
+from longmix.core.atomic import remove_stale_temps, write_json
+from longmix.core.errors import UserError
+from longmix.core.recipe_io import settings_hash
 from longmix.pipeline.executors import Executor
+from longmix.pipeline.stage import Stage, StageJob, StageOutput
 from longmix.pipeline.stats import check_reconciles, merge
 from longmix.pipeline.tasks import Task, read_marker
 
@@ -32,9 +35,15 @@ class StageContext:
         self.executor = executor
         self.seed = seed
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self._outputs: dict[str, StageOutput] = {}
 
     def stage_dir(self, stage: str) -> Path:
         return self.output / stage
+
+    def output_of(self, stage: str) -> StageOutput:
+        if stage not in self._outputs:
+            raise RuntimeError(f"stage {stage} has not run in this flow")
+        return self._outputs[stage]
 
     def finished_report(self, stage: str, settings_hash: str) -> dict[str, Any] | None:
         """The report of a finished stage with these settings; claims the folder for a new run otherwise."""
@@ -76,9 +85,18 @@ class StageContext:
             tid = bar.add_task(label, total=total, completed=done)
             yield lambda: bar.advance(tid)
 
-    def write_report(self, stage: str, task_stats: list[dict[str, Any]], started: float,
-                     **extra: Any) -> dict[str, Any]:
-        return self.write_stage_report(stage, {"stage": stage, **merge(task_stats), **extra}, started)
+    def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None) -> dict[str, Any]:
+        """The stage's finished report if it ran before with these settings; otherwise run it and write one."""
+        report = self.finished_report(stage.name, settings)
+        if report is None:
+            started = time.time()
+            job = StageJob(self, stage, recipe, settings, upstream)
+            extras = stage.run(job)
+            # The counted tasks' stats make the counts; a stage without tasks reports counts of its own.
+            body = {"stage": stage.name, **merge(job.task_stats), **extras, "settings_hash": settings}
+            report = self.write_stage_report(stage.name, body, started)
+        self._outputs[stage.name] = StageOutput(stage.name, report, self.stage_dir(stage.name))
+        return report
 
     def write_stage_report(self, stage: str, report: dict[str, Any], started: float) -> dict[str, Any]:
         """Check that the counts reconcile, add the time taken, write report.json (= stage done)."""
@@ -87,3 +105,31 @@ class StageContext:
         write_json(self.stage_dir(stage) / "report.json", report)
         return report
 
+
+
+def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str | None = None,
+             preview: bool = False) -> dict[str, dict[str, Any]]:
+    """Run the enabled stages of `flow` in order, up to and including `until`; returns their reports.
+
+    Every enabled stage is checked before the first one runs. Each stage's settings hash chains its
+    upstream's, so changing a stage reruns it and everything after it. preview: the last stage only
+    reports what it would do (Stage.preview) and writes nothing."""
+    names = [s.name for s in flow]
+    if until is not None and until not in names:
+        raise UserError(f"unknown stage '{until}' for --until: choose from {', '.join(names)}")
+    chosen = list(flow[: names.index(until) + 1] if until else flow)
+    active = [s for s in chosen if s.enabled(recipe)]
+    for stage in active:
+        stage.check(recipe)
+    reports: dict[str, dict[str, Any]] = {}
+    chain: str | None = None
+    upstream: StageOutput | None = None
+    for k, stage in enumerate(active):
+        parts = stage.settings(recipe)
+        settings = settings_hash(*parts) if chain is None else settings_hash(chain, *parts)
+        if preview and k == len(active) - 1:
+            reports[stage.name] = stage.preview(StageJob(ctx, stage, recipe, settings, upstream))
+            break
+        reports[stage.name] = ctx.run_stage(stage, recipe, settings, upstream)
+        chain, upstream = settings, ctx.output_of(stage.name)
+    return reports

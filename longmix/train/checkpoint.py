@@ -20,7 +20,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from longmix.atomic import atomic_path
+from longmix.core.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

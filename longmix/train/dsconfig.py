@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train.loader import PhasePlan
 from longmix.train.recipe import TrainRecipe
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longmix.atomic import write_json
-from longmix.data.packed_shards import sha256_file
-from longmix.errors import UserError
+from longmix.core.atomic import write_json
+from longmix.core.errors import UserError
+from longmix.formats.packed_shards import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from longmix.data.pack import PackedRows
-from longmix.data.packed_shards import read_rows
-from longmix.errors import UserError
-from longmix.manifest import Manifest, load_manifest, verify_manifest
+from longmix.core.errors import UserError
+from longmix.formats.manifest import Manifest, load_manifest, verify_manifest
+from longmix.formats.packed_rows import PackedRows
+from longmix.formats.packed_shards import read_rows
 from longmix.train import masking
 from longmix.train.recipe import TrainRecipe
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import attention, flex_attention
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
 
@@ -138,7 +138,7 @@ def check_tokenizer_agrees(mc: ModelConfig, recipe: TrainRecipe, tokenizer: Any,
     is the manifest's tokenizer entry."""
     if mc.path is None:
         return
-    from longmix.data.packed_shards import sha256_file
+    from longmix.formats.packed_shards import sha256_file
 
     theirs = recipe.resolve(mc.path) / "tokenizer.json"
     if not theirs.is_file():

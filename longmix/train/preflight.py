@@ -9,7 +9,7 @@ from longmix.train.sequence_parallel import check as sp_check
 
 def preflight(recipe: Any, world: int) -> None:
     """Every phase's manifest, the tokenizer's agreement with the model, and the sequence-parallel limits."""
-    from longmix.manifest import load_manifest
+    from longmix.formats.manifest import load_manifest
     from longmix.train.model import check_tokenizer_agrees, load_config, match_tokenizer
 
     config = load_config(recipe.model, recipe)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from longmix.config import Strict, load_yaml, parse_model
+from longmix.core.recipe_io import Strict, load_yaml, parse_model
 
 
 class RopeConfig(Strict):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import flex_attention
 from longmix.train.attention import DOC_SDPA, register
 from longmix.train.flex_attention import FLEX

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train.masking import IGNORE
 
 # Config fields of models whose logits are not just lm_head(hidden): a tiled head would skip that step.

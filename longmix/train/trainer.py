@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 from longmix.train import checkpoint as ckpt
 from longmix.train import flex_attention
 from longmix.train import sequence_parallel as sp_mod

@@ -36,7 +36,7 @@ def make_shards(work: Path, mb: float, shard_mb: float) -> list[Path]:
     import pyarrow as pa
 
     from longmix.data.demo_corpus import write_demo_corpus
-    from longmix.data.documents import DOC_SCHEMA, write_table
+    from longmix.formats.documents import DOC_SCHEMA, write_table
 
     shards = sorted((work / "shards").glob("*.parquet"))
     if shards:
@@ -81,7 +81,7 @@ def floor_task(in_path: str, out_path: str, batch_docs: int) -> tuple[int, int]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from longmix.data.documents import write_table
+    from longmix.formats.documents import write_table
 
     batches = list(pq.ParquetFile(in_path).iter_batches(batch_size=batch_docs))
     table = pa.Table.from_batches(batches)

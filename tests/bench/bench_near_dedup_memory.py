@@ -24,8 +24,8 @@ from longmix.data.demo_corpus import write_demo_corpus
 
 _MEASURE = """
 import json, resource, sys
-from longmix.config import load_recipe
-from longmix.pipeline.build import build
+from longmix.data.recipe import load_recipe
+from longmix.data.flow import build
 reports = build(load_recipe(sys.argv[1]), progress=False)
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -39,7 +39,7 @@ def normalization_check(corpus: ndc.Corpus) -> tuple[int, int, list[str]]:
     try:
         import pyarrow as pa
 
-        from longmix.data.minhash import shingle_text
+        from longmix.data.dedup.minhash import shingle_text
     except ImportError:
         return -1, 0, ["longmix.data.minhash.shingle_text not importable"]
     differ, total, examples = 0, 0, []

@@ -82,15 +82,15 @@ def tokenize_bench(recipe: Path, workers: int) -> dict:
 
 
 def pack_bench() -> list[dict]:
-    from longmix.data.pack import DocBatch, PackStats, pack
-    from longmix.data.tokenize_stage import read_ipc
+    from longmix.data.pack.packing import PackStats, TokenBatch, pack
+    from longmix.formats.ipc import read_ipc
 
     out = WORK / "out" / "tokenize"
     report = json.loads((out / "report.json").read_text())
     arrays = [read_ipc(out / o["path"], ["input_ids"]).column(0).combine_chunks() for o in report["outputs"]]
     docs = [a.values.to_numpy()[a.offsets.to_numpy()[i]: a.offsets.to_numpy()[i + 1]]
             for a in arrays for i in range(len(a))]
-    batch = DocBatch.from_arrays(docs, np.zeros(len(docs), np.int16))
+    batch = TokenBatch.from_arrays(docs, np.zeros(len(docs), np.int16))
     rows = []
     for seq_len in (2048, 8192):
         for strategy in ("concat", "best_fit", "pad"):
@@ -106,8 +106,8 @@ def pack_bench() -> list[dict]:
 def mix_plan_bench(n_docs: int) -> dict:
     import resource
 
-    from longmix.data.buckets import assign_buckets, default_edges
-    from longmix.data.mix_plan import MixParams, SourceMix, plan_mix
+    from longmix.data.mix.buckets import assign_buckets, default_edges
+    from longmix.data.mix.plan import MixParams, SourceMix, plan_mix
 
     rng = np.random.default_rng(0)
     src = rng.integers(0, 4, n_docs).astype(np.int16)

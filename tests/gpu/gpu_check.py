@@ -64,9 +64,16 @@ def synthetic_manifest(out: Path, seq_len: int, rows: int, vocab: int, seed: int
     import numpy as np
     from tokenizers import Tokenizer, models
 
-    from longmix.data.pack import PackedRows
-    from longmix.data.packed_shards import write_shards
-    from longmix.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
+    from longmix.formats.manifest import (
+        Manifest,
+        make_lineage,
+        shard_entries,
+        tokenizer_entry,
+        totals_from,
+        write_manifest,
+    )
+    from longmix.formats.packed_rows import PackedRows
+    from longmix.formats.packed_shards import write_shards
 
     out.mkdir(parents=True, exist_ok=True)
     tok_path = out / "tokenizer.json"  # a stand-in: the ids are random, only the special tokens matter

@@ -1,8 +1,6 @@
-"""Applying a global step's per-row decisions to one document shard.
-
-A decisions file lists only rows that do not survive: (shard, row, action, reason, ...) where
-action is "drop" or "quarantine". Quarantined rows are written with their full record as raw bytes.
-"""
+"""The step both dedups share: apply a global step's per-row decisions (formats/decisions.py) to each
+document shard. Dropped rows are counted by reason; quarantined rows are written with their full record
+as raw bytes."""
 
 from __future__ import annotations
 
@@ -15,21 +13,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from longmix.data.documents import write_quarantine, write_table
+from longmix.formats.decisions import read_decisions
+from longmix.formats.documents import write_quarantine, write_table
+from longmix.pipeline.stage import StageJob
 from longmix.pipeline.stats import Counts
 from longmix.pipeline.tasks import Task
-
-DECISION_SCHEMA = pa.schema([
-    ("shard", pa.int32()), ("row", pa.int64()), ("action", pa.string()), ("reason", pa.string()),
-    ("detail", pa.string()),
-])
 
 
 def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_dir: str, rel_path: str,
                          quarantine_path: str) -> dict[str, Any]:
     """Input shard -> output shard at `rel_path` under out_dir (same name; not written when empty)."""
     table = pq.read_table(in_path)
-    decided = pq.read_table(decisions_path, filters=[("shard", "=", shard)])
+    decided = read_decisions(decisions_path, shard)
     rows = decided.column("row").to_numpy()
     actions = decided.column("action").to_pylist()
     reasons = decided.column("reason").to_pylist()
@@ -65,13 +60,9 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
     return counts.to_dict(outputs=outputs, quarantine_files=qfiles)
 
 
-def write_decisions(path: Path, rows: pa.Table) -> None:
-    write_table(path, rows.select(DECISION_SCHEMA.names).cast(DECISION_SCHEMA))
-
-
-def apply_tasks(stage_dir: Path, inputs: list[tuple[Path, str]], decisions_path: Path, fn_prefix: str) -> list[Task]:
-    """One apply task per input shard; inputs are (absolute path, path relative to its stage folder)."""
-    return [Task(f"{fn_prefix}-{i:05d}", "longmix.data.decisions:apply_decisions_task", {
-        "in_path": str(path), "shard": i, "decisions_path": str(decisions_path), "out_dir": str(stage_dir),
-        "rel_path": rel, "quarantine_path": str(stage_dir / "quarantine" / f"{i:05d}.parquet"),
-    }, marker=str(stage_dir / "_tasks" / f"{fn_prefix}-{i:05d}.json")) for i, (path, rel) in enumerate(inputs)]
+def apply_tasks(job: StageJob, decisions_path: Path) -> list[Task]:
+    """One apply task per upstream shard, writing the survivors at the same relative path."""
+    return [job.task(f"apply-{i:05d}", apply_decisions_task, in_path=str(path), shard=i,
+                     decisions_path=str(decisions_path), out_dir=str(job.dir), rel_path=rel,
+                     quarantine_path=str(job.dir / "quarantine" / f"{i:05d}.parquet"))
+            for i, (path, rel) in enumerate(job.upstream.inputs())]

@@ -7,17 +7,9 @@ a repeated id within one source with different text is quarantined as `duplicate
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import polars as pl
-
-from longmix.atomic import atomic_path
-from longmix.data.decisions import apply_tasks, write_decisions
-from longmix.pipeline.runner import StageContext
-
-STAGE = "exact_dedup"
 
 
 def decide(shards: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -46,22 +38,3 @@ def decide(shards: list[Path]) -> tuple[pl.DataFrame, pl.DataFrame]:
     ]).sort("shard", "row")
     removed = dups.select("id", "source", "content_hash", "kept_id", "kept_source")
     return decisions, removed
-
-
-def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str) -> dict[str, Any]:
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    stage_dir = ctx.stage_dir(STAGE)
-    inputs = [(upstream_dir / o["path"], o["path"]) for o in upstream["outputs"]]
-    decisions_path = stage_dir / "decisions.parquet"
-    if not decisions_path.is_file():
-        decisions, removed = decide([p for p, _ in inputs])
-        with atomic_path(stage_dir / "removed.parquet") as tmp:
-            removed.write_parquet(tmp, compression="zstd")
-        write_decisions(decisions_path, decisions.to_arrow())
-    global_seconds = time.time() - started
-    stats = ctx.run_tasks(STAGE, apply_tasks(stage_dir, inputs, decisions_path, "apply"), "exact dedup")
-    return ctx.write_report(STAGE, stats, started, settings_hash=settings,
-                            global_seconds=round(global_seconds, 3))

@@ -14,7 +14,6 @@ documents only, never by texts.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,8 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from longmix.atomic import atomic_path, write_json
-from longmix.config import NearDedupConfig
-from longmix.data.decisions import apply_tasks, write_decisions
-from longmix.data.documents import write_table
-from longmix.data.minhash import LshParams, batch_band_keys, lsh_params
-from longmix.pipeline.runner import StageContext
-from longmix.pipeline.tasks import Task
-
-STAGE = "near_dedup"
+from longmix.data.dedup.minhash import LshParams, batch_band_keys
+from longmix.formats.documents import write_table
 
 
 def band_task(*, in_path: str, out_path: str, num_perm: int, bands: int, rows: int, ngram: int, seed: int,
@@ -169,41 +161,3 @@ def cluster(shards: list[Path], band_files: list[Path], params: LshParams, thres
              "largest_cluster": int(clusters["size"].max()) if clusters.height else 0,
              "edge_seconds": round(t_edges, 3), "cluster_seconds": round(time.time() - t0 - t_edges, 3)}
     return decisions, removed, clusters, stats
-
-
-def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
-        cfg: NearDedupConfig, source_order: list[str]) -> dict[str, Any]:
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    stage_dir = ctx.stage_dir(STAGE)
-    params = lsh_params(cfg.threshold, cfg.num_perm, cfg.ngram, ctx.seed, cfg.bands, cfg.rows)
-    inputs = [(upstream_dir / o["path"], o["path"]) for o in upstream["outputs"]]
-    band_files = [stage_dir / "bands" / f"{i:05d}.parquet" for i in range(len(inputs))]
-    sig_tasks = [Task(f"bands-{i:05d}", "longmix.data.near_dedup:band_task", {
-        "in_path": str(p), "out_path": str(band_files[i]), "num_perm": params.num_perm, "bands": params.bands,
-        "rows": params.rows, "ngram": params.ngram, "seed": params.seed, "batch_docs": cfg.batch_docs,
-    }, marker=str(stage_dir / "_tasks" / f"bands-{i:05d}.json")) for i, (p, _) in enumerate(inputs)]
-    sig_stats = ctx.run_tasks(STAGE, sig_tasks, "minhash signatures")
-    t_sig = time.time() - started
-
-    decisions_path = stage_dir / "decisions.parquet"
-    t1 = time.time()
-    if not decisions_path.is_file():
-        decisions, removed, clusters, cstats = cluster([p for p, _ in inputs], band_files, params, cfg.threshold,
-                                                       cfg.keep, source_order)
-        for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
-            with atomic_path(stage_dir / name) as tmp:
-                frame.write_parquet(tmp, compression="zstd")
-        write_json(stage_dir / "_tasks" / "cluster.json", cstats)
-        write_decisions(decisions_path, decisions.to_arrow())
-    cstats = json.loads((stage_dir / "_tasks" / "cluster.json").read_text())
-    t_cluster = time.time() - t1
-    stats = ctx.run_tasks(STAGE, apply_tasks(stage_dir, inputs, decisions_path, "apply"), "near dedup")
-    return ctx.write_report(
-        STAGE, stats, started, settings_hash=settings,
-        lsh={"threshold": cfg.threshold, "num_perm": params.num_perm, "bands": params.bands, "rows": params.rows,
-             "ngram": params.ngram, "keep": cfg.keep},
-        clustering=cstats, shingles=int(sum(s["shingles"] for s in sig_stats)),
-        step_seconds={"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +17,12 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from longmix.config import Recipe
 from longmix.data.filters.evaluate import Models, evaluate
+from longmix.data.filters.recipe_view import resolved_config, source_params, text_bytes
 from longmix.data.filters.settings import FilterConfig
-from longmix.data.filters.stage import STAGE, _tasks, _text_bytes
-from longmix.pipeline.runner import StageContext
+from longmix.pipeline.stage import StageJob
 from longmix.pipeline.stats import Counts, merge
+from longmix.pipeline.tasks import Task
 
 _SNIPPET = 160
 
@@ -44,7 +43,7 @@ def report_only_task(*, in_path: str, cfg: dict[str, Any], params: dict[str, dic
         sources = np.asarray(batch.column("source").to_pylist(), dtype=object)
         n_chars = batch.column("n_chars").to_numpy().astype(np.int64)
         ids = batch.column("id").to_pylist()
-        nbytes_all = _text_bytes(batch).tolist()
+        nbytes_all = text_bytes(batch).tolist()
         for i, (src, nbytes, reason) in enumerate(zip(sources, nbytes_all, v.reason.tolist(), strict=True)):
             counts.saw(src, nbytes)
             chars[src] += int(n_chars[i])
@@ -90,14 +89,18 @@ def _merge_details(stats: list[dict[str, Any]], k: int) -> tuple[dict[str, Any],
     return dict(sorted(per_source.items())), dict(sorted(samples.items()))
 
 
-def report_only(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, recipe: Recipe) -> dict[str, Any]:
-    """The would-be report of the filter stage; it touches nothing under the stage's folder."""
+def report_only(job: StageJob) -> dict[str, Any]:
+    """The would-be report of the filter stage; it touches nothing under the stage's folder (tasks without
+    completion markers)."""
     started = time.time()
-    tasks = _tasks(ctx.stage_dir(STAGE), upstream, upstream_dir, recipe,
-                   "longmix.data.filters.dry_run:report_only_task", "report", markers=False)
-    stats = ctx.run_tasks(STAGE, tasks, "filters (report only)")
+    recipe = job.recipe
+    cfg, params = resolved_config(recipe).model_dump(), source_params(recipe)
+    tasks = [Task(f"report-{i:05d}", report_only_task, {"in_path": str(path), "cfg": cfg, "params": params})
+             for i, path in enumerate(job.upstream.files())]
+    stats = job.run_tasks(tasks, "filters (report only)")
     per_source, samples = _merge_details(stats, recipe.stages.filter.samples_per_reason)
-    report = {"stage": STAGE, "report_only": True, **merge(stats), "filters": per_source, "samples": samples}
+    report = {"stage": job.stage.name, "report_only": True, **merge(stats), "filters": per_source,
+              "samples": samples}
     report["seconds"] = round(time.time() - started, 3)
     return report
 

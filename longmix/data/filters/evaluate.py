@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longmix.data.filters import fasttext_models as ft
-from longmix.data.filters.heuristics import HEURISTICS, DocBatch, trips
+from longmix.data.filters.heuristics import HEURISTICS, TextBatch, trips
 from longmix.data.filters.settings import FilterConfig
 
 MODEL_REASONS = ["lang", "lang_score", "quality"]
@@ -58,7 +58,7 @@ def evaluate(batch: pa.RecordBatch, cfg: FilterConfig, params: dict[str, dict[st
     n = batch.num_rows
     sources = np.asarray(batch.column("source").to_pylist(), dtype=object)
     v = Verdict(np.full(n, None, dtype=object), np.full(n, np.nan))
-    docs = DocBatch(batch.column("text"))
+    docs = TextBatch(batch.column("text"))
     cache: dict[tuple[Any, int], np.ndarray] = {}
     ngram_n = np.array([params[s]["dup_ngram_n"] for s in sources], dtype=np.int64)
     for h in HEURISTICS:

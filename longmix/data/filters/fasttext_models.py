@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from longmix.atomic import atomic_path
-from longmix.errors import UserError
+from longmix.core.atomic import atomic_path
+from longmix.core.errors import UserError
 
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin/.ftz (FASTTEXT_FILEFORMAT_MAGIC_INT32)
 LABEL_PREFIX = "__label__"

@@ -1,6 +1,6 @@
 """Heuristic document filters, each one small and named, measured a batch of documents at a time.
 
-A heuristic is (name, measure, bound): `measure` maps a `DocBatch` to one float per document and the
+A heuristic is (name, measure, bound): `measure` maps a `TextBatch` to one float per document and the
 document is dropped when that value is below (`min_*`) or above (`max_*`) the recipe's parameter of the
 same name; the name is also the drop reason. Measures run on Arrow arrays (RE2 regexes, dictionary
 encoding, numpy), not Python loops over characters, so long documents cost little more than their bytes.
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 _TERMINAL = r"[.!?…\"'”’»。！？]$"
 # Gopher's bullet lines: a bullet glyph followed by a space, after the line's leading whitespace.
 _BULLET = r"^[-*+•‣▪◦●○·–][ \t]"
-# Large odd multipliers for hashing word-id n-grams into one uint64 (see DocBatch.ngram_dup_frac).
+# Large odd multipliers for hashing word-id n-grams into one uint64 (see TextBatch.ngram_dup_frac).
 _NGRAM_MULT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                         0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3,
                         0x1D8E4E27C47D124F, 0xFF51AFD7ED558CCD], dtype=np.uint64)
@@ -64,7 +64,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
 
 
-class DocBatch:
+class TextBatch:
     """Per-batch intermediate arrays (words, non-empty lines), computed once and shared by the measures."""
 
     def __init__(self, texts: pa.Array | pa.ChunkedArray) -> None:
@@ -158,47 +158,47 @@ class DocBatch:
 @dataclass(frozen=True)
 class Heuristic:
     name: str  # the recipe parameter and the drop reason
-    measure: Callable[[DocBatch, int], np.ndarray]  # (batch, dup_ngram_n) -> value per document
+    measure: Callable[[TextBatch, int], np.ndarray]  # (batch, dup_ngram_n) -> value per document
     bound: str  # "min": drop when value < parameter; "max": drop when value > parameter
     doc: str
 
 
-def _chars(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _chars(b: TextBatch, ngram_n: int) -> np.ndarray:
     return pc.utf8_length(b.texts).to_numpy().astype(np.float64)
 
 
-def _n_words(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _n_words(b: TextBatch, ngram_n: int) -> np.ndarray:
     return b.n_words
 
 
-def _mean_word_len(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _mean_word_len(b: TextBatch, ngram_n: int) -> np.ndarray:
     return _ratio(b.word_chars, b.n_words)
 
 
-def _symbol_ratio(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _symbol_ratio(b: TextBatch, ngram_n: int) -> np.ndarray:
     alnum, symbols = b.char_classes[:, 1], b.char_classes[:, 2]
     # a document of symbols only gets +inf: it trips any finite bound
     return np.divide(symbols, alnum, out=np.where(symbols > 0, np.inf, 0.0), where=alnum > 0)
 
 
-def _bullet_line_frac(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _bullet_line_frac(b: TextBatch, ngram_n: int) -> np.ndarray:
     return _ratio(b.lines_matching(_BULLET), b.n_lines)
 
 
-def _punct_line_frac(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _punct_line_frac(b: TextBatch, ngram_n: int) -> np.ndarray:
     return _ratio(b.lines_matching(_TERMINAL), b.n_lines)
 
 
-def _dup_line_frac(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _dup_line_frac(b: TextBatch, ngram_n: int) -> np.ndarray:
     return _ratio(b.dup_lines[0], b.n_lines)
 
 
-def _dup_line_char_frac(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _dup_line_char_frac(b: TextBatch, ngram_n: int) -> np.ndarray:
     _, dup_chars, all_chars = b.dup_lines
     return _ratio(dup_chars, all_chars)
 
 
-def _dup_ngram_frac(b: DocBatch, ngram_n: int) -> np.ndarray:
+def _dup_ngram_frac(b: TextBatch, ngram_n: int) -> np.ndarray:
     return b.ngram_dup_frac(ngram_n)
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from longmix.core.errors import UserError
 from longmix.data.filters import fasttext_models as ft
-from longmix.data.readers import Good, detect_format, list_text_files, read_jsonl, read_parquet, read_text_files
-from longmix.errors import UserError
+from longmix.data.ingest.readers import Good, detect_format, read_records
 
 QUALITY_POS, QUALITY_NEG = "hq", "lq"
 _MAX_DOC_BYTES = 64 << 20
@@ -30,15 +30,7 @@ def read_texts(patterns: list[str], text_field: str = "text") -> list[str]:
             raise UserError(f"training input '{pattern}' matches no file")
         for m in matches:
             path = Path(m)
-            fmt = detect_format(path)
-            if fmt == "jsonl":
-                records = read_jsonl(path, text_field, None, _MAX_DOC_BYTES)
-            elif fmt == "parquet":
-                records = read_parquet(path, text_field, None, _MAX_DOC_BYTES)
-            elif path.is_dir():
-                records = read_text_files(path, list_text_files(path), _MAX_DOC_BYTES)
-            else:
-                records = read_text_files(path.parent, [path.name], _MAX_DOC_BYTES)
+            records = read_records(path, detect_format(path), text_field, None, _MAX_DOC_BYTES)
             texts.extend(r.text for r in records if isinstance(r, Good) and r.text.strip())
     return texts
 

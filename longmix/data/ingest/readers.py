@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from longmix.errors import UserError
+from longmix.core.errors import UserError
 
 _READ_CHUNK = 1 << 20
 
@@ -246,3 +246,16 @@ def read_text_files(root: Path, files: list[str], cap: int) -> Iterator[Good | B
 
 def list_text_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_records(path: Path, fmt: str, text_field: str = "text", id_field: str | None = None,
+                 cap: int = 64 << 20, files: list[str] | None = None) -> Iterator[Good | Bad]:
+    """The one entry point by format: JSONL (plain or compressed), Parquet, or text files (a folder's files,
+    `files` of it when given; a single text file on its own)."""
+    if fmt == "jsonl":
+        return read_jsonl(path, text_field, id_field, cap)
+    if fmt == "parquet":
+        return read_parquet(path, text_field, id_field, cap)
+    if path.is_dir():
+        return read_text_files(path, files if files is not None else list_text_files(path), cap)
+    return read_text_files(path.parent, [path.name], cap)

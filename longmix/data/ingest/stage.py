@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from longmix.config import Recipe
-from longmix.data.documents import ShardWriter, write_quarantine
-from longmix.data.normalize import content_hash, normalize_text
-from longmix.data.readers import (
-    Bad,
-    Good,
-    detect_format,
-    list_text_files,
-    read_jsonl,
-    read_parquet,
-    read_text_files,
-)
-from longmix.pipeline.runner import StageContext
+from longmix.data.ingest.normalize import content_hash, normalize_text
+from longmix.data.ingest.readers import Bad, Good, detect_format, list_text_files, read_records
+from longmix.data.recipe import Recipe
+from longmix.formats.documents import ShardWriter, write_quarantine
+from longmix.pipeline.stage import Stage, StageJob
 from longmix.pipeline.stats import Counts
 from longmix.pipeline.tasks import Task
-
-STAGE = "ingest"
 
 
 def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, text_field: str,
@@ -39,14 +28,7 @@ def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, te
         bad_rows.append({"source": source, "origin_file": bad.origin_file, "origin_pos": bad.origin_pos,
                          "reason": bad.reason, "detail": bad.detail, "raw": bad.raw})
 
-    if fmt == "jsonl":
-        records = read_jsonl(Path(path), text_field, id_field, max_doc_bytes)
-    elif fmt == "parquet":
-        records = read_parquet(Path(path), text_field, id_field, max_doc_bytes)
-    else:
-        records = read_text_files(Path(path), files or [], max_doc_bytes)
-
-    for rec in records:
+    for rec in read_records(Path(path), fmt, text_field, id_field, max_doc_bytes, files):
         counts.saw(source, rec.raw_bytes if isinstance(rec, Good) else len(rec.raw))
         if isinstance(rec, Bad):
             quarantine(rec)
@@ -93,7 +75,7 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
                 fingerprint.append(_fingerprint(path, None))
             for files in groups:
                 tid = f"{source.name}-{k:05d}"
-                tasks.append(Task(tid, "longmix.data.ingest:ingest_task", {
+                tasks.append(Task(tid, ingest_task, {
                     "source": source.name, "fmt": fmt, "path": str(path), "files": files,
                     "text_field": source.text_field, "id_field": source.id_field,
                     "max_doc_bytes": cfg.max_doc_bytes, "shard_bytes": cfg.shard_bytes,
@@ -111,13 +93,23 @@ def _fingerprint(path: Path, names: list[str] | None) -> dict[str, Any]:
             "mtime_ns": max((s.st_mtime_ns for s in st), default=0)}
 
 
-def run(ctx: StageContext, recipe: Recipe) -> dict[str, Any]:
-    out_dir = ctx.stage_dir(STAGE)
-    tasks, fingerprint = plan_tasks(recipe, out_dir)
-    settings = recipe.stage_hash(recipe.stages.ingest, [s.model_dump() for s in recipe.sources], fingerprint)
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    stats = ctx.run_tasks(STAGE, tasks)
-    return ctx.write_report(STAGE, stats, started, settings_hash=settings, inputs=fingerprint)
+class Ingest(Stage):
+    """Raw files -> normalized document shards; one task per input file (text folders: per group of files)."""
+
+    name = "ingest"
+
+    def check(self, recipe: Recipe) -> None:
+        for source in recipe.sources:  # every pattern matches, every format is known
+            for path in recipe.source_files(source):
+                if source.format == "auto":
+                    detect_format(path)
+
+    def settings(self, recipe: Recipe) -> list[Any]:
+        # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow.
+        _, fingerprint = plan_tasks(recipe, Path("."))
+        return [recipe.stages.ingest, [s.model_dump() for s in recipe.sources], fingerprint]
+
+    def run(self, job: StageJob) -> dict[str, Any]:
+        tasks, fingerprint = plan_tasks(job.recipe, job.dir)
+        job.run_tasks(tasks)
+        return {"inputs": fingerprint}

@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from longmix.data.packed_shards import open_shard  # noqa: E402
-from longmix.data.tokenize_stage import read_ipc  # noqa: E402
-from longmix.manifest import Manifest  # noqa: E402
+from longmix.formats.ipc import read_ipc
+from longmix.formats.manifest import Manifest
+from longmix.formats.packed_shards import open_shard
 
 
 def mix_table(manifest: Manifest) -> Table:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from longmix.data.buckets import (
+from longmix.data.mix.buckets import (
     assign_buckets,
     bucket_names,
     doc_counts,

@@ -7,7 +7,6 @@ dropped: `bucket_removed` when their bucket was removed for their source, else `
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from longmix.config import Recipe
-from longmix.data.buckets import assign_buckets, default_edges, resolve_bucket
-from longmix.data.mix_plan import MixParams, MixShortfallError, SourceMix, plan_mix
-from longmix.data.tokenize_stage import read_ipc, write_ipc
-from longmix.errors import UserError
-from longmix.pipeline.runner import StageContext
-
-STAGE = "mix"
+from longmix.core.errors import UserError
+from longmix.data.mix.buckets import assign_buckets, default_edges, resolve_bucket
+from longmix.data.mix.plan import MixParams, MixShortfallError, SourceMix, plan_mix
+from longmix.data.recipe import Recipe
+from longmix.formats.ipc import read_ipc, write_ipc
+from longmix.pipeline.stage import Stage, StageJob
 
 
 def mix_params(recipe: Recipe) -> MixParams:
@@ -79,29 +76,36 @@ def _counts(names: list[str], src: np.ndarray, counts: np.ndarray, removed: np.n
             "quarantined": {}, "sources": per_source}
 
 
-def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
-        recipe: Recipe) -> dict[str, Any]:
-    params = mix_params(recipe)
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    names = [s.name for s in recipe.sources]
-    files = [upstream_dir / o["path"] for o in upstream["outputs"]]
-    shard, row, src, lens = _lengths(files, names)
-    try:
-        plan = plan_mix(src, lens, params)
-    except MixShortfallError as exc:
-        raise UserError(f"{exc} (stages.mix.on_shortfall: error)") from None
-    bucket = assign_buckets(lens, np.asarray(params.edges))
-    removed = np.zeros(len(src), dtype=bool)
-    for i, sm in enumerate(params.sources):
-        for b in sm.remove_buckets:
-            removed |= (src == i) & (bucket == resolve_bucket(b, params.edges))
-    write_ipc(ctx.stage_dir(STAGE) / "plan.arrow", pa.table({
-        "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
-    counts = _counts(names, src, plan.counts, removed)
-    report = {"stage": STAGE, **counts, "bytes_in": 0, "bytes_out": 0,
-              "outputs": [{"path": "plan.arrow", "rows": int(len(src))}], "quarantine_files": [],
-              "settings_hash": settings, "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}
-    return ctx.write_stage_report(STAGE, report, started)
+class Mix(Stage):
+    """Per-document repetition counts from lengths only: the plan pack follows (plan.py)."""
+
+    name = "mix"
+
+    def enabled(self, recipe: Recipe) -> bool:
+        return recipe.tokenizer is not None and recipe.stages.mix.enabled
+
+    def check(self, recipe: Recipe) -> None:
+        mix_params(recipe)  # a bad mix fails before anything is written
+
+    def settings(self, recipe: Recipe) -> list[Any]:
+        return [recipe.stages.mix, recipe.seq_len, recipe.seed]
+
+    def run(self, job: StageJob) -> dict[str, Any]:
+        recipe = job.recipe
+        params = mix_params(recipe)
+        names = recipe.source_names
+        files = job.upstream.files()
+        shard, row, src, lens = _lengths(files, names)
+        try:
+            plan = plan_mix(src, lens, params)
+        except MixShortfallError as exc:
+            raise UserError(f"{exc} (stages.mix.on_shortfall: error)") from None
+        bucket = assign_buckets(lens, np.asarray(params.edges))
+        removed = np.zeros(len(src), dtype=bool)
+        for i, sm in enumerate(params.sources):
+            for b in sm.remove_buckets:
+                removed |= (src == i) & (bucket == resolve_bucket(b, params.edges))
+        write_ipc(job.dir / "plan.arrow", pa.table({
+            "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
+        return {**_counts(names, src, plan.counts, removed), "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
+                "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}

@@ -1,6 +1,6 @@
 """Packing tokenized documents into rows of exactly ``seq_len`` tokens.
 
-Three strategies, all streaming over ``DocBatch``es and all giving the same rows whatever the batch
+Three strategies, all streaming over ``TokenBatch``es and all giving the same rows whatever the batch
 boundaries (so output depends only on the document order):
 
 - ``concat``: documents back to back, cut every seq_len tokens; a document crossing a cut is *split*
@@ -33,7 +33,7 @@ DEFAULT_WINDOW = 8192
 
 
 @dataclass
-class DocBatch:
+class TokenBatch:
     """Documents as one flat uint32 token array, int64 offsets (n + 1) and an int16 source per doc."""
 
     values: np.ndarray
@@ -45,9 +45,9 @@ class DocBatch:
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
         self.sources = np.asarray(self.sources, dtype=np.int16)
         if self.offsets.ndim != 1 or len(self.offsets) != len(self.sources) + 1:
-            raise ValueError("DocBatch needs len(offsets) == len(sources) + 1")
+            raise ValueError("TokenBatch needs len(offsets) == len(sources) + 1")
         if len(self.offsets) and (self.offsets[0] != 0 or self.offsets[-1] != len(self.values)):
-            raise ValueError("DocBatch offsets must start at 0 and end at len(values)")
+            raise ValueError("TokenBatch offsets must start at 0 and end at len(values)")
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -56,17 +56,17 @@ class DocBatch:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, idx: np.ndarray) -> DocBatch:
+    def take(self, idx: np.ndarray) -> TokenBatch:
         """The documents at ``idx`` (repeats allowed), in that order: how a mix plan's sample order is read."""
         idx = np.asarray(idx, dtype=np.int64)
         lens = self.lengths[idx]
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         gather = np.repeat(self.offsets[:-1][idx], lens) + ranges(lens)
-        return DocBatch(self.values[gather], offsets, self.sources[idx])
+        return TokenBatch(self.values[gather], offsets, self.sources[idx])
 
     @classmethod
-    def from_arrays(cls, docs: Sequence[np.ndarray], sources: Sequence[int] | np.ndarray) -> DocBatch:
+    def from_arrays(cls, docs: Sequence[np.ndarray], sources: Sequence[int] | np.ndarray) -> TokenBatch:
         lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
@@ -74,7 +74,7 @@ class DocBatch:
         return cls(values, offsets, np.asarray(sources))
 
     @classmethod
-    def from_arrow(cls, input_ids: pa.Array | pa.ChunkedArray, sources: np.ndarray) -> DocBatch:
+    def from_arrow(cls, input_ids: pa.Array | pa.ChunkedArray, sources: np.ndarray) -> TokenBatch:
         """From a (large_)list<uint32> column of tokenized docs; zero-copy for a single chunk."""
         if isinstance(input_ids, pa.ChunkedArray):
             input_ids = input_ids.combine_chunks()
@@ -112,7 +112,7 @@ class PackStats:
 
 
 def pack(
-    batches: Iterable[DocBatch],
+    batches: Iterable[TokenBatch],
     seq_len: int,
     strategy: Strategy,
     *,
@@ -153,7 +153,7 @@ def pack(
         yield rows
 
 
-def append_eos(batch: DocBatch, eos_id: int) -> DocBatch:
+def append_eos(batch: TokenBatch, eos_id: int) -> TokenBatch:
     """The same documents with ``eos_id`` appended to each, vectorized."""
     n = len(batch)
     offsets = batch.offsets + np.arange(n + 1, dtype=np.int64)
@@ -162,11 +162,11 @@ def append_eos(batch: DocBatch, eos_id: int) -> DocBatch:
     is_eos[offsets[1:] - 1] = True
     values[is_eos] = eos_id
     values[~is_eos] = batch.values
-    return DocBatch(values, offsets, batch.sources)
+    return TokenBatch(values, offsets, batch.sources)
 
 
 class _Packer(Protocol):
-    def add(self, batch: DocBatch) -> Iterator[PackedRows]: ...
+    def add(self, batch: TokenBatch) -> Iterator[PackedRows]: ...
 
     def finish(self) -> Iterator[PackedRows]: ...
 
@@ -183,7 +183,7 @@ class _ConcatPacker:
         self.next_uid = 0
         self.last_split_uid = -1  # a carried tail must not count as split twice
 
-    def add(self, batch: DocBatch) -> Iterator[PackedRows]:
+    def add(self, batch: TokenBatch) -> Iterator[PackedRows]:
         L = self.L
         n = len(batch)
         stream = np.concatenate([self.carry, batch.values])
@@ -241,7 +241,7 @@ class _PadPacker:
     def __init__(self, seq_len: int, pad_id: int, stats: PackStats) -> None:
         self.L, self.pad_id, self.stats = seq_len, pad_id, stats
 
-    def add(self, batch: DocBatch) -> Iterator[PackedRows]:
+    def add(self, batch: TokenBatch) -> Iterator[PackedRows]:
         L = self.L
         lens = batch.lengths
         keep = lens > 0  # an empty document makes no row
@@ -290,7 +290,7 @@ class _BestFitPacker:
         self.keys: list[int] = []
         self.next_bin = 0
 
-    def add(self, batch: DocBatch) -> Iterator[PackedRows]:
+    def add(self, batch: TokenBatch) -> Iterator[PackedRows]:
         L = self.L
         lens = batch.lengths
         self.stats.docs_split += int(np.count_nonzero(lens > L))

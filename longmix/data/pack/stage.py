@@ -7,26 +7,25 @@ Tokenized shards are memory-mapped; only the documents of one batch are gathered
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from longmix.config import Recipe
-from longmix.data.mix_plan import sample_order
-from longmix.data.pack import DocBatch, PackStats, pack
-from longmix.data.packed_shards import shuffle_shards, write_shards
-from longmix.data.tokenize_stage import read_ipc, tokenizer_ids
-from longmix.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
-from longmix.pipeline.runner import StageContext
+from longmix.data.mix.plan import sample_order
+from longmix.data.pack.packing import PackStats, TokenBatch, pack
+from longmix.data.recipe import Recipe
+from longmix.data.tokenize.choice import tokenizer_ids
+from longmix.formats.ipc import read_ipc
+from longmix.formats.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
+from longmix.formats.packed_shards import shuffle_shards, write_shards
+from longmix.pipeline.stage import Stage, StageJob
 
-STAGE = "pack"
 MANIFEST = "manifest.json"
 
 
-def _doc_batches(files: list[Path], sources: np.ndarray, order: np.ndarray, batch_docs: int) -> Iterator[DocBatch]:
+def _doc_batches(files: list[Path], sources: np.ndarray, order: np.ndarray, batch_docs: int) -> Iterator[TokenBatch]:
     per_file = [read_ipc(f, ["input_ids"]).column(0).combine_chunks() for f in files]
     offsets = [a.offsets.to_numpy().astype(np.int64) for a in per_file]
     values = [a.values.to_numpy() for a in per_file]
@@ -37,61 +36,65 @@ def _doc_batches(files: list[Path], sources: np.ndarray, order: np.ndarray, batc
         local = idx - starts[fidx]
         views = [values[f][offsets[f][r]: offsets[f][r + 1]] for f, r in zip(fidx.tolist(), local.tolist(),
                                                                                strict=True)]
-        yield DocBatch.from_arrays(views, sources[idx])
+        yield TokenBatch.from_arrays(views, sources[idx])
 
 
-def run(ctx: StageContext, mix_report: dict[str, Any], tok_report: dict[str, Any], tok_dir: Path,
-        settings: str, recipe: Recipe, ingest_inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    cfg, seq_len, names = recipe.stages.pack, int(recipe.seq_len or 0), [s.name for s in recipe.sources]
-    stage_dir = ctx.stage_dir(STAGE)
-    plan = read_ipc(ctx.stage_dir("mix") / "plan.arrow")
-    counts = plan.column("count").to_numpy()
-    sources = plan.column("source").to_numpy()
-    order = sample_order(counts, recipe.seed)
-    tok = tokenizer_ids(recipe)
-    pad_id = tok.pad_id
-    files = [tok_dir / o["path"] for o in tok_report["outputs"]]
+class Pack(Stage):
+    """The plan's documents packed into rows of exactly seq_len tokens, shuffled into shards, + the manifest."""
 
-    stats = PackStats(strategy=cfg.strategy, seq_len=seq_len)
-    # Tokenize already ended every document with EOS when the recipe asks for it; pack adds none.
-    rows = pack(_doc_batches(files, sources, order, cfg.batch_docs), seq_len, cfg.strategy, pad_id=pad_id,
-                window=cfg.window, stats=stats)
-    staging = stage_dir / "unshuffled"
-    shutil.rmtree(staging, ignore_errors=True)
-    written = write_shards(rows, staging, seq_len, cfg.rows_per_shard, prefix="part")
-    shutil.rmtree(stage_dir / "shards", ignore_errors=True)
-    shards = shuffle_shards([i.path for i in written], stage_dir / "shards", seq_len, cfg.rows_per_shard,
-                            recipe.seed)
-    shutil.rmtree(staging)
+    name = "pack"
 
-    manifest_path = recipe.output_dir / MANIFEST
-    manifest = Manifest(
-        seq_len=seq_len,
-        tokenizer=tokenizer_entry(tok.path, tok.bos_token, tok.eos_token, tok.pad_token),
-        sources=names,
-        shards=shard_entries(shards, manifest_path.parent),
-        totals=totals_from(shards, stats.docs_truncated),
-        packing=stats.to_dict(),
-        mix=mix_report["mix"],
-        lineage=make_lineage(recipe.model_dump(mode="json"),
-                             {i["path"]: f"{i['files']} files, {i['bytes']} bytes, mtime_ns {i['mtime_ns']}"
-                              for i in ingest_inputs}, recipe.seed),
-    )
-    write_manifest(manifest, manifest_path)
-    per_source = np.bincount(sources[order].astype(np.int64), minlength=len(names)) if len(order) else \
-        np.zeros(len(names), np.int64)
-    report = {
-        "stage": STAGE, "in": int(len(order)), "kept": int(len(order)), "dropped": {}, "quarantined": {},
-        "bytes_in": 0, "bytes_out": int(sum(Path(s.path).stat().st_size for s in shards)),
-        "sources": {n: {"in": int(c), "kept": int(c), "dropped": 0, "quarantined": 0}
-                    for n, c in zip(names, per_source, strict=True)},
-        "outputs": [{"path": str(Path(s.path).relative_to(stage_dir)), "rows": s.rows, "tokens": s.tokens}
-                    for s in shards],
-        "quarantine_files": [], "settings_hash": settings, "packing": stats.to_dict(),
-        "manifest": str(manifest_path),
-    }
-    return ctx.write_stage_report(STAGE, report, started)
+    def enabled(self, recipe: Recipe) -> bool:
+        return recipe.tokenizer is not None and recipe.stages.mix.enabled  # pack follows the mix's plan
+
+    def settings(self, recipe: Recipe) -> list[Any]:
+        return [recipe.stages.pack]
+
+    def run(self, job: StageJob) -> dict[str, Any]:
+        recipe, stage_dir = job.recipe, job.dir
+        cfg, seq_len, names = recipe.stages.pack, int(recipe.seq_len or 0), recipe.source_names
+        plan = read_ipc(job.output_of("mix").dir / "plan.arrow")
+        counts = plan.column("count").to_numpy()
+        sources = plan.column("source").to_numpy()
+        order = sample_order(counts, recipe.seed)
+        tok = tokenizer_ids(recipe)
+        files = job.output_of("tokenize").files()
+
+        stats = PackStats(strategy=cfg.strategy, seq_len=seq_len)
+        # Tokenize already ended every document with EOS when the recipe asks for it; pack adds none.
+        rows = pack(_doc_batches(files, sources, order, cfg.batch_docs), seq_len, cfg.strategy, pad_id=tok.pad_id,
+                    window=cfg.window, stats=stats)
+        staging = stage_dir / "unshuffled"
+        shutil.rmtree(staging, ignore_errors=True)
+        written = write_shards(rows, staging, seq_len, cfg.rows_per_shard, prefix="part")
+        shutil.rmtree(stage_dir / "shards", ignore_errors=True)
+        shards = shuffle_shards([i.path for i in written], stage_dir / "shards", seq_len, cfg.rows_per_shard,
+                                recipe.seed)
+        shutil.rmtree(staging)
+
+        manifest_path = recipe.output_dir / MANIFEST
+        ingest_inputs = job.output_of("ingest").report["inputs"]
+        manifest = Manifest(
+            seq_len=seq_len,
+            tokenizer=tokenizer_entry(tok.path, tok.bos_token, tok.eos_token, tok.pad_token),
+            sources=names,
+            shards=shard_entries(shards, manifest_path.parent),
+            totals=totals_from(shards, stats.docs_truncated),
+            packing=stats.to_dict(),
+            mix=job.output_of("mix").report["mix"],
+            lineage=make_lineage(recipe.model_dump(mode="json"),
+                                 {i["path"]: f"{i['files']} files, {i['bytes']} bytes, mtime_ns {i['mtime_ns']}"
+                                  for i in ingest_inputs}, recipe.seed),
+        )
+        write_manifest(manifest, manifest_path)
+        per_source = np.bincount(sources[order].astype(np.int64), minlength=len(names)) if len(order) else \
+            np.zeros(len(names), np.int64)
+        return {
+            "in": int(len(order)), "kept": int(len(order)),
+            "bytes_out": int(sum(Path(s.path).stat().st_size for s in shards)),
+            "sources": {n: {"in": int(c), "kept": int(c), "dropped": 0, "quarantined": 0}
+                        for n, c in zip(names, per_source, strict=True)},
+            "outputs": [{"path": str(Path(s.path).relative_to(stage_dir)), "rows": s.rows, "tokens": s.tokens}
+                        for s in shards],
+            "packing": stats.to_dict(), "manifest": str(manifest_path),
+        }

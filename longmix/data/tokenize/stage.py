@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,16 +12,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from longmix.atomic import atomic_path
-from longmix.config import Recipe
-from longmix.data.packed_shards import sha256_file
-from longmix.data.tokenize import encode_table, load_tokenizer, own_settings, special_ids, tokenizer_file
-from longmix.errors import UserError
-from longmix.pipeline.runner import StageContext
+from longmix.data.recipe import Recipe
+from longmix.data.tokenize.choice import tokenizer_ids
+from longmix.data.tokenize.encode import encode_table
+from longmix.formats.ipc import write_ipc
+from longmix.formats.packed_shards import sha256_file
+from longmix.formats.tokenizer_files import load_tokenizer
+from longmix.pipeline.stage import Stage, StageJob
 from longmix.pipeline.stats import Counts
-from longmix.pipeline.tasks import Task
-
-STAGE = "tokenize"
 
 
 @lru_cache(maxsize=2)
@@ -48,78 +44,29 @@ def tokenize_task(*, in_path: str, out_dir: str, rel_path: str, tokenizer: str, 
                                     "tokens": tokens}])
 
 
-def write_ipc(path: Path, table: pa.Table) -> None:
-    """One uncompressed record batch per file, so readers memory-map it zero-copy."""
-    with atomic_path(path) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table.combine_chunks(), max_chunksize=max(table.num_rows, 1))
+class Tokenize(Stage):
+    """Every surviving document -> token ids, with the recipe's BOS/EOS (tokenize/choice.py)."""
 
+    name = "tokenize"
 
-def read_ipc(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """Memory-mapped read: nothing is copied until a column is touched."""
-    table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    return table.select(columns) if columns else table
+    def enabled(self, recipe: Recipe) -> bool:
+        return recipe.tokenizer is not None
 
+    def check(self, recipe: Recipe) -> None:
+        tokenizer_ids(recipe)  # a missing file or token fails before any stage runs
 
-@dataclass(frozen=True)
-class TokenizerChoice:
-    """The recipe's tokenizer, resolved: the tokenizer.json, the special tokens by name, and the ids that
-    tokenize adds to each document (None: not added) and that pack pads with."""
+    def settings(self, recipe: Recipe) -> list[Any]:
+        tok = tokenizer_ids(recipe)  # resolved ids: a changed tokenizer_config.json reruns tokenize
+        return [recipe.tokenizer, sha256_file(tok.path), tok.bos_id, tok.eos_id, tok.pad_id, recipe.stages.tokenize]
 
-    path: Path
-    bos_token: str
-    eos_token: str
-    pad_token: str
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int
-
-
-def tokenizer_ids(recipe: Recipe) -> TokenizerChoice:
-    """The recipe's tokenizer with every unset field taken from the tokenizer's own settings; a missing file or
-    token is a recipe error."""
-    cfg = recipe.tokenizer
-    assert cfg is not None
-    path = tokenizer_file(recipe.resolve(cfg.path))
-    if not path.is_file():
-        hint = "import a checkpoint with `longmix model import`" if path.name == "tokenizer.json" and \
-            path.parent.is_dir() and path.parent != recipe.resolve(".") else "train one with `longmix tokenizer train`"
-        raise UserError(f"tokenizer '{path}' not found ({hint})")
-    own = own_settings(path)
-    bos_token = cfg.bos_token or own.bos_token or "<s>"
-    eos_token = cfg.eos_token or own.eos_token or "</s>"
-    pad_token = cfg.pad_token or own.pad_token or "<pad>"
-    add_bos = cfg.bos if cfg.bos is not None else (own.add_bos_token if own.add_bos_token is not None else True)
-    ids = special_ids(load_tokenizer(path), bos_token, eos_token, pad_token)
-    for flag, wanted, name, value in (("bos", add_bos, bos_token, ids.bos_id), ("eos", cfg.eos, eos_token, ids.eos_id)):
-        if wanted and value is None:
-            raise UserError(f"tokenizer {path} has no {name!r} token; set tokenizer.{flag}_token or {flag}: false")
-    pad = ids.pad_id if ids.pad_id is not None else ids.eos_id
-    if pad is None:
-        raise UserError(f"tokenizer {path} has neither a pad nor an EOS token; set tokenizer.pad_token")
-    return TokenizerChoice(path, bos_token, eos_token, pad_token, ids.bos_id if add_bos else None,
-                           ids.eos_id if cfg.eos else None, pad)
-
-
-def run(ctx: StageContext, upstream: dict[str, Any], upstream_dir: Path, settings: str,
-        recipe: Recipe) -> dict[str, Any]:
-    done = ctx.finished_report(STAGE, settings)
-    if done is not None:
-        return done
-    started = time.time()
-    stage_dir = ctx.stage_dir(STAGE)
-    choice = tokenizer_ids(recipe)
-    path, bos, eos = choice.path, choice.bos_id, choice.eos_id
-    digest = sha256_file(path)
-    tasks = []
-    for i, o in enumerate(upstream["outputs"]):
-        rel = str(Path(o["path"]).with_suffix(".arrow"))
-        tasks.append(Task(f"tok-{i:05d}", "longmix.data.tokenize_stage:tokenize_task", {
-            "in_path": str(upstream_dir / o["path"]), "out_dir": str(stage_dir), "rel_path": rel,
-            "tokenizer": str(path), "tokenizer_sha256": digest, "bos_id": bos, "eos_id": eos,
-            "chunk_chars": recipe.stages.tokenize.chunk_chars,
-        }, marker=str(stage_dir / "_tasks" / f"tok-{i:05d}.json")))
-    stats = ctx.run_tasks(STAGE, tasks, "tokenize")
-    tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
-    return ctx.write_report(STAGE, stats, started, settings_hash=settings, tokens=tokens,
-                            tokenizer={"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos})
+    def run(self, job: StageJob) -> dict[str, Any]:
+        choice = tokenizer_ids(job.recipe)
+        path, bos, eos = choice.path, choice.bos_id, choice.eos_id
+        digest = sha256_file(path)
+        stats = job.run_tasks([
+            job.task(f"tok-{i:05d}", tokenize_task, in_path=str(src), out_dir=str(job.dir),
+                     rel_path=str(Path(rel).with_suffix(".arrow")), tokenizer=str(path), tokenizer_sha256=digest,
+                     bos_id=bos, eos_id=eos, chunk_chars=job.recipe.stages.tokenize.chunk_chars)
+            for i, (src, rel) in enumerate(job.upstream.inputs())])
+        tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
+        return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos}}

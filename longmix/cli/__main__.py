@@ -1,0 +1,3 @@
+from longmix.cli.app import main
+
+main()

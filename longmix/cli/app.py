@@ -1,0 +1,50 @@
+"""The `longmix` command line: one subcommand per step of the flow, all mounted here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from longmix.cli import ablate, data, eval, filters, mix, model, train
+from longmix.core.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="longmix: long-context data mixes, training and evaluation.")
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+
+
+app.command("build")(data.build)
+app.command("dedup")(data.dedup)
+app.command("demo-corpus")(data.demo_corpus)
+app.add_typer(filters.quality_app, name="quality")
+app.add_typer(filters.langid_app, name="langid")
+app.add_typer(mix.tokenizer_app, name="tokenizer")
+app.command("verify")(mix.verify)
+app.command("inspect")(mix.inspect)
+app.command("train")(train.train)
+app.command("export")(train.export)
+app.add_typer(model.model_app, name="model")
+app.add_typer(eval.eval_app, name="eval")
+app.command("ablate")(ablate.ablate)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+

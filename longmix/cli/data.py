@@ -1,0 +1,85 @@
+"""`longmix build`, `longmix dedup`, `longmix demo-corpus`: the data flow from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from longmix.core.errors import UserError
+
+console = Console(stderr=True)
+
+
+def build(
+    recipe: Annotated[Path, typer.Argument(help="data recipe (YAML)")],
+    executor: Annotated[str | None, typer.Option(help="local or ray (default: the recipe's)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
+    until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="override the recipe's output")] = None,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="with --until filter: show what each filter would drop, write nothing")] = False,
+) -> None:
+    """Run a data recipe, resuming whatever finished before."""
+    from longmix.cli.report_view import print_reports
+    from longmix.data.flow import build as run_build
+    from longmix.data.recipe import load_recipe
+
+    overrides = {"output": str(output.resolve())} if output else {}
+    rec = load_recipe(recipe, overrides)
+    reports = run_build(rec, until=until, executor=executor, workers=workers, report_only=report_only)
+    print_reports(reports)
+    if report_only:
+        from longmix.data.filters.dry_run import print_report_only
+
+        print_report_only(reports["filter"], Console())
+        return
+    console.print(f"outputs in {rec.output_dir}")
+
+
+def dedup(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL (.gz/.zst) or Parquet files")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output folder")],
+    threshold: Annotated[float, typer.Option(help="Jaccard threshold of word n-gram sets")] = 0.8,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations")] = 128,
+    ngram: Annotated[int, typer.Option(help="words per shingle")] = 5,
+    keep: Annotated[str, typer.Option(help="which duplicate to keep: longest or source_priority")] = "longest",
+    text_field: Annotated[str, typer.Option(help="field holding the text")] = "text",
+    id_field: Annotated[str, typer.Option(help="field holding the id ('' for none)")] = "id",
+    workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: all cores)")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    seed: Annotated[int, typer.Option(help="MinHash seed")] = 1,
+) -> None:
+    """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
+    from longmix.cli.report_view import print_reports
+    from longmix.core.recipe_io import parse_model
+    from longmix.data.flow import build as run_build
+    from longmix.data.recipe import Recipe
+
+    for p in inputs:
+        if not p.exists():
+            raise UserError(f"input '{p}' not found")
+    data = {
+        "name": "dedup", "output": str(output.resolve()), "seed": seed,
+        "executor": {"kind": executor, **({"workers": workers} if workers else {})},
+        "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
+                     "text_field": text_field, "id_field": id_field or None}],
+        "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "keep": keep}},
+    }
+    rec = parse_model(Recipe, data, "dedup options")
+    reports = run_build(rec)
+    print_reports(reports)
+    console.print(f"kept documents in {rec.output_dir / 'near_dedup' / 'shards'}; removed lists in "
+                  f"{rec.output_dir}/*/removed.parquet")
+
+
+def demo_corpus(out: Annotated[Path, typer.Argument(help="folder to write the corpus to")]) -> None:
+    """Write the built-in demo corpus (text shipped with Python) as JSONL."""
+    from longmix.data.demo_corpus import write_demo_corpus
+
+    summary = write_demo_corpus(out)
+    for name, s in summary["sources"].items():
+        console.print(f"{name}: {s['docs']:,} documents, {s['chars'] / 1e6:.1f} M chars, {len(s['files'])} files")
+    console.print(f"demo corpus (Python {summary['python']}) in {out}")
