@@ -116,6 +116,16 @@ def test_parquet_and_text_folders(tmp_path):
     assert json.loads(next(d for d in docs if d["id"] == "p2")["meta"])["score"] == 0.9
 
 
+def test_single_text_files_and_globs_of_them(tmp_path):
+    """A text file named on its own (or by a glob) is one document, not silently nothing."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("first text file")
+    (tmp_path / "in" / "b.md").write_text("second text file")
+    rec, report = _run(tmp_path, [{"name": "t", "paths": ["in/a.txt", "in/*.md"]}])
+    assert report["sources"]["t"] == {"in": 2, "kept": 2, "dropped": 0, "quarantined": 0}
+    assert sorted(d["text"] for d in _docs(rec).to_pylist()) == ["first text file", "second text file"]
+
+
 def test_ids_fall_back_to_content_hash(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "no id here"}])
     rec, _ = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}])

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from longmix.data.flow import FLOW
+
 
 def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "-"
@@ -42,18 +44,7 @@ def print_reports(reports: dict[str, dict[str, Any]], console: Console | None = 
     console.print(stage_table(reports))
     last = list(reports)[-1]
     console.print(source_table(reports[last], f"per source after {last}"))
-    mix = reports.get("mix")
-    if mix:
-        for sf in mix["mix"]["shortfalls"]:
-            console.print(f"[red]SHORTFALL[/red] {sf['message']}")
-    pack = reports.get("pack")
-    if pack:
-        p = pack["packing"]
-        console.print(f"packed {p['rows']:,} sequences of {p['seq_len']:,} tokens ({p['strategy']}, padding "
-                      f"{p['padding_share']:.2%}); manifest: {pack['manifest']}")
-    nd = reports.get("near_dedup")
-    if nd:
-        c, lsh = nd["clustering"], nd["lsh"]
-        console.print(f"near-dedup: {c['clusters']:,} clusters over {c['docs_in_clusters']:,} documents "
-                      f"(largest {c['largest_cluster']}), bands x rows = {lsh['bands']} x {lsh['rows']}, "
-                      f"threshold {lsh['threshold']}")
+    for stage in FLOW:  # each stage's own summary lines, in flow order
+        if stage.name in reports and not reports[stage.name].get("report_only"):
+            for line in stage.summary(reports[stage.name]):
+                console.print(line)

@@ -97,6 +97,10 @@ class Stage:
         stage without tasks)."""
         raise NotImplementedError
 
+    def summary(self, report: dict[str, Any]) -> list[str]:
+        """Lines `longmix build` prints under the stage table (rich markup allowed)."""
+        return []
+
     def preview(self, job: StageJob) -> dict[str, Any]:
         """Report what the stage would do without writing anything (only some stages offer it)."""
         raise NotImplementedError(f"stage {self.name} has no preview")

@@ -85,3 +85,9 @@ class NearDedup(Stage):
                         "rows": params.rows, "ngram": params.ngram, "keep": cfg.keep},
                 "clustering": cstats, "shingles": int(sum(s["shingles"] for s in sig_stats)),
                 "step_seconds": {"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)}}
+
+    def summary(self, report: dict[str, Any]) -> list[str]:
+        c, lsh = report["clustering"], report["lsh"]
+        return [f"near-dedup: {c['clusters']:,} clusters over {c['docs_in_clusters']:,} documents "
+                f"(largest {c['largest_cluster']}), bands x rows = {lsh['bands']} x {lsh['rows']}, "
+                f"threshold {lsh['threshold']}"]

@@ -109,3 +109,6 @@ class Mix(Stage):
             "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
         return {**_counts(names, src, plan.counts, removed), "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
                 "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}
+
+    def summary(self, report: dict[str, Any]) -> list[str]:
+        return [f"[red]SHORTFALL[/red] {sf['message']}" for sf in report["mix"]["shortfalls"]]

@@ -98,3 +98,8 @@ class Pack(Stage):
                         for s in shards],
             "packing": stats.to_dict(), "manifest": str(manifest_path),
         }
+
+    def summary(self, report: dict[str, Any]) -> list[str]:
+        p = report["packing"]
+        return [f"packed {p['rows']:,} sequences of {p['seq_len']:,} tokens ({p['strategy']}, padding "
+                f"{p['padding_share']:.2%}); manifest: {report['manifest']}"]
