@@ -14,12 +14,13 @@ from longmix.data.ingest.stage import Ingest
 from longmix.data.mix.stage import Mix
 from longmix.data.pack.stage import Pack
 from longmix.data.recipe import Recipe
+from longmix.data.sample.stage import Sample
 from longmix.data.tokenize.stage import Tokenize
 from longmix.pipeline.executors import make_executor
 from longmix.pipeline.runner import StageContext, run_flow
 from longmix.pipeline.stage import Stage
 
-FLOW: tuple[Stage, ...] = (Ingest(), ExactDedup(), NearDedup(), Filter(), Tokenize(), Mix(), Pack())
+FLOW: tuple[Stage, ...] = (Ingest(), Sample(), ExactDedup(), NearDedup(), Filter(), Tokenize(), Mix(), Pack())
 STAGES = [s.name for s in FLOW]
 
 

@@ -19,11 +19,13 @@ from longmix.data.filters.settings import FilterConfig
 from longmix.data.ingest.settings import IngestConfig, SourceConfig
 from longmix.data.mix.settings import MixConfig
 from longmix.data.pack.settings import PackConfig
+from longmix.data.sample.settings import SampleConfig
 from longmix.data.tokenize.settings import TokenizeConfig, TokenizerConfig
 
 
 class StagesConfig(Strict):
     ingest: IngestConfig = IngestConfig()
+    sample: SampleConfig = SampleConfig()
     exact_dedup: ExactDedupConfig = ExactDedupConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
     filter: FilterConfig = FilterConfig()
