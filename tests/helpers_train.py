@@ -110,9 +110,9 @@ def tiny_recipe(out: Path, phases: list[dict], **over: Any) -> dict[str, Any]:
     return base
 
 
-def run_longmix(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_longmix(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``longmix ...`` in a subprocess, one OpenMP thread per rank (CI has two cores for two ranks)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "longmix.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

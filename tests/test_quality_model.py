@@ -158,3 +158,4 @@ def test_truncated_model_fails_with_one_line(tmp_path, quality_model):
     proc = subprocess.run([*LONGMIX, "build", str(recipe)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "is truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # found by the recipe check, before ingest

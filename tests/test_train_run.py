@@ -10,13 +10,26 @@ The launches are shared between assertions (each costs ~45 s, mostly imports):
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers_train import make_manifest, make_tokenizer, rows_loss_sum, run_longmix, tiny_recipe, write_train_recipe
+from helpers_train import (
+    REPO,
+    make_manifest,
+    make_tokenizer,
+    rows_loss_sum,
+    run_longmix,
+    tiny_recipe,
+    write_train_recipe,
+)
 
 from longmix.train.trainer import read_metrics
 
@@ -71,6 +84,45 @@ def test_stopped_and_resumed_run_matches_exactly(runs) -> None:
     assert sorted(b) == sorted(a)
     for s in a:  # bit-exact: same data order, same optimizer state, deterministic CPU kernels
         assert (b[s]["loss"], b[s]["grad_norm"], b[s]["lr"]) == (a[s]["loss"], a[s]["grad_norm"], a[s]["lr"]), s
+
+
+@pytest.mark.parametrize("kill", ["after_step:3", "mid_save:4", "external"])
+def test_sigkill_anywhere_resumes_from_the_newest_complete_checkpoint(runs, kill: str) -> None:
+    """SIGKILL between checkpoints (after step 3; checkpoints every 2), half-way through writing one (step 4's
+    DeepSpeed files written, its completion marker not), or from outside at a moment the test does not pick:
+    the rerun resumes from the newest complete checkpoint, never a partial one, and every loss equals the
+    uninterrupted run's."""
+    out = runs["root"] / f"kill-{kill.replace(':', '-')}"
+    if kill == "external":
+        cmd = [sys.executable, "-m", "longmix.cli", "train", str(runs["recipe"]), "--nproc", "2", "-o", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and len(_losses_if_any(out)) < 3:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # every rank and the launcher, mid-step 4 or mid-save of step 4
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        first = run_longmix("train", str(runs["recipe"]), "--nproc", "2", "-o", str(out),
+                            env={"LONGMIX_TEST_SIGKILL": kill})
+        assert first.returncode != 0
+    if kill == "mid_save:4":
+        partial = out / "checkpoints" / "step_00000004"
+        assert partial.is_dir() and not (partial / "trainer_state.json").exists()
+    _ok(run_longmix("train", str(runs["recipe"]), "--nproc", "2", "-o", str(out)))
+    a, k = _losses(runs["A"]), _losses(out)
+    assert sorted(k) == sorted(a)
+    for s in a:
+        assert (k[s]["loss"], k[s]["grad_norm"]) == (a[s]["loss"], a[s]["grad_norm"]), (kill, s)
+
+
+def _losses_if_any(run: Path) -> dict[int, dict]:
+    try:
+        return _losses(run)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def test_keep_last_k_and_complete_markers(runs) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from longmix.core.atomic import write_json
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import parse_model
 from longmix.data.recipe import Recipe
-from longmix.train.launch import launch_env
+from longmix.train.launch import torchrun
 
 log = logging.getLogger("longmix")
 
@@ -59,6 +57,21 @@ class AblationRunner:
         self.out = output or suite.resolve(suite.output)
         self.nproc = nproc
         self.progress = progress
+
+    def check(self) -> None:
+        """Every arm's data recipe (at each of its lengths) and the base model, before anything is built."""
+        from longmix.data.flow import FLOW
+        from longmix.pipeline.runner import check_flow
+
+        for arm in self.suite.arms:
+            for sl in arm_seq_lens(self.suite, arm):
+                data = {**arm_data_dict(self.suite, arm, sl), "output": str(self.out / "check")}
+                where = f"suite {self.suite.name}, arm {arm.name}" + (f" at seq_len {sl}" if sl else "")
+                check_flow(FLOW, parse_model(Recipe, data, where), where=where)
+        if self.suite.base.model is not None and not all(a.from_scratch for a in self.suite.arms):
+            path = self.suite.resolve(self.suite.base.model)
+            if not (path / "config.json").is_file():
+                raise UserError(f"base model '{path}' has no config.json (run `make demo` or give another)")
 
     # ---- data -------------------------------------------------------------------------------------------
     def _data(self, recipe: dict[str, Any]) -> Path:
@@ -101,6 +114,7 @@ class AblationRunner:
     def run(self) -> dict[str, Any]:
         t0 = time.time()
         s = self.suite
+        self.check()  # a bad arm fails now, not after the base model and the other arms trained
         self.out.mkdir(parents=True, exist_ok=True)
         base_hf, base_job = self.base_model()
         base_recipe = base_data_dict(s)
@@ -164,9 +178,7 @@ class AblationRunner:
     def _launch(self, jobs: list[dict[str, Any]]) -> None:
         jobs_path = self.out / "jobs.json"
         write_json(jobs_path, jobs)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
-               "-m", "longmix.ablate.worker", str(jobs_path)]
-        rc = subprocess.call(cmd, env=launch_env(self.nproc))
+        rc = torchrun(["longmix.ablate.worker", str(jobs_path)], self.nproc)
         if rc:
             raise UserError(f"training the arms exited with code {rc} (see the rank logs above); rerun to resume")
         from longmix.train.export import export

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.cli import ablate, data, eval, filters, mix, model, train
+from longmix.cli import ablate, check, data, eval, filters, mix, model, train
 from longmix.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -23,6 +23,7 @@ def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug l
                         stream=sys.stderr)
 
 
+app.command("check")(check.check)
 app.command("build")(data.build)
 app.command("dedup")(data.dedup)
 app.command("demo-corpus")(data.demo_corpus)
@@ -45,6 +46,14 @@ def main() -> None:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted; rerun the same command to resume")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into a silent exit 130
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    console.print("interrupted; finished tasks are kept: rerun the same command to resume")
+    sys.exit(130)
 

@@ -29,14 +29,20 @@ def build(
 
     overrides = {"output": str(output.resolve())} if output else {}
     rec = load_recipe(recipe, overrides)
-    reports = run_build(rec, until=until, executor=executor, workers=workers, report_only=report_only)
+    try:
+        reports = run_build(rec, until=until, executor=executor, workers=workers, report_only=report_only)
+    except UserError as exc:
+        finished = getattr(exc, "reports", None)
+        if finished:  # what did finish explains what failed (e.g. ingest's quarantine counts)
+            print_reports(finished)
+        raise
     print_reports(reports)
     if report_only:
         from longmix.data.filters.dry_run import print_report_only
 
         print_report_only(reports["filter"], Console())
         return
-    console.print(f"outputs in {rec.output_dir}")
+    typer.echo(f"outputs in {rec.output_dir}")  # stdout, unwrapped: scripts read it
 
 
 def dedup(

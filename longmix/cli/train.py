@@ -30,7 +30,7 @@ def train(
     if not under_launcher():
         from longmix.train.preflight import preflight
 
-        preflight(rec, nproc)
+        preflight(rec, nproc, str(recipe))
         extra = (["--output", overrides["output"]] if output else []) + \
             (["--stop-at-step", str(stop_at_step)] if stop_at_step else [])
         rc = launch(recipe, nproc, extra)

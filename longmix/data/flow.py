@@ -17,7 +17,7 @@ from longmix.data.recipe import Recipe
 from longmix.data.sample.stage import Sample
 from longmix.data.tokenize.stage import Tokenize
 from longmix.pipeline.executors import make_executor
-from longmix.pipeline.runner import StageContext, run_flow
+from longmix.pipeline.runner import StageContext, check_flow, run_flow
 from longmix.pipeline.stage import Stage
 
 FLOW: tuple[Stage, ...] = (Ingest(), Sample(), ExactDedup(), NearDedup(), Filter(), Tokenize(), Mix(), Pack())
@@ -31,10 +31,11 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
     report_only: run up to the filter stage, then only report what the filters would drop."""
     if report_only and (until != "filter" or not recipe.stages.filter.enabled):
         raise UserError("--report-only needs --until filter and 'stages.filter.enabled: true' in the recipe")
+    check_flow(FLOW, recipe, until, recipe.recipe_file)  # before an executor (or Ray) starts
     ex = make_executor(executor or recipe.executor.kind, workers or recipe.executor.workers,
                        recipe.executor.ray_address)
     try:
         return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, recipe.seed, progress), until,
-                        preview=report_only)
+                        preview=report_only, where=recipe.recipe_file, checked=True)
     finally:
         ex.close()

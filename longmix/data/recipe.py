@@ -43,13 +43,14 @@ class ExecutorConfig(Strict):
 class Recipe(Strict):
     name: str = "recipe"
     output: str
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="one seed for every random choice (numpy takes 32 bits)")
     executor: ExecutorConfig = ExecutorConfig()
     sources: list[SourceConfig] = Field(min_length=1)
     tokenizer: TokenizerConfig | None = Field(None, description="set it to tokenize, mix and pack")
     seq_len: int | None = Field(None, ge=16, description="training sequence length of the packed shards")
     stages: StagesConfig = StagesConfig()
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved from")
+    recipe_file: str = Field("", exclude=True, description="set by the loader: named in check errors")
 
     @field_validator("sources")
     @classmethod
@@ -88,4 +89,5 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     data = load_with_extends(path)
     data.update(overrides or {})
     data["base_dir"] = str(Path(path).resolve().parent)
+    data["recipe_file"] = str(path)
     return parse_model(Recipe, data, str(path))

@@ -11,22 +11,43 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from longmix.core.atomic import remove_stale_temps, write_json
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import settings_hash
 from longmix.pipeline.executors import Executor
+from longmix.pipeline.progress import task_progress
 from longmix.pipeline.stage import Stage, StageJob, StageOutput
 from longmix.pipeline.stats import check_reconciles, merge
 from longmix.pipeline.tasks import Task, read_marker
 
 log = logging.getLogger("longmix")
+
+
+def damaged_outputs(folder: Path, report: dict[str, Any]) -> list[str]:
+    """Outputs of a finished stage that are gone or no longer have their recorded size."""
+    bad = []
+    for o in report.get("outputs", []):
+        path = folder / o["path"]
+        if not path.is_file() or ("bytes" in o and path.stat().st_size != o["bytes"]):
+            bad.append(o["path"])
+    bad += [q for q in report.get("quarantine_files", []) if not (folder / q).is_file()]
+    if "manifest" in report and not Path(report["manifest"]).is_file():
+        bad.append(report["manifest"])
+    return bad
+
+
+def forget_tasks_of(folder: Path, damaged: list[str]) -> None:
+    """Remove the completion markers of the tasks that wrote `damaged`, so a rerun redoes just those."""
+    lost = set(damaged)
+    for marker in sorted((folder / "_tasks").glob("*.json")):
+        stats = json.loads(marker.read_text()).get("stats") or {}
+        wrote = {o["path"] for o in stats.get("outputs", [])} | set(stats.get("quarantine_files", []))
+        if wrote & lost:
+            marker.unlink()
 
 
 class StageContext:
@@ -56,7 +77,14 @@ class StageContext:
                     f"'{folder}' holds stage '{stage}' built with other settings or inputs; "
                     f"remove that folder (or everything after it) or choose a new output")
             if report_path.is_file():
-                return json.loads(report_path.read_text())
+                report = json.loads(report_path.read_text())
+                damaged = damaged_outputs(folder, report)
+                if not damaged:
+                    return report
+                log.warning("%s: %d output file(s) missing or changed since the stage finished (%s); redoing "
+                            "the tasks that wrote them", stage, len(damaged), ", ".join(damaged[:3]))
+                forget_tasks_of(folder, damaged)
+                report_path.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
         write_json(meta_path, {"stage": stage, "settings_hash": settings_hash})
@@ -68,22 +96,11 @@ class StageContext:
         todo = [i for i, r in enumerate(results) if r is None]
         if len(todo) < len(tasks):
             log.info("%s: %d of %d tasks already done, resuming", stage, len(tasks) - len(todo), len(tasks))
-        with self._progress(label or stage, len(tasks), len(tasks) - len(todo)) as advance:
+        with task_progress(label or stage, len(tasks), len(tasks) - len(todo), self.progress) as advance:
             for j, stats in self.executor.run([tasks[i] for i in todo]):
                 results[todo[j]] = stats
                 advance()
         return [r for r in results if r is not None]
-
-    @contextmanager
-    def _progress(self, label: str, total: int, done: int) -> Iterator[Callable[[], None]]:
-        """Yields an `advance()`; a rich bar on a TTY, nothing otherwise."""
-        if not self.progress:
-            yield lambda: None
-            return
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      transient=True) as bar:
-            tid = bar.add_task(label, total=total, completed=done)
-            yield lambda: bar.advance(tid)
 
     def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None) -> dict[str, Any]:
         """The stage's finished report if it ran before with these settings; otherwise run it and write one."""
@@ -108,28 +125,55 @@ class StageContext:
 
 
 def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str | None = None,
-             preview: bool = False) -> dict[str, dict[str, Any]]:
+             preview: bool = False, where: str = "", checked: bool = False) -> dict[str, dict[str, Any]]:
     """Run the enabled stages of `flow` in order, up to and including `until`; returns their reports.
 
     Every enabled stage is checked before the first one runs. Each stage's settings hash chains its
     upstream's, so changing a stage reruns it and everything after it. preview: the last stage only
-    reports what it would do (Stage.preview) and writes nothing."""
+    reports what it would do (Stage.preview) and writes nothing. where: the recipe file, named in check errors;
+    checked: the caller ran check_flow already (before starting an executor)."""
+    active = check_flow(flow, recipe, until, where, run_checks=not checked)
+    reports: dict[str, dict[str, Any]] = {}
+    chain: str | None = None
+    upstream: StageOutput | None = None
+    try:
+        for k, stage in enumerate(active):
+            parts = stage.settings(recipe)
+            settings = settings_hash(*parts) if chain is None else settings_hash(chain, *parts)
+            if preview and k == len(active) - 1:
+                reports[stage.name] = stage.preview(StageJob(ctx, stage, recipe, settings, upstream))
+                break
+            reports[stage.name] = report = ctx.run_stage(stage, recipe, settings, upstream)
+            stage.check_output(recipe, report)
+            if report["in"] and not report["kept"]:
+                raise UserError(f"no documents left after stage {stage.name} ({_reasons(report)}); "
+                                f"see {ctx.stage_dir(stage.name) / 'report.json'}")
+            chain, upstream = settings, ctx.output_of(stage.name)
+    except UserError as exc:
+        exc.reports = reports  # type: ignore[attr-defined]  # what finished, for the CLI to print
+        raise
+    return reports
+
+
+def check_flow(flow: Sequence[Stage], recipe: Any, until: str | None = None, where: str = "",
+               run_checks: bool = True) -> list[Stage]:
+    """The stages that would run, each checked (a UserError for the first problem found, prefixed with
+    `where`, the recipe file)."""
     names = [s.name for s in flow]
     if until is not None and until not in names:
         raise UserError(f"unknown stage '{until}' for --until: choose from {', '.join(names)}")
     chosen = list(flow[: names.index(until) + 1] if until else flow)
     active = [s for s in chosen if s.enabled(recipe)]
-    for stage in active:
-        stage.check(recipe)
-    reports: dict[str, dict[str, Any]] = {}
-    chain: str | None = None
-    upstream: StageOutput | None = None
-    for k, stage in enumerate(active):
-        parts = stage.settings(recipe)
-        settings = settings_hash(*parts) if chain is None else settings_hash(chain, *parts)
-        if preview and k == len(active) - 1:
-            reports[stage.name] = stage.preview(StageJob(ctx, stage, recipe, settings, upstream))
-            break
-        reports[stage.name] = ctx.run_stage(stage, recipe, settings, upstream)
-        chain, upstream = settings, ctx.output_of(stage.name)
-    return reports
+    try:
+        for stage in active if run_checks else []:
+            stage.check(recipe)
+    except UserError as exc:
+        if where:
+            raise UserError(f"{where}: {exc}") from None
+        raise
+    return active
+
+
+def _reasons(report: dict[str, Any]) -> str:
+    gone = {**report["dropped"], **{f"quarantined {k}": v for k, v in report["quarantined"].items()}}
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(gone.items(), key=lambda kv: -kv[1])) or "none kept"

@@ -97,6 +97,10 @@ class Stage:
         stage without tasks)."""
         raise NotImplementedError
 
+    def check_output(self, recipe: Any, report: dict[str, Any]) -> None:
+        """Raise a UserError when a finished stage's report shows the recipe cannot go on (its report is
+        written first, so the reason is on disk and printed)."""
+
     def summary(self, report: dict[str, Any]) -> list[str]:
         """Lines `longmix build` prints under the stage table (rich markup allowed)."""
         return []

@@ -21,6 +21,7 @@ from typing import Any
 import torch.distributed as dist
 
 from longmix.core.atomic import atomic_path
+from longmix.train.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: A
     # UNIVERSAL_CHECKPOINT_INFO in the client state is what lets ds_to_universal convert it later.
     engine.save_checkpoint(str(root), tag=tag, client_state={UNIVERSAL_CHECKPOINT_INFO: {}})
     dist.barrier()
+    crash_point("mid_save", step)  # DeepSpeed's files are written, the completion marker is not
     folder = root / tag
     if dist.get_rank() == 0:
         hf_config.save_pretrained(folder / "hf_config")

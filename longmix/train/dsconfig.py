@@ -31,17 +31,25 @@ def fused_adam_available() -> bool:
     return bool(installed_ops.get("fused_adam")) or shutil.which("nvcc") is not None
 
 
+def read_ds_json(recipe: TrainRecipe) -> dict[str, Any]:
+    """The recipe's DeepSpeed JSON; a missing or broken file is a recipe error."""
+    path = recipe.resolve(recipe.deepspeed)
+    try:
+        cfg = json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"deepspeed: config {path} not found (see train/ds_zero3.json)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"deepspeed: config {path} is not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"deepspeed: config {path} is not a JSON object")
+    return cfg
+
+
 def build_ds_config(
     recipe: TrainRecipe, first: PhasePlan, dp_world: int, bf16: bool, load_universal: bool, cuda: bool
 ) -> dict[str, Any]:
     path = recipe.resolve(recipe.deepspeed)
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"deepspeed config {path} not found (see train/ds_zero3.json)") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"deepspeed config {path}: not valid JSON ({exc})") from None
-    cfg = merge(cfg, recipe.deepspeed_overrides)
+    cfg = merge(read_ds_json(recipe), recipe.deepspeed_overrides)
     o = recipe.optim
     cfg.update(
         train_micro_batch_size_per_gpu=first.micro_seqs,

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import torch
 
+from longmix.train.ops import prebuild_cpu_op, use_env_extensions_dir
+
 
 def under_launcher() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def launch_env(nproc: int) -> dict[str, str]:
-    env = dict(os.environ)
+    env = use_env_extensions_dir(dict(os.environ))
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would otherwise probe for a GPU accelerator
         # One process per share of the cores: oversubscribed OpenMP threads slow every rank down.
@@ -24,8 +26,16 @@ def launch_env(nproc: int) -> dict[str, str]:
     return env
 
 
-def launch(recipe: Path, nproc: int, extra: list[str]) -> int:
-    """Run ``longmix train`` on ``nproc`` local ranks via torchrun; returns the launcher's exit code."""
+def torchrun(module_args: list[str], nproc: int) -> int:
+    """Run ``python -m <module_args>`` on ``nproc`` local ranks via torchrun; returns its exit code. On CPU
+    the JIT-built DeepSpeed op is built first, here, so no rank waits on its lock silently (train/ops.py)."""
+    if not torch.cuda.is_available():
+        prebuild_cpu_op(say=lambda m: print(m, file=sys.stderr, flush=True))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "longmix.cli", "train", str(recipe), *extra]
+           "-m", *module_args]
     return subprocess.call(cmd, env=launch_env(nproc))
+
+
+def launch(recipe: Path, nproc: int, extra: list[str]) -> int:
+    """Run ``longmix train`` on ``nproc`` local ranks."""
+    return torchrun(["longmix.cli", "train", str(recipe), *extra], nproc)

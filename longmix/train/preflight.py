@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from longmix.core.errors import UserError
 from longmix.train.sequence_parallel import check as sp_check
 
 
-def preflight(recipe: Any, world: int) -> None:
-    """Every phase's manifest, the tokenizer's agreement with the model, and the sequence-parallel limits."""
+@dataclass(frozen=True)
+class _PhaseSize:
+    """What the batch planner needs of a phase, read from its manifest (no shard is opened)."""
+
+    seq_len: int
+    sequences: int
+
+    def __len__(self) -> int:
+        return self.sequences
+
+
+def preflight(recipe: Any, world: int, where: str = "") -> None:
+    """The DeepSpeed JSON, the model, every phase's manifest, the tokenizer's agreement with the model, the
+    batch layout on `world` ranks and the sequence-parallel limits; errors name `where` (the recipe file)."""
+    try:
+        _preflight(recipe, world)
+    except UserError as exc:
+        if where:
+            raise UserError(f"{where}: {exc}") from None
+        raise
+
+
+def _preflight(recipe: Any, world: int) -> None:
     from longmix.formats.manifest import load_manifest
+    from longmix.train.dsconfig import read_ds_json
+    from longmix.train.loader import plan_phases
     from longmix.train.model import check_tokenizer_agrees, load_config, match_tokenizer
 
+    read_ds_json(recipe)
     config = load_config(recipe.model, recipe)
     manifests = []
     for p in recipe.data.phases:
@@ -23,3 +49,4 @@ def preflight(recipe: Any, world: int) -> None:
     sp = recipe.parallel.sequence_parallel_size
     if sp > 1:
         sp_check(sp, world, config, [m.seq_len for m in manifests], config._attn_implementation)
+    plan_phases(recipe, [_PhaseSize(m.seq_len, m.totals.sequences) for m in manifests], world // sp)

@@ -26,6 +26,7 @@ from longmix.train import checkpoint as ckpt
 from longmix.train import flex_attention
 from longmix.train import sequence_parallel as sp_mod
 from longmix.train.dsconfig import build_ds_config
+from longmix.train.faults import crash_point
 from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
 from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
 from longmix.train.masking import IGNORE
@@ -226,6 +227,7 @@ class Trainer:
             lr = self.scheduler.get_last_lr()[0]
             loss = self.train_step(batch)
             self.step += 1
+            crash_point("after_step", self.step)
             dt = time.perf_counter() - t_step
             self._log(batch, loss, lr, dt, time.perf_counter() - t0)
             at_ckpt = self.step % r.checkpoint.every_steps == 0 or self.step in (self.total_steps, stop_at_step)

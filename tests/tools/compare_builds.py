@@ -28,13 +28,12 @@ def _scrub(value: Any, root: str) -> Any:
 
 
 def differences(a: Path, b: Path) -> list[str]:
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    # Completion markers hold per-task timings and are bookkeeping, not outputs.
+    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "_tasks" not in p.relative_to(a).parts}
+    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "_tasks" not in p.relative_to(b).parts}
     out = [f"only in {a}: {p}" for p in sorted(files_a - files_b)]
     out += [f"only in {b}: {p}" for p in sorted(files_b - files_a)]
     for rel in sorted(files_a & files_b):
-        if "_tasks" in rel.parts:
-            continue  # completion markers hold per-task timings
         pa_, pb = a / rel, b / rel
         if rel.suffix == ".json":
             ja = _scrub(json.loads(pa_.read_text()), str(a))

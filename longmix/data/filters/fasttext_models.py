@@ -41,6 +41,14 @@ def check_model(path: Path, what: str) -> None:
                         f"retrain it or point to the right file")
 
 
+def check_loads(path: Path, what: str) -> None:
+    """Load the model once and let it go: a truncated or corrupt file fails before any stage runs, and the
+    driver does not hold the weights while the workers load their own copies."""
+    st = path.stat()
+    load_model(path, what)
+    _loaded.pop((str(path.resolve()), st.st_size, st.st_mtime_ns), None)
+
+
 def load_model(path: str | Path, what: str = "fastText") -> Any:
     import fasttext
 

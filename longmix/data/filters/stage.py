@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from longmix.data.filters import dry_run
 from longmix.data.filters.evaluate import Models, evaluate, with_columns
+from longmix.data.filters.fasttext_models import check_loads
 from longmix.data.filters.recipe_view import (
     check_recipe,
     model_fingerprints,
@@ -86,6 +87,10 @@ class Filter(Stage):
 
     def check(self, recipe: Recipe) -> None:
         check_recipe(recipe)  # a bad model path fails now, not after dedup
+        cfg = resolved_config(recipe)
+        for model, what in ((cfg.quality.model, "quality"), (cfg.langid.model, "language-ID")):
+            if model:
+                check_loads(Path(model), what)  # so does a truncated one
 
     def settings(self, recipe: Recipe) -> list[Any]:
         return [recipe.stages.filter, model_fingerprints(recipe)]

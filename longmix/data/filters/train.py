@@ -14,7 +14,7 @@ import numpy as np
 
 from longmix.core.errors import UserError
 from longmix.data.filters import fasttext_models as ft
-from longmix.data.ingest.readers import Good, detect_format, read_records
+from longmix.data.ingest.readers import Good, expand_input, read_records
 
 QUALITY_POS, QUALITY_NEG = "hq", "lq"
 _MAX_DOC_BYTES = 64 << 20
@@ -30,8 +30,9 @@ def read_texts(patterns: list[str], text_field: str = "text") -> list[str]:
             raise UserError(f"training input '{pattern}' matches no file")
         for m in matches:
             path = Path(m)
-            records = read_records(path, detect_format(path), text_field, None, _MAX_DOC_BYTES)
-            texts.extend(r.text for r in records if isinstance(r, Good) and r.text.strip())
+            for file, fmt in expand_input(path):
+                records = read_records(file, fmt, text_field, None, _MAX_DOC_BYTES)
+                texts.extend(r.text for r in records if isinstance(r, Good) and r.text.strip())
     return texts
 
 

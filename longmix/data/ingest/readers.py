@@ -259,3 +259,40 @@ def read_records(path: Path, fmt: str, text_field: str = "text", id_field: str |
     if path.is_dir():
         return read_text_files(path, files if files is not None else list_text_files(path), cap)
     return read_text_files(path.parent, [path.name], cap)
+
+
+_DATA_SUFFIXES = {"jsonl": (".jsonl", ".json", ".ndjson"), "parquet": (".parquet",)}
+
+
+def data_format(path: Path) -> str | None:
+    """jsonl or parquet by the file's name (compressed JSONL included), else None."""
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    for ext in _DATA_SUFFIXES["jsonl"]:
+        if name.endswith((ext, ext + ".gz", ext + ".zst", ext + ".zstd")):
+            return "jsonl"
+    return None
+
+
+def expand_input(path: Path, fmt: str = "auto") -> list[tuple[Path, str]]:
+    """An input as (path, format) pairs, decided the same way everywhere (ingest, dedup, tokenizer and
+    classifier training). A file: itself. A folder: its JSONL/Parquet files, each on its own, when it holds
+    only those; one text folder (every file a document) when it holds none or `fmt` is text; a folder that
+    mixes both is refused rather than guessed."""
+    if not path.is_dir():
+        return [(path, detect_format(path) if fmt == "auto" else fmt)]
+    if fmt == "text":
+        return [(path, "text")]
+    files = [p for p in sorted(path.rglob("*")) if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts)]
+    data = [(p, data_format(p)) for p in files]
+    tabular = [(p, f) for p, f in data if f is not None and (fmt == "auto" or f == fmt)]
+    others = [p for p, f in data if f is None]
+    if tabular and others:
+        shown = ", ".join(str(p.relative_to(path)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
+        raise UserError(f"folder '{path}' mixes JSONL/Parquet files with {len(others)} other file(s) ({shown}); "
+                        f"name the data files with a glob (e.g. '{path}/*.jsonl') or set format: text")
+    if fmt in ("jsonl", "parquet") and not tabular:
+        raise UserError(f"folder '{path}' holds no {fmt} files")
+    return tabular or [(path, "text")]

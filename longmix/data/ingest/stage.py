@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from longmix.core.errors import UserError
 from longmix.data.ingest.normalize import content_hash, normalize_text
-from longmix.data.ingest.readers import Bad, Good, detect_format, list_text_files, read_records
+from longmix.data.ingest.readers import Bad, Good, expand_input, list_text_files, read_records
+from longmix.data.ingest.settings import SourceConfig
 from longmix.data.recipe import Recipe
 from longmix.formats.documents import ShardWriter, write_quarantine
 from longmix.pipeline.stage import Stage, StageJob
@@ -57,6 +60,53 @@ def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, te
     return counts.to_dict(outputs=writer.outputs, quarantine_files=qfiles)
 
 
+SAMPLE_FILES, SAMPLE_RECORDS = 3, 20
+
+
+def source_inputs(recipe: Recipe, source: SourceConfig) -> list[tuple[Path, str]]:
+    """The source's inputs as (path, format): its patterns' matches, folders expanded (readers.expand_input)."""
+    return [pair for path in recipe.source_files(source) for pair in expand_input(path, source.format)]
+
+
+def check_readable(index: int, source: SourceConfig, inputs: list[tuple[Path, str]], cap: int) -> None:
+    """Fail fast unless the first records of the source's first files hold at least one usable document: a
+    wrong text field, a JSON array, a .gz that is not gzip or empty files show here, not after the build."""
+    seen: list[tuple[Path, list[Good | Bad]]] = []
+    for path, fmt in inputs[:SAMPLE_FILES]:
+        records = list(islice(read_records(path, fmt, source.text_field, source.id_field, cap), SAMPLE_RECORDS))
+        if any(isinstance(r, Good) and r.text.strip() for r in records):
+            return
+        seen.append((path, records))
+    where = f"sources[{index}] ({source.name})"
+    with_records = [(p, r) for p, r in seen if r]
+    if not with_records:
+        raise UserError(f"{where}: {', '.join(str(p) for p, _ in seen)} hold{'s' if len(seen) == 1 else ''} no "
+                        "records")
+    path, records = with_records[0]
+    bad = next((r for r in records if isinstance(r, Bad)), None)
+    if bad is None:
+        first = "the first record" if len(records) == 1 else f"the first {len(records)} records"
+        raise UserError(f"{where}: {first} of {path} {'has' if len(records) == 1 else 'have'} empty text")
+    first = "the first record" if len(records) == 1 else f"none of the first {len(records)} records"
+    raise UserError(f"{where}: {first} of {path} {'is not' if len(records) == 1 else 'is'} usable: {bad.reason} "
+                    f"({bad.detail}){_hint(index, source, bad)}")
+
+
+def _hint(index: int, source: SourceConfig, bad: Bad) -> str:
+    if bad.reason == "missing_text":
+        try:
+            fields = sorted(json.loads(bad.raw))
+        except (ValueError, TypeError):
+            fields = []
+        shown = f"the records' fields are {', '.join(fields[:8])}; " if fields else ""
+        return f"; {shown}set sources[{index}].text_field"
+    if bad.reason == "not_an_object":
+        return "; JSONL holds one JSON object per line"
+    if bad.reason in ("truncated_file", "unreadable_file"):
+        return f"; is {Path(bad.origin_file).name} really what its name says?"
+    return ""
+
+
 def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str, Any]]]:
     """One task per input file (text folders: per group of files); also the input fingerprint."""
     cfg = recipe.stages.ingest
@@ -64,8 +114,7 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
     fingerprint: list[dict[str, Any]] = []
     for source in recipe.sources:
         k = 0
-        for path in recipe.source_files(source):
-            fmt = source.format if source.format != "auto" else detect_format(path)
+        for path, fmt in source_inputs(recipe, source):
             if fmt == "text" and path.is_dir():
                 names = list_text_files(path)
                 groups = [names[i: i + cfg.files_per_task] for i in range(0, len(names), cfg.files_per_task)]
@@ -99,10 +148,17 @@ class Ingest(Stage):
     name = "ingest"
 
     def check(self, recipe: Recipe) -> None:
-        for source in recipe.sources:  # every pattern matches, every format is known
-            for path in recipe.source_files(source):
-                if source.format == "auto":
-                    detect_format(path)
+        # Every pattern matches, every format is known, and each source's first records are usable.
+        for i, source in enumerate(recipe.sources):
+            check_readable(i, source, source_inputs(recipe, source), recipe.stages.ingest.max_doc_bytes)
+
+    def check_output(self, recipe: Recipe, report: dict[str, Any]) -> None:
+        """A source that kept nothing is an error, not a source that silently vanishes from the mix."""
+        empty = [n for n in recipe.source_names if not report["sources"].get(n, {}).get("kept")]
+        if empty:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(report["quarantined"].items(), key=lambda kv: -kv[1]))
+            raise UserError(f"source(s) {', '.join(empty)} kept no documents at ingest (quarantined: "
+                            f"{reasons or 'none'}); see the quarantine files under ingest/quarantine")
 
     def settings(self, recipe: Recipe) -> list[Any]:
         # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow.

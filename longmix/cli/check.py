@@ -1,0 +1,57 @@
+"""`longmix check RECIPE`: every check `build`, `train` or `ablate` makes before starting, and nothing else.
+
+The kind of recipe is told by its keys: a data recipe has `sources:`, a training recipe `model:` and
+`deepspeed:`, an ablation suite `arms:`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from longmix.core.errors import UserError
+from longmix.core.recipe_io import load_with_extends
+
+
+def recipe_kind(path: Path, data: dict[str, Any]) -> str:
+    if "arms" in data:
+        return "suite"
+    if "sources" in data:
+        return "data"
+    if "model" in data and "deepspeed" in data:
+        return "train"
+    raise UserError(f"{path}: cannot tell what this recipe is: a data recipe has `sources:`, a training recipe "
+                    "`model:` and `deepspeed:`, an ablation suite `arms:`")
+
+
+def check(
+    recipe: Annotated[Path, typer.Argument(help="data recipe, training recipe or ablation suite (YAML)")],
+    nproc: Annotated[int, typer.Option(min=1, help="training ranks to check the layout for")] = 1,
+) -> None:
+    """Check a recipe without running anything: sources, tokenizer, mix, manifests, model, DeepSpeed JSON."""
+    kind = recipe_kind(recipe, load_with_extends(recipe))
+    if kind == "data":
+        from longmix.data.flow import FLOW
+        from longmix.data.recipe import load_recipe
+        from longmix.pipeline.runner import check_flow
+
+        rec = load_recipe(recipe)
+        stages = check_flow(FLOW, rec, where=str(recipe))
+        files = sum(len(rec.source_files(s)) for s in rec.sources)
+        typer.echo(f"ok: data recipe {recipe}: {len(rec.sources)} sources ({files} inputs); stages "
+                   f"{', '.join(s.name for s in stages)}")
+    elif kind == "train":
+        from longmix.train.preflight import preflight
+        from longmix.train.recipe import load_train_recipe
+
+        rec = load_train_recipe(recipe)
+        preflight(rec, nproc, str(recipe))
+        typer.echo(f"ok: training recipe {recipe}: {len(rec.data.phases)} phase(s) on {nproc} rank(s)")
+    else:
+        from longmix.ablate.runner import AblationRunner
+        from longmix.ablate.suite import load_suite
+
+        suite = load_suite(recipe)
+        AblationRunner(suite).check()
+        typer.echo(f"ok: ablation suite {recipe}: {len(suite.arms)} arms x {len(suite.seeds)} seeds")

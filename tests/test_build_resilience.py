@@ -1,0 +1,105 @@
+"""A build that is damaged, interrupted or fails half-way: vanished outputs are rebuilt, Ctrl-C says how to
+resume, progress shows when output is not a terminal, and what finished is printed when a later stage fails."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+from conftest import write_jsonl, write_recipe
+
+from longmix.data.tokenize.encode import train_bpe
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "tools"))
+from compare_builds import differences  # noqa: E402
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **env}, timeout=600)
+
+
+def _recipe(tmp_path: Path, demo_corpus: Path, name: str, stages: dict | None = None, **extra) -> Path:
+    sources = [{"name": "docs", "paths": [str(demo_corpus / "docs" / "part-0000[0-2].jsonl")]},
+               {"name": "legal", "paths": [str(demo_corpus / "legal" / "*.jsonl")]}]
+    path = write_recipe(tmp_path / f"{name}.yaml", tmp_path / name, sources, stages or {}, workers=2)
+    if extra:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        data.update(extra)
+        path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_vanished_outputs_are_rebuilt_to_the_same_bytes(tmp_path, demo_corpus):
+    texts = [t for t in (demo_corpus / "legal").glob("*.jsonl")]
+    tok = tmp_path / "tok.json"
+    train_bpe([p.read_text()[:200_000] for p in texts], 512, tok)
+    recipe = _recipe(tmp_path, demo_corpus, "out", tokenizer={"path": str(tok)}, seq_len=256)
+    assert _cli("build", str(recipe)).returncode == 0
+    assert _cli("build", str(recipe), "-o", str(tmp_path / "reference")).returncode == 0
+    out = tmp_path / "out"
+    gone = [next((out / "ingest" / "shards" / "docs").glob("*.parquet")), next((out / "tokenize").rglob("*.arrow")),
+            next((out / "pack" / "shards").glob("*.arrow"))]
+    for p in gone:
+        p.unlink()
+    (out / "near_dedup" / "_tasks" / "apply-00000.json").unlink()  # a lost marker alone: that task reruns
+    again = _cli("build", str(recipe))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("missing or changed since the stage finished") == 3
+    assert _cli("verify", str(out / "manifest.json")).returncode == 0
+    assert all(p.is_file() for p in gone)
+    assert differences(tmp_path / "reference", out) == []
+
+
+def test_progress_lines_and_results_on_stdout_when_not_a_terminal(tmp_path, demo_corpus):
+    proc = _cli("build", str(_recipe(tmp_path, demo_corpus, "out")), "--until", "exact_dedup",
+                LONGMIX_PROGRESS_SECONDS="0")
+    assert proc.returncode == 0, proc.stderr
+    assert "ingest: 4 tasks" in proc.stderr and "ingest: 4/4 tasks done in" in proc.stderr
+    assert "exact dedup: 4/4 tasks done in" in proc.stderr
+    assert f"outputs in {tmp_path / 'out'}" in proc.stdout  # one unwrapped line a script can read
+
+
+def test_reports_of_finished_stages_print_when_a_later_stage_fails(tmp_path, demo_corpus):
+    recipe = _recipe(tmp_path, demo_corpus, "out", {"filter": {"enabled": True, "heuristics": {"min_chars": 10**9}}})
+    proc = _cli("build", str(recipe))
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "no documents left after stage filter (min_chars" in lines[0]
+    for stage in ("ingest", "exact_dedup", "near_dedup", "filter"):
+        assert stage in proc.stdout  # the stage table of what did finish
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, demo_corpus):
+    recipe = _recipe(tmp_path, demo_corpus, "out")
+    (tmp_path / "out.yaml").write_text((tmp_path / "out.yaml").read_text().replace(
+        "part-0000[0-2].jsonl", "*.jsonl"))
+    proc = subprocess.Popen([sys.executable, "-m", "longmix.cli", "build", str(recipe)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (tmp_path / "out" / "ingest" / "stage.json").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished tasks are kept: rerun the same command to resume" in err
+    assert "Traceback" not in err
+
+
+def test_dedup_of_a_folder_of_jsonl_reads_its_records(tmp_path):
+    folder = tmp_path / "in"
+    write_jsonl(folder / "a.jsonl", [{"id": str(i), "text": f"document number {i} " * 20} for i in range(5)])
+    write_jsonl(folder / "sub" / "b.jsonl", [{"id": "x", "text": "another document entirely " * 20}])
+    proc = _cli("dedup", str(folder), "-o", str(tmp_path / "out"), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    kept = pl.read_parquet(tmp_path / "out" / "near_dedup" / "shards" / "**" / "*.parquet")
+    assert sorted(kept["id"].to_list()) == ["0", "1", "2", "3", "4", "x"]  # records, not one doc per file
