@@ -1,11 +1,16 @@
-"""Tokenize-stage throughput against raw `tokenizers` encode_batch, and packing throughput and waste.
+"""Tokenize-stage throughput against raw `tokenizers` encode_batch, the whole data path's time by stage,
+and packing throughput and waste.
 
     python tests/bench/bench_tokenize_pack.py [--workers 2]
 
-1. The demo corpus (code, docs, legal, tests) is ingested and deduplicated (not timed), then the
-   tokenize stage runs with N workers (one tokenizer thread each). The baseline encodes the same
-   documents with `Tokenizer.encode_batch` on N threads (RAYON_NUM_THREADS=N) in a fresh process,
+1. Two corpus shapes: the demo corpus (code, docs, legal, tests: a few huge files next to many short
+   texts) and an ordinary one cut from the same text (tests/bench/ordinary_corpus.py: log-normal lengths,
+   median ~1.5 KB). Each is ingested and deduplicated (not timed), then the tokenize stage runs with N
+   workers (one tokenizer thread each), with the recipe's default shard size. The baseline encodes the
+   same documents with `Tokenizer.encode_batch` on N threads (RAYON_NUM_THREADS=N) in a fresh process,
    reading the same shards. Both include reading the shards; only longmix writes its output.
+   Then the whole flow (ingest -> pack) runs once more from scratch on each, and each stage's share of
+   the time is printed.
 2. Packing: every tokenized document once, with concat, best_fit and pad at 2,048 and 8,192 tokens:
    tokens/s, padding share, documents split and truncated.
 3. Mix plan at scale: `plan_mix` on N synthetic documents (log-normal lengths, 4 sources, default
@@ -47,24 +52,42 @@ def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "longmix.cli", *args], check=True, capture_output=True)
 
 
-def prepare(workers: int) -> Path:
+def prepare(workers: int, shape: str) -> Path:
+    """The corpus of one shape, its recipe, and its documents built up to near_dedup."""
     corpus, tok = WORK / "corpus", WORK / "tokenizer.json"
     if not (corpus / "corpus.json").is_file():
         _cli("demo-corpus", str(corpus))
     if not tok.is_file():
         _cli("tokenizer", "train", str(corpus / "code"), str(corpus / "docs"), "-o", str(tok), "--vocab-size", "8192")
-    recipe = {"output": str(WORK / "out"), "seed": 1, "executor": {"workers": workers},
-              "sources": [{"name": s, "paths": [str(corpus / s / "*.jsonl")]}
-                          for s in ("code", "docs", "legal", "tests")],
-              "tokenizer": {"path": str(tok)}, "seq_len": 2048, "stages": {"ingest": {"shard_bytes": 4_000_000}}}
-    path = WORK / "recipe.yaml"
+    if shape == "demo":
+        sources = [{"name": s, "paths": [str(corpus / s / "*.jsonl")]} for s in ("code", "docs", "legal", "tests")]
+    else:
+        from ordinary_corpus import build as build_ordinary
+
+        ordinary = WORK / "ordinary"
+        if not (ordinary / "corpus.json").is_file():
+            build_ordinary(corpus, ordinary)
+        sources = [{"name": "ordinary", "paths": [str(ordinary / "part-*.jsonl")]}]
+    recipe = {"output": str(WORK / f"out-{shape}"), "seed": 1, "executor": {"workers": workers},
+              "sources": sources, "tokenizer": {"path": str(tok)}, "seq_len": 2048}
+    path = WORK / f"recipe-{shape}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     _cli("build", str(path), "--until", "near_dedup")
     return path
 
 
+def flow_bench(recipe: Path) -> list[tuple[str, float]]:
+    """The whole flow from scratch: (stage, seconds) in flow order."""
+    out = WORK / "flow"
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    _cli("build", str(recipe), "-o", str(out))
+    order = ["ingest", "exact_dedup", "near_dedup", "filter", "tokenize", "mix", "pack"]
+    return [(s, json.loads((out / s / "report.json").read_text())["seconds"]) for s in order
+            if (out / s / "report.json").is_file()]
+
+
 def tokenize_bench(recipe: Path, workers: int) -> dict:
-    out = WORK / "out"
+    out = Path(yaml.safe_load(recipe.read_text())["output"])
     for stage in ("tokenize", "mix", "pack"):
         subprocess.run(["rm", "-rf", str(out / stage)], check=True)
     t0 = time.perf_counter()
@@ -85,7 +108,7 @@ def pack_bench() -> list[dict]:
     from longmix.data.pack.packing import PackStats, TokenBatch, pack
     from longmix.formats.ipc import read_ipc
 
-    out = WORK / "out" / "tokenize"
+    out = WORK / "out-demo" / "tokenize"
     report = json.loads((out / "report.json").read_text())
     arrays = [read_ipc(out / o["path"], ["input_ids"]).column(0).combine_chunks() for o in report["outputs"]]
     docs = [a.values.to_numpy()[a.offsets.to_numpy()[i]: a.offsets.to_numpy()[i + 1]]
@@ -130,16 +153,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mix-docs", type=int, default=10_000_000, help="documents for the mix-plan benchmark")
+    ap.add_argument("--shapes", default="demo,ordinary", help="corpus shapes: demo, ordinary")
+    ap.add_argument("--flow", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the whole flow per corpus")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    recipe = prepare(args.workers)
-    t = tokenize_bench(recipe, args.workers)
-    print(f"tokenize: {t['docs']:,} docs, {t['mb']:.1f} MB, {t['tokens']:,} tokens, {args.workers} workers/threads")
-    print(f"  longmix tokenize stage  {t['stage_s']:6.2f} s  {t['tokens'] / t['stage_s'] / 1e6:6.2f} Mtok/s  "
-          f"{t['mb'] / t['stage_s']:6.2f} MB/s  (whole command {t['wall_s']:.2f} s)")
-    print(f"  raw encode_batch        {t['raw_s']:6.2f} s  {t['raw_tokens'] / t['raw_s'] / 1e6:6.2f} Mtok/s  "
-          f"{t['mb'] / t['raw_s']:6.2f} MB/s")
-    print(f"  ratio longmix / raw: {t['raw_s'] / t['stage_s']:.2f}x (goal >= 0.85x)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    flows = {}
+    for shape in args.shapes.split(","):
+        recipe = prepare(args.workers, shape)
+        t = tokenize_bench(recipe, args.workers)
+        print(f"tokenize, {shape} corpus: {t['docs']:,} docs, {t['mb']:.1f} MB, {t['tokens']:,} tokens, "
+              f"{args.workers} workers/threads")
+        print(f"  longmix tokenize stage  {t['stage_s']:6.2f} s  {t['tokens'] / t['stage_s'] / 1e6:6.2f} Mtok/s  "
+              f"{t['mb'] / t['stage_s']:6.2f} MB/s  (whole command {t['wall_s']:.2f} s)")
+        print(f"  raw encode_batch        {t['raw_s']:6.2f} s  {t['raw_tokens'] / t['raw_s'] / 1e6:6.2f} Mtok/s  "
+              f"{t['mb'] / t['raw_s']:6.2f} MB/s")
+        print(f"  ratio longmix / raw: {t['raw_s'] / t['stage_s']:.2f}x (goal >= 0.85x)")
+        if args.flow:
+            flows[shape] = flow_bench(recipe)
+    for shape, stages in flows.items():
+        total = sum(sec for _, sec in stages)
+        print(f"whole flow, {shape} corpus: {total:.1f} s: " +
+              ", ".join(f"{s} {sec:.1f} s ({sec / total:.0%})" for s, sec in stages))
     print("packing (every tokenized document once):")
     print(f"  {'seq_len':>7} {'strategy':>8} {'Mtok/s':>7} {'rows':>7} {'padding':>8} {'split':>6} {'truncated':>9}")
     for r in pack_bench():
