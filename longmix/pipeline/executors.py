@@ -27,6 +27,19 @@ def _worker_init() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "POLARS_MAX_THREADS",
                 "RAYON_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # The libraries every stage's tasks use, imported once per worker while the driver checks the recipe.
+    import pyarrow.parquet  # noqa: F401
+    import tokenizers  # noqa: F401
+
+
+def _warm() -> None:
+    """A no-op task: submitting one per worker starts the pool now instead of inside the first stage."""
+
+
+def longest_first(tasks: list[Task]) -> list[int]:
+    """Task indices by decreasing cost (stable): the biggest tasks start first, so no worker is left with a
+    big one at the end while the others idle (LPT scheduling). Output does not depend on the order."""
+    return sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
 
 
 class LocalExecutor:
@@ -35,16 +48,19 @@ class LocalExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_worker_init)
+            for _ in range(workers):
+                self._pool.submit(_warm)
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         if self.workers == 1:
-            for i, task in enumerate(tasks):
-                yield i, run_task(task)
+            for i in longest_first(tasks):
+                yield i, run_task(tasks[i])
             return
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_worker_init)
-        pending = {self._pool.submit(run_task, t): i for i, t in enumerate(tasks)}
+        assert self._pool is not None
+        pending = {self._pool.submit(run_task, tasks[i]): i for i in longest_first(tasks)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -80,7 +96,7 @@ class RayExecutor:
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         ray = self._ray
-        refs = {self._remote.remote(t): i for i, t in enumerate(tasks)}
+        refs = {self._remote.remote(tasks[i]): i for i in longest_first(tasks)}
         try:
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)

@@ -36,6 +36,10 @@ class StageOutput:
         """Its outputs as (absolute path, path relative to its folder), for stages that keep the layout."""
         return [(self.dir / o["path"], o["path"]) for o in self.report["outputs"]]
 
+    def sizes(self) -> list[int]:
+        """Bytes of each output, as recorded (0 where not): the cost hint of the tasks that read them."""
+        return [int(o.get("bytes", 0)) for o in self.report["outputs"]]
+
 
 class StageJob:
     """One run of one stage: its folder, its settings hash, the outputs it may read, and task helpers."""
@@ -58,9 +62,10 @@ class StageJob:
         """The output of a named earlier stage of this run."""
         return self.ctx.output_of(name)
 
-    def task(self, task_id: str, fn: TaskFn, **kwargs: Any) -> Task:
-        """A resumable task of this stage: its completion marker is `_tasks/<task_id>.json`."""
-        return Task(task_id, fn, kwargs, marker=str(self.dir / "_tasks" / f"{task_id}.json"))
+    def task(self, task_id: str, fn: TaskFn, cost: int = 0, **kwargs: Any) -> Task:
+        """A resumable task of this stage: its completion marker is `_tasks/<task_id>.json`; `cost` (e.g. its
+        input bytes) lets executors start the biggest tasks first."""
+        return Task(task_id, fn, kwargs, marker=str(self.dir / "_tasks" / f"{task_id}.json"), cost=cost)
 
     def run_tasks(self, tasks: list[Task], label: str | None = None, counted: bool = True) -> list[dict[str, Any]]:
         """Run tasks (resuming); counted tasks' stats (in/kept/dropped/quarantined, outputs) make the stage

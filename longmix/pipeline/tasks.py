@@ -24,6 +24,7 @@ class Task:
     fn: TaskFn
     kwargs: dict[str, Any] = field(default_factory=dict)
     marker: str = ""  # path of the completion marker; empty: not resumable (a preview)
+    cost: int = 0  # a size hint (input bytes): executors start the costliest tasks first
 
 
 def run_task(task: Task) -> dict[str, Any]:

@@ -40,13 +40,17 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 tok = Tokenizer.from_file(sys.argv[1])
 files = json.loads(sys.argv[2])
-t0 = time.perf_counter()
-texts = [t for f in files for t in pq.read_table(f, columns=["text"]).column(0).to_pylist()]
-enc = tok.encode_batch(texts, add_special_tokens=False)
-n = sum(len(e.ids) for e in enc)
-print(json.dumps({"seconds": time.perf_counter() - t0, "tokens": n, "docs": len(texts)}))
+out = {}
+for name, fast, batch in (("encode_batch", False, 0), ("encode_batch_fast", True, 0),
+                          ("encode_batch_fast x256", True, 256)):
+    t0 = time.perf_counter()
+    texts = [t for f in files for t in pq.read_table(f, columns=["text"]).column(0).to_pylist()]
+    enc = tok.encode_batch_fast if fast else tok.encode_batch
+    step = batch or len(texts)
+    n = sum(len(e.ids) for i in range(0, len(texts), step) for e in enc(texts[i:i + step], add_special_tokens=False))
+    out[name] = {"seconds": time.perf_counter() - t0, "tokens": n}
+print(json.dumps(out))
 """
-
 
 def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "longmix.cli", *args], check=True, capture_output=True)
@@ -100,8 +104,9 @@ def tokenize_bench(recipe: Path, workers: int) -> dict:
     raw = json.loads(subprocess.run([sys.executable, "-c", _RAW, str(WORK / "tokenizer.json"), json.dumps(files)],
                                     check=True, capture_output=True, text=True, env=env).stdout)
     mb = report["bytes_in"] / 1e6
+    best = min(raw, key=lambda k: raw[k]["seconds"])  # the strongest floor sets the ratio
     return {"docs": report["in"], "mb": mb, "tokens": report["tokens"], "stage_s": report["seconds"],
-            "wall_s": wall, "raw_s": raw["seconds"], "raw_tokens": raw["tokens"]}
+            "wall_s": wall, "raw": raw, "best": best, "raw_s": raw[best]["seconds"]}
 
 
 def pack_bench() -> list[dict]:
@@ -167,9 +172,10 @@ def main() -> None:
               f"{args.workers} workers/threads")
         print(f"  longmix tokenize stage  {t['stage_s']:6.2f} s  {t['tokens'] / t['stage_s'] / 1e6:6.2f} Mtok/s  "
               f"{t['mb'] / t['stage_s']:6.2f} MB/s  (whole command {t['wall_s']:.2f} s)")
-        print(f"  raw encode_batch        {t['raw_s']:6.2f} s  {t['raw_tokens'] / t['raw_s'] / 1e6:6.2f} Mtok/s  "
-              f"{t['mb'] / t['raw_s']:6.2f} MB/s")
-        print(f"  ratio longmix / raw: {t['raw_s'] / t['stage_s']:.2f}x (goal >= 0.85x)")
+        for name, r in t["raw"].items():
+            print(f"  raw {name:<22} {r['seconds']:6.2f} s  {r['tokens'] / r['seconds'] / 1e6:6.2f} Mtok/s  "
+                  f"{t['mb'] / r['seconds']:6.2f} MB/s")
+        print(f"  ratio longmix / fastest raw ({t['best']}): {t['raw_s'] / t['stage_s']:.2f}x (goal >= 0.85x)")
         if args.flow:
             flows[shape] = flow_bench(recipe)
     for shape, stages in flows.items():

@@ -62,7 +62,7 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
 
 def apply_tasks(job: StageJob, decisions_path: Path) -> list[Task]:
     """One apply task per upstream shard, writing the survivors at the same relative path."""
-    return [job.task(f"apply-{i:05d}", apply_decisions_task, in_path=str(path), shard=i,
+    return [job.task(f"apply-{i:05d}", apply_decisions_task, cost=size, in_path=str(path), shard=i,
                      decisions_path=str(decisions_path), out_dir=str(job.dir), rel_path=rel,
                      quarantine_path=str(job.dir / "quarantine" / f"{i:05d}.parquet"))
-            for i, (path, rel) in enumerate(job.upstream.inputs())]
+            for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))]

@@ -58,10 +58,10 @@ class NearDedup(Stage):
         started = time.time()
         cfg, recipe = job.recipe.stages.near_dedup, job.recipe
         params = lsh_params(cfg.threshold, cfg.num_perm, cfg.ngram, recipe.seed, cfg.bands, cfg.rows)
-        inputs = job.upstream.files()
+        inputs, sizes = job.upstream.files(), job.upstream.sizes()
         band_files = [job.dir / "bands" / f"{i:05d}.parquet" for i in range(len(inputs))]
         sig_stats = job.run_tasks([
-            job.task(f"bands-{i:05d}", band_task, in_path=str(p), out_path=str(band_files[i]),
+            job.task(f"bands-{i:05d}", band_task, cost=sizes[i], in_path=str(p), out_path=str(band_files[i]),
                      num_perm=params.num_perm, bands=params.bands, rows=params.rows, ngram=params.ngram,
                      seed=params.seed, batch_docs=cfg.batch_docs)
             for i, p in enumerate(inputs)], "minhash signatures", counted=False)

@@ -99,9 +99,9 @@ class Filter(Stage):
         recipe = job.recipe
         cfg_dump, params = resolved_config(recipe).model_dump(), source_params(recipe)
         stats = job.run_tasks([
-            job.task(f"filter-{i:05d}", filter_task, in_path=str(path), cfg=cfg_dump, params=params,
+            job.task(f"filter-{i:05d}", filter_task, cost=size, in_path=str(path), cfg=cfg_dump, params=params,
                      out_dir=str(job.dir), rel_path=rel, dropped_path=str(job.dir / "dropped" / f"{i:05d}.parquet"))
-            for i, (path, rel) in enumerate(job.upstream.inputs())])
+            for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
         cfg = recipe.stages.filter
         return {
             "dropped_files": [f for s in stats for f in s.get("dropped_files", [])],

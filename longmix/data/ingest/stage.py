@@ -130,7 +130,8 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
                     "max_doc_bytes": cfg.max_doc_bytes, "shard_bytes": cfg.shard_bytes,
                     "out_dir": str(out_dir), "rel_stem": f"shards/{source.name}/{k:05d}",
                     "quarantine_path": str(out_dir / "quarantine" / f"{tid}.parquet"),
-                }, marker=str(out_dir / "_tasks" / f"{tid}.json")))
+                }, marker=str(out_dir / "_tasks" / f"{tid}.json"),
+                    cost=fingerprint[-1]["bytes"] // len(groups)))
                 k += 1
     return tasks, fingerprint
 

@@ -73,7 +73,8 @@ class Sample(Stage):
     def run(self, job: StageJob) -> dict[str, Any]:
         cfg = job.recipe.stages.sample
         fractions = {s: cfg.per_source.get(s, cfg.fraction) for s in job.recipe.source_names}
-        job.run_tasks([job.task(f"sample-{i:05d}", sample_task, in_path=str(path), out_dir=str(job.dir),
+        job.run_tasks([job.task(f"sample-{i:05d}", sample_task, cost=size, in_path=str(path), out_dir=str(job.dir),
                                 rel_path=rel, fractions=fractions, seed=job.recipe.seed)
-                       for i, (path, rel) in enumerate(job.upstream.inputs())])
+                       for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(),
+                                                                   strict=True))])
         return {"fractions": fractions}

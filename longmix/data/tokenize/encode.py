@@ -129,10 +129,11 @@ def encode_texts(
         split = split_text(text, chunk_chars)
         pieces.extend(split)
         pieces_per_doc[i] = len(split)
-    # encode_batch_fast skips offset tracking, which we never use.
-    ids = [e.ids for e in tok.encode_batch_fast(pieces, add_special_tokens=False)]
-    piece_lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(chain.from_iterable(ids), dtype=np.uint32, count=int(piece_lens.sum()))
+    # encode_batch_fast skips offset tracking, which we never use. len(encoding) needs no id list, so each
+    # piece's ids become a Python list once, streamed into the flat array.
+    encodings = tok.encode_batch_fast(pieces, add_special_tokens=False)
+    piece_lens = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.uint32, count=int(piece_lens.sum()))
     piece_doc = np.repeat(np.arange(len(texts)), pieces_per_doc)
     doc_lens = np.bincount(piece_doc, weights=piece_lens, minlength=len(texts)).astype(np.int64)
     n_extra = int(bos_id is not None) + int(eos_id is not None)

@@ -64,9 +64,9 @@ class Tokenize(Stage):
         path, bos, eos = choice.path, choice.bos_id, choice.eos_id
         digest = sha256_file(path)
         stats = job.run_tasks([
-            job.task(f"tok-{i:05d}", tokenize_task, in_path=str(src), out_dir=str(job.dir),
+            job.task(f"tok-{i:05d}", tokenize_task, cost=size, in_path=str(src), out_dir=str(job.dir),
                      rel_path=str(Path(rel).with_suffix(".arrow")), tokenizer=str(path), tokenizer_sha256=digest,
                      bos_id=bos, eos_id=eos, chunk_chars=job.recipe.stages.tokenize.chunk_chars)
-            for i, (src, rel) in enumerate(job.upstream.inputs())])
+            for i, ((src, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
         tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
         return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos}}
