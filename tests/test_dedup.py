@@ -11,9 +11,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import write_jsonl, write_recipe
-from datasketch import MinHash
 
-from longmix.data.dedup.minhash import lsh_params, shingle_hashes, signatures
+from longmix.data.dedup.minhash import candidate_probability, lsh_params, shingle_hashes, signatures
 from longmix.data.flow import build
 from longmix.data.recipe import load_recipe
 
@@ -23,16 +22,25 @@ def _build(tmp_path, sources, stages=None, until=None):
     return rec, build(rec, until=until, progress=False)
 
 
-def test_signatures_equal_datasketch():
-    texts = pa.array(["The quick brown fox jumps over the lazy dog, again and again.", "short", "",
-                      "Ünïcode wörds, and CAPS; punctuation!!! folded... the same way"])
-    shingles, offsets = shingle_hashes(texts, 3)
-    sig = signatures(shingles, offsets, 64, seed=5)
-    for d in range(len(texts)):
-        m = MinHash(num_perm=64, seed=5, scheme="affine32", hashfunc=lambda x: x)
-        m.update_batch([int(x) for x in shingles[offsets[d]: offsets[d + 1]]])
-        assert np.array_equal(m.hashvalues, sig[d])
-    assert offsets[3] - offsets[2] == 0  # the empty text has no shingles
+def test_signatures_estimate_jaccard_without_bias():
+    # rensa's MinHash: the share of equal signature values is an unbiased estimate of the Jaccard of the
+    # shingle sets, with the binomial spread of num_perm independent trials.
+    rng = np.random.default_rng(0)
+    n, perms = 2000, 128
+    for target in (0.5, 0.75, 0.9):
+        common = round(2 * n * target / (1 + target))
+        true_j = common / (2 * n - common)
+        est = []
+        for _ in range(100):
+            u = rng.choice(2**32, 2 * n - common, replace=False).astype(np.uint32)
+            flat = np.concatenate([u[:n], u[:common], u[n:]])
+            sig = signatures(flat, np.array([0, n, 2 * n]), perms, seed=3)
+            est.append((sig[0] == sig[1]).mean())
+        sd = (true_j * (1 - true_j) / perms) ** 0.5
+        assert abs(np.mean(est) - true_j) < 4 * sd / 10  # mean of 100 draws
+        assert 0.7 * sd < np.std(est) < 1.3 * sd
+    sig = signatures(np.zeros(0, dtype=np.uint32), np.array([0, 0]), 16, seed=3)
+    assert (sig == np.iinfo(np.uint32).max).all()  # no shingles: never a candidate
 
 
 def test_shingles_ignore_case_and_punctuation():
@@ -53,9 +61,18 @@ def test_signature_similarity_tracks_jaccard(demo_corpus):
     assert abs((sig[0] == sig[1]).mean() - true_j) < 0.08
 
 
-def test_optimal_bands_rows():
-    p = lsh_params(0.8, 128, 5, 1)
-    assert (p.bands, p.rows) == (9, 13)
+def test_bands_rows_are_chosen_for_recall():
+    # Verification is exact, so bands x rows favour recall: a pair 0.05 above the threshold becomes a
+    # candidate with probability >= 0.995, with the fewest false candidates among such choices.
+    for threshold in (0.7, 0.8):
+        p = lsh_params(threshold, 128, 5, 1)
+        assert p.bands * p.rows <= 128
+        assert candidate_probability(threshold + 0.05, p.bands, p.rows) >= 0.995
+        # one more row per band (fewer bands) would miss the recall target
+        rows = p.rows + 1
+        assert candidate_probability(threshold + 0.05, 128 // rows, rows) < 0.995
+    assert (lsh_params(0.8, 128, 5, 1).bands, lsh_params(0.8, 128, 5, 1).rows) == (18, 7)
+    assert lsh_params(0.8, 128, 5, 1, bands=9, rows=13).bands == 9
     with pytest.raises(ValueError):
         lsh_params(0.8, 16, 5, 1, bands=5, rows=5)
 

@@ -45,6 +45,7 @@ import numpy as np
 from scipy import sparse
 
 DEFAULT_RATES: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
+PAIR_FLOOR = 0.5  # truth.json lists every pair at or above this Jaccard
 NGRAM = 5
 _FOLD_RE = re.compile(r"[^\w\s]+")
 _SPLIT_KEEP_WS = re.compile(r"(\s+)")
@@ -183,6 +184,44 @@ def perturb(text: str, rate: float, rng: random.Random) -> str:
     return "".join(out)
 
 
+def _licence_blocks() -> list[str]:
+    """Real boilerplate: paragraphs of the Python licence that ships with the interpreter."""
+    path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    paras = [p.strip() for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if len(p) > 300]
+    return paras[:12] or ["Permission to use, copy, modify, and distribute this software is hereby granted."]
+
+
+HEADERS = ("# Copyright (c) {y} The Example Project contributors. All rights reserved.",
+           "Documentation for release {y}.{m} -- generated automatically, do not edit.",
+           "<!-- page cached {y}-{m:02d}-01 by the mirror; original source linked below -->")
+FOOTERS = ("Home | Downloads | Documentation | Community | Success Stories | News | Events\n"
+           "Copyright {y} Example Foundation. Privacy policy. Report a bug. Back to top.",
+           "Was this page helpful? Yes / No. Edit this page on the project site. Last updated {y}-{m:02d}.")
+
+
+def variant(text: str, kind: str, rng: random.Random, licences: Sequence[str]) -> str:
+    """A realistic near copy: small word edits plus boilerplate added or removed, or a truncation."""
+    y, m = rng.randrange(1995, 2026), rng.randrange(1, 13)
+    if kind == "header":
+        return HEADERS[rng.randrange(len(HEADERS))].format(y=y, m=m) + "\n" + perturb(text, 0.01, rng)
+    if kind == "footer":
+        return perturb(text, 0.01, rng) + "\n\n" + FOOTERS[rng.randrange(len(FOOTERS))].format(y=y, m=m)
+    if kind == "licence":
+        return licences[rng.randrange(len(licences))] + "\n\n" + perturb(text, 0.005, rng)
+    if kind == "strip":  # header and footer lines removed, as a cleaner mirror would
+        lines = text.splitlines()
+        cut = max(1, len(lines) // 12)
+        return "\n".join(lines[cut: len(lines) - cut]) if len(lines) > 4 else text
+    if kind.startswith("trunc"):  # the first share of the words (a truncated crawl)
+        keep = int(kind[5:]) / 100
+        pieces = _SPLIT_KEEP_WS.split(text)
+        return "".join(pieces[: max(1, int(len(pieces) * keep))])
+    raise ValueError(kind)
+
+
+REALISTIC_KINDS = ("header", "footer", "licence", "strip", "trunc90", "trunc75", "trunc50")
+
+
 def rate_tag(rate: float) -> str:
     return f"e{round(rate * 1000):03d}"
 
@@ -215,6 +254,7 @@ def build(
     min_words: int = 50,
     max_chars: int = 60_000,
     ngram: int = NGRAM,
+    kinds: Sequence[str] = (),
     log=print,
 ) -> Corpus:
     t0 = time.perf_counter()
@@ -234,6 +274,7 @@ def build(
         f"({len(base)} texts x scale {scale}, overlap <= {max_overlap})")
 
     rng = random.Random(f"perturb-{seed}")
+    licences = _licence_blocks()
     docs: list[tuple[str, str]] = []
     families = []
     n_singletons = 0
@@ -250,6 +291,10 @@ def build(
             ids.append(f"f{fam:06d}-{rate_tag(rate)}")
             texts.append(copy)
             docs.append((ids[-1], copy))
+        for kind in kinds:
+            ids.append(f"f{fam:06d}-{kind}")
+            texts.append(variant(text, kind, rng, licences))
+            docs.append((ids[-1], texts[-1]))
         fam_sets = [sets[idx]] + [shingle_set(t, ngram) for t in texts[1:]]
         m = len(ids)
         jac = [[1.0] * m for _ in range(m)]
@@ -257,7 +302,7 @@ def build(
             for b in range(a + 1, m):
                 jac[a][b] = jac[b][a] = round(jaccard(fam_sets[a], fam_sets[b]), 6)
         families.append({"family": fam, "origin": source_name, "ids": ids,
-                         "rates": [0.0, *rates], "jaccard": jac})
+                         "rates": [0.0, *rates, *([None] * len(kinds))], "jaccard": jac})
 
     random.Random(f"shuffle-{seed}").shuffle(docs)
     files = [data_dir / f"part-{i:05d}.jsonl" for i in range(n_files)]
@@ -272,11 +317,19 @@ def build(
         for h in handles:
             h.close()
 
+    # All pairs of the corpus with Jaccard >= PAIR_FLOOR, across families too: shared boilerplate can
+    # make documents of different families near-duplicates, and the scoring must know.
+    all_sets = [shingle_set(t, ngram) for _, t in docs]
+    jac_all = sparse.triu(pairwise_jaccard(all_sets), k=1).tocoo()
+    keep = jac_all.data >= PAIR_FLOOR
+    pairs = [[docs[a][0], docs[b][0], round(float(j), 6)]
+             for a, b, j in zip(jac_all.row[keep], jac_all.col[keep], jac_all.data[keep], strict=True)]
     truth_path = out / "truth.json"
-    truth_path.write_text(json.dumps({"ngram": ngram, "rates": list(rates), "seed": seed, "scale": scale,
-                                      "families": families}))
+    truth_path.write_text(json.dumps({"ngram": ngram, "rates": list(rates), "kinds": list(kinds), "seed": seed,
+                                      "scale": scale, "families": families, "pair_floor": PAIR_FLOOR,
+                                      "pairs": pairs}))
     manifest = {
-        "seed": seed, "scale": scale, "ngram": ngram, "rates": list(rates),
+        "seed": seed, "scale": scale, "ngram": ngram, "rates": list(rates), "kinds": list(kinds),
         "family_fraction": family_fraction,
         "max_overlap": max_overlap, "min_words": min_words, "max_chars": max_chars,
         "python": sys.version.split()[0], "stdlib": sysconfig.get_paths()["stdlib"],
@@ -307,9 +360,10 @@ def ensure_corpus(out: Path, *, log=print, **params) -> Corpus:
         c = load_corpus(out)
         m = c.manifest
         want = {"seed": params.get("seed", 0), "scale": params.get("scale", 1),
-                "rates": list(params.get("rates", DEFAULT_RATES))}
+                "rates": list(params.get("rates", DEFAULT_RATES)), "kinds": list(params.get("kinds", ()))}
         if all(m.get(k) == v for k, v in want.items()) and len(c.files) == params.get("n_files", 8) \
-                and all(f.exists() for f in c.files) and c.truth_path.exists():
+                and all(f.exists() for f in c.files) and c.truth_path.exists() \
+                and "pairs" in json.loads(c.truth_path.read_text()):
             log(f"reusing corpus {out}: {c.n_docs} docs, {c.n_bytes / 1e6:.1f} MB")
             return c
     return build(out, log=log, **params)
@@ -327,7 +381,9 @@ class Score:
     fp: int
     fn: int
     should_remove: int
-    fp_chained: int = 0  # false positives with Jaccard >= threshold to some removed member of their family
+    fp_chained: int = 0  # false positives with Jaccard >= threshold to some removed document
+    pair_recall: float = 1.0  # pairs with Jaccard >= threshold + 0.05 of which at most one survived
+    strong_pairs: int = 0
 
 
     @property
@@ -355,36 +411,40 @@ def _components(n: int, edges: list[tuple[int, int]]) -> int:
 
 
 def score(truth: dict, kept_ids: set[str], all_ids: set[str], threshold: float) -> Score:
-    """Document-level precision/recall of a dedup result against the planted families.
+    """Document-level precision/recall of a dedup result against the exact Jaccard of all pairs.
 
-    A removed document is a true positive if its true Jaccard to some kept member of its family is
-    >= threshold, else a false positive (singletons removed are false positives too); ``fp_chained``
-    counts the false positives that do reach the threshold with some other (removed) family member, i.e.
-    were lost to clustering by transitivity and the choice of representative. Misses: within
-    each family, the kept documents linked by Jaccard >= threshold form components, and every
-    component of c kept documents should have lost c - 1 of them.
+    A removed document is a true positive if its true Jaccard to some kept document is >= threshold,
+    else a false positive; ``fp_chained`` counts the false positives that do reach the threshold with
+    some other (removed) document, i.e. were lost to clustering by transitivity and the choice of
+    representative. Misses: the kept documents linked by Jaccard >= threshold form components, and
+    every component of c kept documents should have lost c - 1 of them. ``pair_recall`` is the share
+    of pairs with Jaccard >= threshold + 0.05 of which at most one document survived.
     """
     removed = all_ids - kept_ids
-    tp = fp = fn = fp_chained = 0
-    in_family: set[str] = set()
-    for fam in truth["families"]:
-        ids, jac = fam["ids"], fam["jaccard"]
-        in_family.update(ids)
-        kept = [i for i, d in enumerate(ids) if d in kept_ids]
-        for i, d in enumerate(ids):
-            if d in removed:
-                if any(jac[i][k] >= threshold for k in kept):
-                    tp += 1
-                else:
-                    fp += 1
-                    fp_chained += any(jac[i][x] >= threshold for x in range(len(ids)) if x != i)
-        edges = [(a, b) for x, a in enumerate(kept) for b in kept[x + 1:] if jac[a][b] >= threshold]
-        if edges:
-            local = {k: j for j, k in enumerate(kept)}
-            fn += len(kept) - _components(len(kept), [(local[a], local[b]) for a, b in edges])
-    fp += len(removed - in_family)
-    return Score(threshold=threshold, removed=len(removed), tp=tp, fp=fp, fn=fn, should_remove=tp + fn,
-                 fp_chained=fp_chained)
+    near = [(a, b, j) for a, b, j in truth["pairs"] if j >= threshold]
+    to_kept: set[str] = set()
+    to_any: set[str] = set()
+    kept_edges = []
+    for a, b, _ in near:
+        to_any.update((a, b))
+        if b in kept_ids:
+            to_kept.add(a)
+        if a in kept_ids:
+            to_kept.add(b)
+        if a in kept_ids and b in kept_ids:
+            kept_edges.append((a, b))
+    tp = len(removed & to_kept)
+    fp_docs = removed - to_kept
+    fp_chained = len(fp_docs & to_any)
+    index = {d: i for i, d in enumerate(sorted({x for e in kept_edges for x in e}))}
+    fn = len(index) - _components(len(index), [(index[a], index[b]) for a, b in kept_edges]) if index else 0
+    strong = [(a, b) for a, b, j in truth["pairs"] if j >= threshold + 0.05]
+    caught = sum(1 for a, b in strong if not (a in kept_ids and b in kept_ids))
+    s = Score(threshold=threshold, removed=len(removed), tp=tp, fp=len(fp_docs), fn=fn, should_remove=tp + fn,
+              fp_chained=fp_chained)
+    s.pair_recall = caught / len(strong) if strong else 1.0
+    s.strong_pairs = len(strong)
+    return s
 
 
 def corpus_ids(corpus: Corpus) -> set[str]:
@@ -396,10 +456,17 @@ def corpus_ids(corpus: Corpus) -> set[str]:
 
 
 def lsh_bands_rows(threshold: float, num_perm: int) -> tuple[int, int]:
-    """Bands x rows as longmix picks them: datasketch's optimal-parameter routine, equal FP/FN weights."""
-    from datasketch.lsh import _optimal_param
-
-    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+    """The usual bands x rows for a MinHash LSH threshold: the least false-positive plus false-negative
+    area under the S-curve, equal weights (datasketch's `_optimal_param`), given to datatrove."""
+    best, best_err = (1, 1), float("inf")
+    lo, hi = np.linspace(0.0, threshold, 1001), np.linspace(threshold, 1.0, 1001)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = np.trapezoid(1 - (1 - lo ** r) ** b, lo)
+            fn = np.trapezoid((1 - hi ** r) ** b, hi)
+            if fp + fn < best_err:
+                best, best_err = (b, r), fp + fn
+    return best
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _VOLATILE = {"created", "versions", "seconds", "global_seconds", "step_seconds", "task_seconds",
-             "filter_seconds", "edge_seconds", "cluster_seconds"}
+             "filter_seconds", "edge_seconds", "verify_seconds", "cluster_seconds"}
 
 
 def _scrub(value: Any, root: str) -> Any:

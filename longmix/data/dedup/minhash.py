@@ -1,9 +1,11 @@
 """Vectorized MinHash signatures and LSH band keys for a batch of documents.
 
-Shingles are word n-grams of the normalized text (lowercase, punctuation folded to spaces).
-Word hashing, n-gram combination and the permutations all run as numpy array operations over
-the whole batch; the permutations, the pre-mix and the bands x rows choice come from datasketch
-(scheme "affine32"), so a signature here equals datasketch's MinHash of the same shingle hashes.
+Shingles are word n-grams of the normalized text (lowercase, punctuation folded to spaces), hashed to
+32 bits. Word hashing and n-gram combination run as numpy array operations over the whole batch; the
+signatures come from rensa (a Rust MinHash: unbiased, about 25x faster here than the numpy
+permutations it replaced, measured in docs/performance.md). Bands x rows are chosen for recall: the
+candidate pairs are verified on their exact shingle sets afterwards (near.py), so a false positive costs
+only time while a false negative is a lost duplicate.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
-from datasketch.minhash import _fmix
+import rensa
 
 _U64 = np.uint64
 _WORD_BASE = _U64(0x100000001B3)  # FNV prime as the polynomial base for word hashing
@@ -37,36 +37,100 @@ class LshParams:
     seed: int
 
 
-def lsh_params(threshold: float, num_perm: int, ngram: int, seed: int,
-               bands: int | None = None, rows: int | None = None) -> LshParams:
-    """Bands x rows from datasketch's optimal-parameter routine unless both are given."""
+def candidate_probability(similarity, bands: int, rows: int):
+    """Chance that two documents of this Jaccard similarity share at least one LSH band key."""
+    return 1.0 - (1.0 - similarity ** rows) ** bands
+
+
+def choose_bands_rows(threshold: float, num_perm: int, recall: float, margin: float = 0.05) -> tuple[int, int]:
+    """The bands x rows (bands * rows <= num_perm) with the fewest expected false candidates (area under
+    the S-curve below the threshold) among those where a pair at `threshold + margin` is a candidate
+    with probability >= `recall`; if none reaches it, the one that comes closest."""
+    at = min(threshold + margin, 1.0)
+    grid = np.linspace(0.0, threshold, 2001)
+    best, best_key = (1, 1), None
+    for rows in range(1, num_perm + 1):
+        bands = num_perm // rows
+        p_at = candidate_probability(at, bands, rows)
+        false_area = float(np.trapezoid(candidate_probability(grid, bands, rows), grid))
+        key = (p_at < recall, -p_at if p_at < recall else false_area)
+        if best_key is None or key < best_key:
+            best, best_key = (bands, rows), key
+    return best
+
+
+def lsh_params(threshold: float, num_perm: int, ngram: int, seed: int, bands: int | None = None,
+               rows: int | None = None, recall: float = 0.995) -> LshParams:
+    """Bands x rows chosen for `recall` at threshold + 0.05 (choose_bands_rows) unless both are given."""
     if bands is None or rows is None:
-        bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+        bands, rows = choose_bands_rows(threshold, num_perm, recall)
     if bands * rows > num_perm:
         raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {num_perm}")
     return LshParams(num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, seed=seed)
 
 
-@lru_cache(maxsize=8)
-def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
-
-
 def _fmix64(x: np.ndarray) -> np.ndarray:
-    return _fmix(x, 64)
+    """MurmurHash3's 64-bit finalizer (an avalanche mix), wrapping mod 2^64."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> _U64(33))
+        x = x * _U64(0xFF51AFD7ED558CCD)
+        x = x ^ (x >> _U64(33))
+        x = x * _U64(0xC4CEB9FE1A85EC53)
+        return x ^ (x >> _U64(33))
+
+
+def _ascii_fold_table() -> bytes:
+    table = bytearray(b" " * 256)
+    for c in range(128):
+        if chr(c).isalnum() or chr(c) == "_":
+            table[c] = ord(chr(c).lower())
+    return bytes(table)
+
+
+_ASCII_FOLD = _ascii_fold_table()
+_WORD_CHARS = r"[^\p{L}\p{M}\p{N}_]+"
+
+
+def _words_ascii(texts: pa.Array) -> pa.Array:
+    """Words of all-ASCII texts: one bytes.translate over the batch's UTF-8 buffer (lowercase, non-word
+    bytes to spaces) and a whitespace split, about 4x faster than the regex path and equal to it."""
+    texts = texts.cast(pa.large_string())
+    n = len(texts)
+    _, offsets_buf, data_buf = texts.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[texts.offset: texts.offset + n + 1]
+    data = bytes(memoryview(data_buf)[offsets[0]: offsets[-1]]) if data_buf is not None else b""
+    folded = pa.LargeStringArray.from_buffers(n, pa.py_buffer((offsets - offsets[0]).tobytes()),
+                                              pa.py_buffer(data.translate(_ASCII_FOLD)), texts.buffers()[0],
+                                              texts.null_count)
+    return pc.ascii_split_whitespace(folded)
+
+
+def _words_unicode(texts: pa.Array) -> pa.Array:
+    lowered = pc.utf8_lower(texts)
+    folded = pc.replace_substring_regex(lowered, pattern=_WORD_CHARS, replacement=" ")
+    return pc.split_pattern(pc.utf8_trim(folded, characters=" "), pattern=" ")
 
 
 def shingle_text(texts: pa.Array) -> pa.Array:
     """Lowercase, fold every run of non-word characters to one space and split: list<string> of words.
 
     Words are Unicode letters, marks, digits and '_' (RE2's \\w is ASCII-only, so they are spelled out).
-    Splitting on single spaces after folding avoids `utf8_split_whitespace`, which returned different
-    words for the same text depending on earlier calls in the process (pyarrow 26).
+    All-ASCII texts take a byte-table fast path; the others the regex path. Splitting on single spaces
+    avoids `utf8_split_whitespace`, which returned different words for the same text depending on
+    earlier calls in the process (pyarrow 26); the ASCII path's split sees only single-byte spaces.
     """
-    lowered = pc.utf8_lower(texts)
-    folded = pc.replace_substring_regex(lowered, pattern=r"[^\p{L}\p{M}\p{N}_]+", replacement=" ")
-    return pc.split_pattern(pc.utf8_trim(folded, characters=" "), pattern=" ")
+    texts = texts.cast(pa.large_string())
+    ascii_mask = pc.fill_null(pc.string_is_ascii(texts), True).to_numpy(zero_copy_only=False)
+    if ascii_mask.all():
+        return _words_ascii(texts)
+    if not ascii_mask.any():
+        return _words_unicode(texts)
+    fast, slow = np.flatnonzero(ascii_mask), np.flatnonzero(~ascii_mask)
+    parts = pa.concat_arrays([_words_ascii(texts.take(fast)).cast(pa.list_(pa.large_string())),
+                              _words_unicode(texts.take(slow)).cast(pa.list_(pa.large_string()))])
+    order = np.empty(len(texts), dtype=np.int64)
+    order[np.concatenate([fast, slow])] = np.arange(len(texts))
+    return parts.take(pa.array(order))
 
 
 def _word_hashes(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +183,11 @@ def shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]
     A document with fewer than `ngram` words (but at least one) yields one shingle of all its words;
     a document with no words yields none.
     """
-    word_lists = shingle_text(texts)
+    return shingles_of_words(shingle_text(texts), ngram)
+
+
+def shingles_of_words(word_lists: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """shingle_hashes of texts already split into words (list<string>, one list per document)."""
     n_docs = len(word_lists)
     per_doc = pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False)
     # Hash each distinct word once: a batch has far fewer distinct words than words.
@@ -157,32 +225,19 @@ def shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]
     return shingles, offsets
 
 
-def signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int,
-               used: int | None = None) -> np.ndarray:
-    """MinHash signatures [n_docs, used] (uint32) with the first `used` of datasketch's `num_perm`
-    permutations (LSH reads only bands x rows of them); docs with no shingles stay at 2^32-1."""
-    a, b = _permutations(num_perm, seed)
-    a, b = a[:used or num_perm], b[:used or num_perm]
-    num_perm = len(a)
+def rensa_version() -> int:
+    return int(rensa.RMinHash.ALGORITHM_VERSION)
+
+
+def signatures(shingles: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures [n_docs, num_perm] (uint32), from rensa; docs with no shingles are all 2^32-1."""
     n_docs = len(offsets) - 1
-    sig = np.full((n_docs, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    if len(shingles) == 0:
-        return sig
-    hv = _fmix(shingles.astype(np.uint32), 32)
-    doc_of = np.repeat(np.arange(n_docs), np.diff(offsets))
-    # Small cache-resident blocks, computed in place: about 5x faster than one big temporary.
-    block = max(1, _BLOCK_ELEMENTS // num_perm)
-    buf = np.empty((block, num_perm), dtype=np.uint32)
-    for lo in range(0, len(hv), block):
-        hi = min(lo + block, len(hv))
-        phv = buf[: hi - lo]
-        np.multiply(hv[lo:hi, None], a[None, :], out=phv)  # uint32 wrap-around is the intended mod 2^32
-        phv += b[None, :]
-        docs = doc_of[lo:hi]
-        seg_starts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-        mins = np.minimum.reduceat(phv, seg_starts, axis=0)
-        seg_docs = docs[seg_starts]
-        sig[seg_docs] = np.minimum(sig[seg_docs], mins)
+    if n_docs == 0:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+        shingles.astype(np.uint64), offsets.astype(np.uint64), num_perm, seed)
+    sig = np.array(matrix.to_rows(), dtype=np.uint32).reshape(n_docs, num_perm)
+    sig[np.diff(offsets) == 0] = np.iinfo(np.uint32).max
     return sig
 
 
@@ -200,8 +255,62 @@ def band_keys(sig: np.ndarray, params: LshParams) -> np.ndarray:
     return keys
 
 
-def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Band keys, signatures (bands x rows values) and shingle counts (0: never a candidate) of a batch."""
-    shingles, offsets = shingle_hashes(texts, params.ngram)
-    sig = signatures(shingles, offsets, params.num_perm, params.seed, params.bands * params.rows)
-    return band_keys(sig, params), sig, np.diff(offsets)
+def _long_doc_shingles(text: str, ngram: int, piece_words: int) -> np.ndarray:
+    """Shingles of one long document, hashed in pieces of `piece_words` words that overlap by ngram - 1
+    words, so the workspace stays bounded while every n-gram is still seen (some twice: harmless, as
+    MinHash and the shingle set count each distinct shingle once)."""
+    words = shingle_text(pa.array([text], type=pa.large_string())).values
+    words = words.filter(pc.greater(pc.utf8_length(words), 0))
+    n, parts = len(words), []
+    for start in range(0, max(n, 1), piece_words):
+        if start and start + ngram > n:
+            break  # its words are all in the previous piece's overlap
+        piece = words.slice(start, min(piece_words + ngram - 1, n - start))
+        parts.append(shingles_of_words(pa.ListArray.from_arrays(pa.array([0, len(piece)], pa.int32()),
+                                                                piece), ngram)[0])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+
+
+def doc_shingles(texts: pa.Array, ngram: int, batch_chars: int = 32 << 20, long_chars: int = 4 << 20,
+                 piece_words: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """shingle_hashes with bounded memory: documents are hashed in groups of at most `batch_chars`
+    characters, and a document over `long_chars` on its own, in pieces (_long_doc_shingles)."""
+    texts = texts.cast(pa.large_string())
+    lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    parts, counts, lo = [], [], 0
+    while lo < len(texts):
+        if lengths[lo] > long_chars:
+            sh = _long_doc_shingles(texts[lo].as_py(), ngram, piece_words)
+            parts.append(sh)
+            counts.append(np.array([len(sh)]))
+            lo += 1
+            continue
+        hi = lo + 1
+        total = lengths[lo]
+        while hi < len(texts) and lengths[hi] <= long_chars and total + lengths[hi] <= batch_chars:
+            total += lengths[hi]
+            hi += 1
+        sh, off = shingle_hashes(texts.slice(lo, hi - lo), ngram)
+        parts.append(sh)
+        counts.append(np.diff(off))
+        lo = hi
+    shingles = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+    all_counts = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    return shingles, np.concatenate([[0], np.cumsum(all_counts)]).astype(np.int64)
+
+
+def shingle_sets(shingles: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's distinct shingles, sorted: (values, per-document counts)."""
+    doc = np.repeat(np.arange(len(offsets) - 1, dtype=np.uint64), np.diff(offsets))
+    keys = np.sort((doc << _U64(32)) | shingles.astype(np.uint64))  # numpy's unique hashes first: 60x slower
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    counts = np.bincount((keys >> _U64(32)).astype(np.int64), minlength=len(offsets) - 1)
+    return (keys & _U64(0xFFFFFFFF)).astype(np.uint32), counts
+
+
+def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Band keys, the shingle sets (sorted values and counts) and shingle counts (0: never a candidate)."""
+    shingles, offsets = doc_shingles(texts, params.ngram)
+    sig = signatures(shingles, offsets, params.bands * params.rows, params.seed)
+    values, set_sizes = shingle_sets(shingles, offsets)
+    return band_keys(sig, params), values, set_sizes, np.diff(offsets)

@@ -18,10 +18,13 @@ class NearDedupConfig(Strict):
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard similarity of word n-gram sets")
     num_perm: int = Field(128, ge=8, le=1024)
     ngram: int = Field(5, ge=1, le=32)
-    bands: int | None = Field(None, ge=1, description="override datasketch's optimal bands")
-    rows: int | None = Field(None, ge=1, description="override datasketch's optimal rows per band")
+    recall: float = Field(0.995, gt=0.0, lt=1.0,
+                          description="chance that a pair at threshold + 0.05 becomes a candidate (sets bands x rows)")
+    bands: int | None = Field(None, ge=1, description="override the recall-driven bands")
+    rows: int | None = Field(None, ge=1, description="override the recall-driven rows per band")
     keep: Literal["longest", "source_priority"] = "longest"
     batch_docs: int = Field(2048, gt=0, description="documents hashed per vectorized batch")
+    task_bytes: int = Field(64 << 20, gt=0, description="text per signature task: larger shards are split")
 
     @model_validator(mode="after")
     def _bands_rows_together(self) -> NearDedupConfig:

@@ -10,8 +10,9 @@ from typing import Any
 from longmix.core.atomic import atomic_path, write_json
 from longmix.data.dedup.apply import apply_tasks
 from longmix.data.dedup.exact import decide
-from longmix.data.dedup.minhash import lsh_params
-from longmix.data.dedup.near import band_task, cluster
+from longmix.data.dedup.minhash import lsh_params, rensa_version
+from longmix.data.dedup.bands import band_task, task_parts
+from longmix.data.dedup.near import cluster
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
 from longmix.pipeline.stage import Stage, StageJob
@@ -52,27 +53,34 @@ class NearDedup(Stage):
         return recipe.stages.near_dedup.enabled
 
     def settings(self, recipe: Recipe) -> list[Any]:
-        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names]
+        # rensa's algorithm version: a signature change must not mix with bands written before it.
+        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version()]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         started = time.time()
         cfg, recipe = job.recipe.stages.near_dedup, job.recipe
-        params = lsh_params(cfg.threshold, cfg.num_perm, cfg.ngram, recipe.seed, cfg.bands, cfg.rows)
+        params = lsh_params(cfg.threshold, cfg.num_perm, cfg.ngram, recipe.seed, cfg.bands, cfg.rows, cfg.recall)
         inputs, sizes = job.upstream.files(), job.upstream.sizes()
-        band_files = [job.dir / "bands" / f"{i:05d}.parquet" for i in range(len(inputs))]
-        sig_stats = job.run_tasks([
-            job.task(f"bands-{i:05d}", band_task, cost=sizes[i], in_path=str(p), out_path=str(band_files[i]),
-                     num_perm=params.num_perm, bands=params.bands, rows=params.rows, ngram=params.ngram,
-                     seed=params.seed, batch_docs=cfg.batch_docs)
-            for i, p in enumerate(inputs)], "minhash signatures", counted=False)
+        tasks, band_files, set_files = [], [], []
+        for i, path in enumerate(inputs):
+            parts = task_parts(path, cfg.task_bytes)
+            for k, groups in enumerate(parts):
+                name = f"{i:05d}" if len(parts) == 1 else f"{i:05d}-{k:04d}"
+                band_files.append(job.dir / "bands" / f"{name}.parquet")
+                set_files.append(job.dir / "sets" / f"{name}.parquet")
+                tasks.append(job.task(f"bands-{name}", band_task, cost=sizes[i] // len(parts), in_path=str(path),
+                                      row_groups=groups, out_path=str(band_files[-1]), sets_path=str(set_files[-1]),
+                                      num_perm=params.num_perm, bands=params.bands, rows=params.rows,
+                                      ngram=params.ngram, seed=params.seed, batch_docs=cfg.batch_docs))
+        sig_stats = job.run_tasks(tasks, "minhash signatures", counted=False)
         t_sig = time.time() - started
 
         t1 = time.time()
         decisions_path = job.dir / "decisions.parquet"
         cluster_stats = job.dir / "_tasks" / "cluster.json"
         if not decisions_path.is_file():  # written last: a killed clustering runs again
-            decisions, removed, clusters, cstats = cluster(inputs, band_files, params, cfg.threshold, cfg.keep,
-                                                           recipe.source_names)
+            decisions, removed, clusters, cstats = cluster(inputs, band_files, set_files, params, cfg.threshold,
+                                                           cfg.keep, recipe.source_names)
             for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
                 with atomic_path(job.dir / name) as tmp:
                     frame.write_parquet(tmp, compression="zstd")
@@ -82,7 +90,9 @@ class NearDedup(Stage):
         t_cluster = time.time() - t1
         job.run_tasks(apply_tasks(job, decisions_path))
         return {"lsh": {"threshold": cfg.threshold, "num_perm": params.num_perm, "bands": params.bands,
-                        "rows": params.rows, "ngram": params.ngram, "keep": cfg.keep},
+                        "rows": params.rows, "ngram": params.ngram, "keep": cfg.keep, "recall": cfg.recall,
+                        "signatures": f"rensa RMinHash (algorithm {rensa_version()})"},
+                "signature_tasks": len(tasks),
                 "clustering": cstats, "shingles": int(sum(s["shingles"] for s in sig_stats)),
                 "step_seconds": {"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)}}
 
