@@ -50,7 +50,7 @@ def test_exact_jaccard_equals_python_sets(demo_corpus):
     sets, py = _sets_of(texts)
     a = np.array([i for i in range(len(texts)) for j in range(len(texts)) if i != j])
     b = np.array([j for i in range(len(texts)) for j in range(len(texts)) if i != j])
-    got = jaccard(sets, a, b, chunk=5000)  # small chunks: many chunk boundaries
+    got = jaccard(sets, a, b, chunk=5000)  # small slices: pairs cut across slice boundaries
     want = [len(py[i] & py[j]) / len(py[i] | py[j]) for i, j in zip(a, b, strict=True)]
     assert np.allclose(got, want, atol=1e-12)
 

@@ -10,6 +10,7 @@ only time while a false negative is a lost duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -271,29 +272,33 @@ def _long_doc_shingles(text: str, ngram: int, piece_words: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
 
-def doc_shingles(texts: pa.Array, ngram: int, batch_chars: int = 32 << 20, long_chars: int = 4 << 20,
-                 piece_words: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-    """shingle_hashes with bounded memory: documents are hashed in groups of at most `batch_chars`
-    characters, and a document over `long_chars` on its own, in pieces (_long_doc_shingles)."""
+def shingle_groups(texts: pa.Array, ngram: int, batch_chars: int = 32 << 20, long_chars: int = 4 << 20,
+                   piece_words: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """shingle_hashes in consecutive groups of documents, so memory stays bounded: at most `batch_chars`
+    characters per group, and a document over `long_chars` alone, hashed in pieces (_long_doc_shingles)."""
     texts = texts.cast(pa.large_string())
     lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
-    parts, counts, lo = [], [], 0
+    lo = 0
     while lo < len(texts):
         if lengths[lo] > long_chars:
             sh = _long_doc_shingles(texts[lo].as_py(), ngram, piece_words)
-            parts.append(sh)
-            counts.append(np.array([len(sh)]))
+            yield sh, np.array([0, len(sh)], dtype=np.int64)
             lo += 1
             continue
-        hi = lo + 1
-        total = lengths[lo]
+        hi, total = lo + 1, lengths[lo]
         while hi < len(texts) and lengths[hi] <= long_chars and total + lengths[hi] <= batch_chars:
             total += lengths[hi]
             hi += 1
-        sh, off = shingle_hashes(texts.slice(lo, hi - lo), ngram)
+        yield shingle_hashes(texts.slice(lo, hi - lo), ngram)
+        lo = hi
+
+
+def doc_shingles(texts: pa.Array, ngram: int, **limits: int) -> tuple[np.ndarray, np.ndarray]:
+    """shingle_hashes of a batch computed group by group (shingle_groups), joined."""
+    parts, counts = [], []
+    for sh, off in shingle_groups(texts, ngram, **limits):
         parts.append(sh)
         counts.append(np.diff(off))
-        lo = hi
     shingles = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
     all_counts = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
     return shingles, np.concatenate([[0], np.cumsum(all_counts)]).astype(np.int64)
@@ -301,6 +306,10 @@ def doc_shingles(texts: pa.Array, ngram: int, batch_chars: int = 32 << 20, long_
 
 def shingle_sets(shingles: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each document's distinct shingles, sorted: (values, per-document counts)."""
+    if len(offsets) == 2:  # one (maybe long) document: sort its 32-bit values, no 64-bit tagging
+        values = np.sort(shingles)
+        values = values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+        return values, np.array([len(values)], dtype=np.int64)
     doc = np.repeat(np.arange(len(offsets) - 1, dtype=np.uint64), np.diff(offsets))
     keys = np.sort((doc << _U64(32)) | shingles.astype(np.uint64))  # numpy's unique hashes first: 60x slower
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
@@ -309,8 +318,17 @@ def shingle_sets(shingles: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray,
 
 
 def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Band keys, the shingle sets (sorted values and counts) and shingle counts (0: never a candidate)."""
-    shingles, offsets = doc_shingles(texts, params.ngram)
-    sig = signatures(shingles, offsets, params.bands * params.rows, params.seed)
-    values, set_sizes = shingle_sets(shingles, offsets)
-    return band_keys(sig, params), values, set_sizes, np.diff(offsets)
+    """Band keys, the shingle sets (sorted values and counts) and shingle counts (0: never a candidate),
+    computed group by group (shingle_groups) so a long document's workspace is its own only."""
+    keys, values, set_sizes, counts = [], [], [], []
+    for shingles, offsets in shingle_groups(texts, params.ngram):
+        sig = signatures(shingles, offsets, params.bands * params.rows, params.seed)
+        keys.append(band_keys(sig, params))
+        v, n = shingle_sets(shingles, offsets)
+        values.append(v)
+        set_sizes.append(n)
+        counts.append(np.diff(offsets))
+    if not keys:
+        return (np.zeros((0, params.bands), dtype=np.uint64), np.zeros(0, dtype=np.uint32),
+                np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return np.concatenate(keys), np.concatenate(values), np.concatenate(set_sizes), np.concatenate(counts)

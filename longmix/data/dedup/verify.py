@@ -3,7 +3,7 @@
 The sets are held as one sorted uint64 array of (candidate index << 32 | shingle hash): 8 bytes per
 distinct shingle of a candidate document, nothing for the rest of the corpus. A pair's intersection is
 counted by looking up each shingle of its smaller set in the other's range with one vectorized
-binary search, in chunks of at most `chunk` lookups, so no pair is ever decided on an estimate.
+binary search, in slices of at most `chunk` lookups, so no pair is ever decided on an estimate.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 _U64 = np.uint64
 _LOW32 = _U64(0xFFFFFFFF)
@@ -30,21 +32,32 @@ class CandidateSets:
 
 
 def load_sets(set_files: list[Path], docs: np.ndarray) -> CandidateSets:
-    """Shingle sets of the given (sorted, unique) global document indices, read from the sets files."""
-    frame = (pl.scan_parquet(set_files, row_index_name="doc")
-             .filter(pl.col("doc").is_in(pl.Series(docs, dtype=pl.UInt32).implode()))
-             .select("doc", "shingles").collect().sort("doc"))
-    if frame.height != len(docs):
-        raise RuntimeError(f"shingle sets hold {frame.height} of {len(docs)} candidate documents")
-    sizes = frame["shingles"].list.len().to_numpy().astype(np.int64)
-    values = frame["shingles"].explode().drop_nulls().to_numpy().astype(_U64)
-    position = np.repeat(np.arange(len(docs), dtype=_U64), sizes)
-    keys = (position << _U64(32)) | values
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return CandidateSets(keys=keys, starts=starts, sizes=sizes)
+    """Shingle sets of the given (sorted, unique) global document indices, read from the sets files one
+    file at a time, so the peak is the result plus one file."""
+    parts, sizes, base = [], [], 0
+    for path in set_files:
+        n = pq.read_metadata(path).num_rows
+        lo, hi = np.searchsorted(docs, [base, base + n])
+        if hi > lo:
+            lists = pq.read_table(path, columns=["shingles"]).column(0).combine_chunks().take(
+                pa.array(docs[lo:hi] - base))
+            sizes.append(pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64))
+            parts.append(pc.list_flatten(lists).to_numpy(zero_copy_only=False))
+        base += n
+    if len(docs) and (not sizes or sum(len(x) for x in sizes) != len(docs)):
+        raise RuntimeError(f"shingle sets cover {sum(len(x) for x in sizes)} of {len(docs)} candidate documents")
+    sizes_all = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    keys = np.repeat(np.arange(len(docs), dtype=_U64), sizes_all)
+    keys <<= _U64(32)
+    lo = 0
+    for values in parts:
+        keys[lo: lo + len(values)] |= values
+        lo += len(values)
+    starts = np.concatenate([[0], np.cumsum(sizes_all)[:-1]]).astype(np.int64)
+    return CandidateSets(keys=keys, starts=starts, sizes=sizes_all)
 
 
-def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 23) -> np.ndarray:
+def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     """Exact Jaccard of the shingle sets of candidate positions a[i], b[i] (float64)."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     swap = sets.sizes[a] > sets.sizes[b]
@@ -54,24 +67,25 @@ def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 <<
     order = np.lexsort((small, large))
     small, large = small[order], large[order]
     lookups = sets.sizes[small]
-    result = np.empty(len(a), dtype=np.float64)
     bounds = np.concatenate([[0], np.cumsum(lookups)])
-    lo = 0
-    while lo < len(a):
-        # As many pairs as fit in `chunk` lookups (at least one, however large it is).
-        hi = max(lo + 1, int(np.searchsorted(bounds, bounds[lo] + chunk, side="right")) - 1)
-        hi = min(hi, len(a))
-        s, g, n = small[lo:hi], large[lo:hi], lookups[lo:hi]
-        pair = np.repeat(np.arange(hi - lo), n)
-        within = np.arange(len(pair)) - np.repeat(np.cumsum(n) - n, n)
-        values = sets.keys[sets.starts[s][pair] + within] & _LOW32
-        targets = (g[pair].astype(_U64) << _U64(32)) | values
+    inter = np.zeros(len(a), dtype=np.float64)
+    # Lookups in slices of `chunk`, cutting through pairs where needed: a pair of two 50 MB documents
+    # has millions of lookups, and the temporaries stay at ~60 bytes per lookup of one slice (60 MB).
+    for lo in range(0, int(bounds[-1]), chunk):
+        hi = min(lo + chunk, int(bounds[-1]))
+        p0, p1 = int(np.searchsorted(bounds, lo, side="right")) - 1, int(np.searchsorted(bounds, hi - 1, side="right"))
+        span = np.clip(bounds[p0 + 1: p1 + 1], lo, hi) - np.clip(bounds[p0:p1], lo, hi)
+        pair = np.repeat(np.arange(p0, p1, dtype=np.int64), span)
+        element = np.arange(lo, hi, dtype=np.int64)
+        values = sets.keys[sets.starts[small[pair]] + (element - bounds[pair])] & _LOW32
+        targets = (large[pair].astype(_U64) << _U64(32)) | values
         found = np.searchsorted(sets.keys, targets)
         hit = sets.keys[np.minimum(found, len(sets.keys) - 1)] == targets
-        inter = np.bincount(pair, weights=hit, minlength=hi - lo)
-        union = n + sets.sizes[g] - inter
-        result[lo:hi] = np.divide(inter, union, out=np.ones(hi - lo), where=union > 0)
-        lo = hi
+        first = int(pair[0])
+        counted = np.bincount(pair - first, weights=hit)
+        inter[first: first + len(counted)] += counted
+    union = lookups + sets.sizes[large] - inter
+    result = np.divide(inter, union, out=np.ones(len(a)), where=union > 0)
     out = np.empty_like(result)
     out[order] = result
     return out
