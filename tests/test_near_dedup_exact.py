@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from conftest import write_jsonl, write_recipe
 
 from longmix.data.dedup.bands import task_parts
-from longmix.data.dedup.minhash import (_words_unicode, doc_shingles, shingle_hashes, shingle_sets, shingle_text)
+from longmix.data.dedup.minhash import _words_unicode, doc_shingles, shingle_hashes, shingle_sets, shingle_text
 from longmix.data.dedup.verify import CandidateSets, jaccard
 from longmix.data.flow import build
 from longmix.data.recipe import load_recipe

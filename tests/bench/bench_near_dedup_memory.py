@@ -109,7 +109,8 @@ def main() -> None:
     print(f"growth 4x/1x: corpus {four['corpus_mb'] / one['corpus_mb']:.2f}, driver "
           f"{four['driver_mb'] / one['driver_mb']:.2f}, worker {four['worker_mb'] / one['worker_mb']:.2f}")
     print(f"two 50 MB documents (a near pair) on top of 1x: corpus {huge['corpus_mb'] / one['corpus_mb']:.2f}x, "
-          f"driver +{huge['driver_mb'] - one['driver_mb']:.0f} MB, worker +{huge['worker_mb'] - one['worker_mb']:.0f} MB"
+          f"driver +{huge['driver_mb'] - one['driver_mb']:.0f} MB, "
+          f"worker +{huge['worker_mb'] - one['worker_mb']:.0f} MB"
           f"; the pair {'was' if huge.get('huge_removed') else 'was NOT'} found")
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from longmix.core.atomic import atomic_path, write_json
 from longmix.data.dedup.apply import apply_tasks
+from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.exact import decide
 from longmix.data.dedup.minhash import lsh_params, rensa_version
-from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.near import cluster
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
