@@ -126,21 +126,24 @@ def cipher(text: str, k: int) -> str:
 # Distinct originals
 
 
-def pairwise_jaccard(shingle_sets: Sequence[frozenset]) -> sparse.csr_matrix:
-    """Exact Jaccard of every pair with a shared shingle, as a sparse matrix (diagonal included)."""
-    vocab: dict[tuple[str, ...], int] = {}
-    rows, cols = [], []
-    for i, s in enumerate(shingle_sets):
-        for sh in s:
-            cols.append(vocab.setdefault(sh, len(vocab)))
-        rows.append(np.full(len(s), i, dtype=np.int32))
-    row_idx = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
-    x = sparse.csr_matrix(
-        (np.ones(len(cols), dtype=np.int32), (row_idx, np.asarray(cols, dtype=np.int64))),
-        shape=(len(shingle_sets), max(1, len(vocab))),
-    )
+def shingle_ids(text: str, n: int = NGRAM) -> np.ndarray:
+    """The shingle set as sorted unique 64-bit hashes (Python's tuple hash, stable within one process;
+    collisions at 2^-64 per pair of shingles), so a large corpus's sets fit in memory."""
+    return np.unique(np.fromiter((hash(sh) for sh in shingle_set(text, n)), dtype=np.int64))
+
+
+def pairwise_jaccard(shingle_sets: Sequence) -> sparse.csr_matrix:
+    """Exact Jaccard of every pair with a shared shingle, as a sparse matrix (diagonal included).
+    Sets are frozensets of shingles or arrays from shingle_ids."""
+    arrays = [s if isinstance(s, np.ndarray) else
+              np.unique(np.fromiter((hash(x) for x in s), dtype=np.int64, count=len(s))) for s in shingle_sets]
+    sizes = np.asarray([len(x) for x in arrays], dtype=np.float64)
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+    _, cols = np.unique(flat, return_inverse=True)
+    row_idx = np.repeat(np.arange(len(arrays), dtype=np.int32), sizes.astype(np.int64))
+    x = sparse.csr_matrix((np.ones(len(flat), dtype=np.int32), (row_idx, cols)),
+                          shape=(len(arrays), int(cols.max()) + 1 if len(cols) else 1))
     inter = (x @ x.T).tocoo()
-    sizes = np.asarray([len(s) for s in shingle_sets], dtype=np.float64)
     union = sizes[inter.row] + sizes[inter.col] - inter.data
     return sparse.csr_matrix((inter.data / union, (inter.row, inter.col)), shape=inter.shape)
 
@@ -319,7 +322,7 @@ def build(
 
     # All pairs of the corpus with Jaccard >= PAIR_FLOOR, across families too: shared boilerplate can
     # make documents of different families near-duplicates, and the scoring must know.
-    all_sets = [shingle_set(t, ngram) for _, t in docs]
+    all_sets = [shingle_ids(t, ngram) for _, t in docs]
     jac_all = sparse.triu(pairwise_jaccard(all_sets), k=1).tocoo()
     keep = jac_all.data >= PAIR_FLOOR
     pairs = [[docs[a][0], docs[b][0], round(float(j), 6)]

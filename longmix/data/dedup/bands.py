@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 
 from longmix.core.atomic import atomic_path
 from longmix.data.dedup.minhash import LshParams, batch_band_keys
-from longmix.formats.documents import write_table
 
 
 def task_parts(path: Path, task_bytes: int) -> list[list[int]]:
@@ -53,7 +52,8 @@ def band_task(*, in_path: str, row_groups: list[int], out_path: str, sets_path: 
     set_sizes = np.concatenate(parts_sizes) if parts_sizes else np.zeros(0, dtype=np.int64)
     cols = {"n_shingles": pa.array(counts.astype(np.int32))}
     cols.update({f"b{j}": pa.array(keys[:, j]) for j in range(bands)})
-    write_table(Path(out_path), pa.table(cols))
+    with atomic_path(Path(out_path)) as tmp:  # 64-bit keys do not compress either
+        pq.write_table(pa.table(cols), tmp, compression="none")
     offsets = pa.array(np.concatenate([[0], np.cumsum(set_sizes)]).astype(np.int64))
     sets = pa.table({"shingles": pa.LargeListArray.from_arrays(offsets, pa.array(values))})
     with atomic_path(Path(sets_path)) as tmp:  # random hashes do not compress: written plain

@@ -8,6 +8,8 @@ binary search, in slices of at most `chunk` lookups, so no pair is ever decided 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +59,7 @@ def load_sets(set_files: list[Path], docs: np.ndarray) -> CandidateSets:
     return CandidateSets(keys=keys, starts=starts, sizes=sizes_all)
 
 
-def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20, threads: int = 4) -> np.ndarray:
     """Exact Jaccard of the shingle sets of candidate positions a[i], b[i] (float64)."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     swap = sets.sizes[a] > sets.sizes[b]
@@ -69,9 +71,10 @@ def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 <<
     lookups = sets.sizes[small]
     bounds = np.concatenate([[0], np.cumsum(lookups)])
     inter = np.zeros(len(a), dtype=np.float64)
-    # Lookups in slices of `chunk`, cutting through pairs where needed: a pair of two 50 MB documents
-    # has millions of lookups, and the temporaries stay at ~60 bytes per lookup of one slice (60 MB).
-    for lo in range(0, int(bounds[-1]), chunk):
+
+    def count(lo: int) -> tuple[int, np.ndarray]:
+        # Lookups lo .. lo + chunk, cutting through pairs where needed: a pair of two 50 MB documents has
+        # millions of lookups, and the temporaries stay at ~60 bytes per lookup of one slice (60 MB).
         hi = min(lo + chunk, int(bounds[-1]))
         p0, p1 = int(np.searchsorted(bounds, lo, side="right")) - 1, int(np.searchsorted(bounds, hi - 1, side="right"))
         span = np.clip(bounds[p0 + 1: p1 + 1], lo, hi) - np.clip(bounds[p0:p1], lo, hi)
@@ -81,9 +84,12 @@ def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray, chunk: int = 1 <<
         targets = (large[pair].astype(_U64) << _U64(32)) | values
         found = np.searchsorted(sets.keys, targets)
         hit = sets.keys[np.minimum(found, len(sets.keys) - 1)] == targets
-        first = int(pair[0])
-        counted = np.bincount(pair - first, weights=hit)
-        inter[first: first + len(counted)] += counted
+        return p0, np.bincount(pair - p0, weights=hit)
+
+    # numpy's binary search releases the GIL: slices run on threads (the workers idle during this step).
+    with ThreadPoolExecutor(max(1, min(threads, os.cpu_count() or 1))) as pool:
+        for first, counted in pool.map(count, range(0, int(bounds[-1]), chunk)):
+            inter[first: first + len(counted)] += counted
     union = lookups + sets.sizes[large] - inter
     result = np.divide(inter, union, out=np.ones(len(a)), where=union > 0)
     out = np.empty_like(result)
