@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from longmix.eval.context_gain import document_gain, short_context_losses
-from longmix.eval.context_loss import token_losses
+from longmix.models.token_loss import document_gain, short_context_losses, token_losses
 
 
 @pytest.fixture(scope="module")

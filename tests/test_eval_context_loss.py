@@ -30,7 +30,7 @@ def test_token_losses_match_hf_loss_and_ignore_padding(ckpts: tuple[Path, Path],
     import torch
 
     from longmix.eval.context_loss import token_losses
-    from longmix.eval.loading import load_checkpoint, sample_documents
+    from longmix.models.loading import load_checkpoint, sample_documents
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     (_, a), (_, b) = sample_documents([docs], loaded.tokenizer, loaded.bos_id, 64, 96, 2, seed=1)
@@ -49,7 +49,7 @@ def test_token_losses_match_hf_loss_and_ignore_padding(ckpts: tuple[Path, Path],
 
 
 def test_documents_are_whole_and_start_with_bos(ckpts: tuple[Path, Path], docs: Path) -> None:
-    from longmix.eval.loading import load_checkpoint, sample_documents
+    from longmix.models.loading import load_checkpoint, sample_documents
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     got = sample_documents([docs], loaded.tokenizer, loaded.bos_id, 128, 128, None, seed=0)
@@ -88,7 +88,7 @@ def test_cli_compares_checkpoints_end_to_end(ckpts: tuple[Path, Path], docs: Pat
 
 def test_tokenized_arrow_shards_as_data(ckpts: tuple[Path, Path], tmp_path: Path) -> None:
     from longmix.eval.context_loss import context_loss
-    from longmix.eval.loading import load_checkpoint
+    from longmix.models.loading import load_checkpoint
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def test_tokenized_arrow_shards_as_data(ckpts: tuple[Path, Path], tmp_path: Path
 
 def test_missing_data_and_checkpoint_are_user_errors(tmp_path: Path) -> None:
     from longmix.core.errors import UserError
-    from longmix.eval.loading import load_checkpoint, sample_documents
+    from longmix.models.loading import load_checkpoint, sample_documents
 
     with pytest.raises(UserError, match="config.json"):
         load_checkpoint(tmp_path)

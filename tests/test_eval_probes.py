@@ -110,7 +110,7 @@ def test_grid_scores_an_oracle_perfectly_and_a_tiny_model_runs(tok_loaded, tmp_p
 
     from helpers_eval import tiny_checkpoint
 
-    from longmix.eval.loading import load_checkpoint
+    from longmix.models.loading import load_checkpoint
 
     real = load_checkpoint(tiny_checkpoint(tmp_path / "m", steps=0), device="cpu")
     results = run_probes(real, fillers, [160], [0.5], trials=3, seed=1, batch_size=2, progress=False)

@@ -28,7 +28,7 @@ def _kept_ids(rec) -> set[str]:
 
 
 def test_flow_is_declared_once():
-    assert STAGES == ["ingest", "sample", "exact_dedup", "near_dedup", "filter", "tokenize", "mix", "pack"]
+    assert STAGES == ["ingest", "sample", "exact_dedup", "near_dedup", "filter", "tokenize", "longdep", "mix", "pack"]
     assert all(isinstance(s, Stage) for s in FLOW)
 
 

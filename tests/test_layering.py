@@ -1,6 +1,6 @@
 """The package's import rule: imports point down only.
 
-    core <- pipeline (the engine) <- formats <- data <- train | eval <- ablate <- cli
+    core <- pipeline (the engine) <- formats <- models <- data <- train | eval <- ablate <- cli
 
 A module may import its own layer and the layers below it; train and eval are siblings that do not import
 each other. Lazy imports inside functions count too. Also: no module grows past about 400 lines."""
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "longmix"
-LAYERS = {"core": 0, "pipeline": 1, "formats": 2, "data": 3, "train": 4, "eval": 4, "ablate": 5, "cli": 6}
+LAYERS = {"core": 0, "pipeline": 1, "formats": 2, "models": 3, "data": 4, "train": 5, "eval": 5, "ablate": 6,
+          "cli": 7}
 MAX_LINES = 420
 
 

@@ -9,7 +9,7 @@ import pytest
 from longmix.data.recipe import load_recipe
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
-ARMS = ["natural", "remove-long", "upsample-long", "long-rich"]
+ARMS = ["natural", "remove-long", "upsample-long", "select-long", "long-rich"]
 
 
 SUITES = sorted((PIPELINES / "ablations").glob("*.yaml"))  # ablation suites, not data recipes
@@ -55,6 +55,13 @@ def test_data_mix_arms_share_everything_but_the_mix():
     removed = arms["remove-long"].stages.mix.sources
     assert all(set(s.remove_buckets) == {"<2048", ">=2048"} for s in removed.values())
     assert arms["upsample-long"].stages.mix.sources["docs"].long_share == 0.56
+    # select-long: upsample-long's shares, its long docs chosen by the longdep score; nothing else differs
+    select = arms["select-long"]
+    assert _without(select, "name", "output", "stages.mix.sources", "stages.longdep") == \
+        _without(arms["natural"], "name", "output", "stages.mix.sources", "stages.longdep")
+    assert select.stages.longdep.enabled and not arms["upsample-long"].stages.longdep.enabled
+    docs = select.stages.mix.sources["docs"]
+    assert (docs.share, docs.long_share, docs.long_select.top) == (0.6, 0.56, 0.5)
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):

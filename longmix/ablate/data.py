@@ -18,17 +18,17 @@ from longmix.data.recipe import Recipe
 
 log = logging.getLogger("longmix")
 
-UPSTREAM = STAGES[:STAGES.index("mix")]  # ingest ... tokenize: independent of mix, pack and seq_len
+UPSTREAM = STAGES[:STAGES.index("tokenize") + 1]  # ingest ... tokenize: independent of longdep, mix, pack, seq_len
 
 
 def upstream_key(recipe: dict[str, Any]) -> dict[str, Any]:
     """The part of a data recipe that decides ingest...tokenize: everything but name, output, seq_len,
-    stages.mix and stages.pack."""
+    stages.longdep, stages.mix and stages.pack (an arm's longdep scores run in its own folder)."""
     key = copy.deepcopy(recipe)
     for k in ("name", "output", "seq_len"):
         key.pop(k, None)
     stages = key.get("stages") or {}
-    for k in ("mix", "pack"):
+    for k in ("longdep", "mix", "pack"):
         stages.pop(k, None)
     key["stages"] = stages
     return key
@@ -49,6 +49,6 @@ def build_data(recipe: dict[str, Any], output: Path, shared_root: Path, progress
             link.symlink_to(target.resolve(), target_is_directory=True)
     rec = parse_model(Recipe, {**recipe, "output": str(output)}, str(output))
     reports = build(rec, progress=progress)
-    ran = [s for s in ("mix", "pack") if s in reports]
+    ran = [s for s in ("longdep", "mix", "pack") if s in reports]
     log.info("%s: upstream shared from %s; %s built here", output.name, shared.name, "+".join(ran))
     return output / "manifest.json"

@@ -189,7 +189,7 @@ class AblationRunner:
 
     def _eval(self, hf: Path, name: str) -> dict[str, Any]:
         from longmix.eval.context_loss import context_loss
-        from longmix.eval.loading import load_checkpoint
+        from longmix.models.loading import load_checkpoint
 
         e = self.suite.eval
         loaded = load_checkpoint(hf, device="cpu")

@@ -49,8 +49,8 @@ def context_loss_cmd(
 ) -> None:
     """Per-position loss on whole held-out documents, binned by context length, with L(c) = (α/c)^β + γ fitted."""
     from longmix.eval.context_loss import context_loss
-    from longmix.eval.loading import load_checkpoint
     from longmix.eval.plots import plot_context_loss
+    from longmix.models.loading import load_checkpoint
 
     if min_len is not None and not 2 <= min_len <= max_len:
         raise UserError(f"--min-len must be between 2 and --max-len ({max_len}), got {min_len}")
@@ -109,9 +109,9 @@ def probes_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for probes.json and heatmaps")] = Path("eval"),
 ) -> None:
     """Passkey retrieval and first-sentence retrieval over lengths x depths, greedy; exact match and ROUGE-L."""
-    from longmix.eval.loading import load_checkpoint
     from longmix.eval.plots import plot_probe_heatmap
     from longmix.eval.probes import filler_texts, results_json, run_probes, summarize_probes
+    from longmix.models.loading import load_checkpoint
 
     tasks = tuple(task or ("passkey", "first_sentence"))
     if bad := set(tasks) - {"passkey", "first_sentence"}:
@@ -164,8 +164,8 @@ def context_gain_cmd(
 ) -> None:
     """Per-token loss with the whole context vs only the last W tokens: mean gain, gain by position, key tokens."""
     from longmix.eval.context_gain import context_gain
-    from longmix.eval.loading import load_checkpoint
     from longmix.eval.plots import plot_context_gain
+    from longmix.models.loading import load_checkpoint
 
     if window >= max_len:
         raise UserError(f"--window ({window}) must be shorter than --max-len ({max_len})")
@@ -214,7 +214,6 @@ def ruler_cmd(
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
-    from longmix.eval.loading import load_checkpoint
     from longmix.eval.plots import heatmap, plot_ruler
     from longmix.eval.ruler import (
         TASKS,
@@ -226,6 +225,7 @@ def ruler_cmd(
         summarize,
     )
     from longmix.eval.ruler_run import generate_all
+    from longmix.models.loading import load_checkpoint
 
     lens = [int(v) for v in _floats(lengths, "--lengths")]
     deps = _floats(depths, "--depths")

@@ -11,6 +11,7 @@ from longmix.core.errors import UserError
 from longmix.data.dedup.stage import ExactDedup, NearDedup
 from longmix.data.filters.stage import Filter
 from longmix.data.ingest.stage import Ingest
+from longmix.data.longdep.stage import Longdep
 from longmix.data.mix.stage import Mix
 from longmix.data.pack.stage import Pack
 from longmix.data.recipe import Recipe
@@ -20,7 +21,8 @@ from longmix.pipeline.executors import make_executor
 from longmix.pipeline.runner import StageContext, check_flow, run_flow
 from longmix.pipeline.stage import Stage
 
-FLOW: tuple[Stage, ...] = (Ingest(), Sample(), ExactDedup(), NearDedup(), Filter(), Tokenize(), Mix(), Pack())
+FLOW: tuple[Stage, ...] = (Ingest(), Sample(), ExactDedup(), NearDedup(), Filter(), Tokenize(), Longdep(), Mix(),
+                           Pack())
 STAGES = [s.name for s in FLOW]
 
 

@@ -17,6 +17,7 @@ from longmix.core.recipe_io import Strict, load_with_extends, parse_model
 from longmix.data.dedup.settings import ExactDedupConfig, NearDedupConfig
 from longmix.data.filters.settings import FilterConfig
 from longmix.data.ingest.settings import IngestConfig, SourceConfig
+from longmix.data.longdep.settings import LongdepConfig
 from longmix.data.mix.settings import MixConfig
 from longmix.data.pack.settings import PackConfig
 from longmix.data.sample.settings import SampleConfig
@@ -30,6 +31,7 @@ class StagesConfig(Strict):
     near_dedup: NearDedupConfig = NearDedupConfig()
     filter: FilterConfig = FilterConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
+    longdep: LongdepConfig = LongdepConfig()
     mix: MixConfig = MixConfig()
     pack: PackConfig = PackConfig()
 

@@ -11,7 +11,7 @@ nats: positive where the distant context helps.
 Key tokens (LongPPL): gain > ``key_gain`` (2 nats; LongPPL's LSD threshold) and full-context loss below
 ``key_loss`` (2 nats; its LCL threshold, log p > -2). The key-token loss, their mean full-context loss,
 tracks long-task scores where plain perplexity does not (LongPPL). ``document_gain`` is the per-document
-function a data stage can reuse to score documents.
+function the longdep data stage uses to score documents (longmix.models.token_loss).
 """
 
 from __future__ import annotations
@@ -21,40 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from longmix.eval.context_loss import log_bins, token_losses
-from longmix.eval.loading import Loaded, sample_documents
+from longmix.eval.context_loss import log_bins
+from longmix.eval.loading import sample_documents
 from longmix.eval.progress import progress
-
-
-def short_context_losses(model: Any, ids: np.ndarray, window: int, stride: int, device: str,
-                         batch_size: int = 8) -> np.ndarray:
-    """NLL of tokens 1..n-1 given only W to W + S - 1 tokens of context (NaN for tokens with j <= W: their full
-    context is already that short)."""
-    n = len(ids)
-    out = np.full(n - 1, np.nan)
-    starts = list(range(0, max(n - window, 0), stride))
-    span = window + stride
-    for i in range(0, len(starts), batch_size):
-        group = starts[i:i + batch_size]
-        width = min(span, n - group[0])
-        rows = np.stack([np.pad(ids[s:s + width], (0, max(0, width - (n - s))), constant_values=ids[0])[:width]
-                         for s in group])  # right padding: causal attention keeps it out of earlier tokens
-        nll = token_losses(model, rows, device)  # (B, width - 1): column k predicts token s + k + 1
-        for r, s in enumerate(group):
-            # targets j = s + W .. s + W + S - 1 (context j - s in [W, W + S)), column j - s - 1
-            for j in range(max(s + window, window + 1), min(s + span, n)):
-                out[j - 1] = nll[r, j - s - 1]
-    return out
-
-
-def document_gain(model: Any, ids: np.ndarray, window: int, stride: int | None = None, device: str = "cpu",
-                  batch_size: int = 8) -> dict[str, np.ndarray]:
-    """Per predicted token (positions 1..n-1) of one document: full-context loss, short-context loss, gain."""
-    stride = stride or max(1, window // 2)
-    full = token_losses(model, ids[None], device)[0]
-    short = short_context_losses(model, ids, window, stride, device, batch_size)
-    short = np.where(np.isnan(short), full, short)  # j <= W: the same context, so the same loss
-    return {"full": full, "short": short, "gain": short - full}
+from longmix.models.loading import Loaded
+from longmix.models.token_loss import document_gain
 
 
 def context_gain(loaded: Loaded, data: list[Path], max_len: int, window: int = 128, stride: int | None = None,

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from longmix.eval.loading import Loaded, sample_documents
+from longmix.eval.loading import sample_documents
 from longmix.eval.powerlaw import fit_power_law
+from longmix.models.loading import Loaded
+from longmix.models.token_loss import token_losses
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +28,6 @@ def log_bins(n_positions: int, n_bins: int) -> np.ndarray:
     edges = np.unique(np.geomspace(1, n_positions + 1, n_bins + 1).astype(np.int64))
     edges[-1] = n_positions + 1
     return edges
-
-
-def token_losses(model: Any, batch: np.ndarray, device: str, pad_mask: np.ndarray | None = None) -> np.ndarray:
-    """NLL (nats) of tokens 1..T-1 of each row given the tokens before it: shape (B, T-1); NaN at padding."""
-    import torch
-
-    ids = torch.as_tensor(batch, device=device)
-    att = torch.as_tensor(pad_mask, device=device) if pad_mask is not None else None
-    with torch.no_grad():
-        # use_cache=False: nothing to reuse, and a cache would only cost memory.
-        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-    out = nll.cpu().numpy().astype(np.float64)
-    if pad_mask is not None:
-        out[pad_mask[:, 1:] == 0] = np.nan
-    return out
 
 
 def _batches(docs: list[tuple[str, np.ndarray]], batch_size: int, pad_id: int):

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from longmix.core.errors import UserError
-from longmix.eval.loading import Loaded, iter_records
+from longmix.eval.loading import iter_records
+from longmix.models.loading import Loaded
 
 PASSKEY_INTRO = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it.\n"
 PASSKEY_NEEDLE = "\nThe pass key is {key}. Remember it. {key} is the pass key.\n"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from longmix.eval.loading import Loaded
 from longmix.eval.probes import greedy
 from longmix.eval.progress import progress
 from longmix.eval.ruler import RulerSample
+from longmix.models.loading import Loaded
 
 
 def generate_all(loaded: Loaded, samples: list[RulerSample], batch_size: int, label: str = "ruler") -> list[str]:

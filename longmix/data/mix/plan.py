@@ -28,6 +28,7 @@ from longmix.data.mix.buckets import (
     token_counts,
     validate_edges,
 )
+from longmix.data.mix.select import select_long
 
 log = logging.getLogger(__name__)
 SHARE_ATOL = 1e-6
@@ -48,6 +49,7 @@ class SourceMix(BaseModel):
     long_share: float | None = Field(None, ge=0.0, le=1.0)
     remove_buckets: tuple[int | str, ...] = ()
     max_epochs: int | None = Field(None, ge=1)
+    long_select: tuple[str, float] | None = None  # (score column, top share) of its long documents
 
     @model_validator(mode="after")
     def _weights_non_negative(self) -> SourceMix:
@@ -128,6 +130,7 @@ class MixReport:
     long_share_target: list[float | None]
     repetition_hist: dict[int, int]  # repetitions -> number of documents
     shortfalls: list[Shortfall] = field(default_factory=list)
+    long_select: dict[str, Any] = field(default_factory=dict)  # source -> what was selected and why
 
     @property
     def total_target(self) -> int:
@@ -178,6 +181,7 @@ class MixReport:
                 for src, tgt, ach in zip(self.sources, self.long_share_target, self.long_share_achieved(), strict=True)
             ],
             "repetitions": {str(k): v for k, v in sorted(self.repetition_hist.items())},
+            "long_select": self.long_select,
             "shortfalls": [
                 {
                     "source": sf.source,
@@ -196,10 +200,14 @@ class MixReport:
 class MixPlan:
     counts: np.ndarray  # int32 repetitions per document, aligned with the input arrays
     report: MixReport
+    eligible: np.ndarray  # False: a long document left out by its source's long_select
 
 
-def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams) -> MixPlan:
-    """Repetition count per document so the mix meets ``params`` (see the module docstring)."""
+def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams,
+             scores: dict[str, np.ndarray] | None = None) -> MixPlan:
+    """Repetition count per document so the mix meets ``params`` (see the module docstring). ``scores``
+    (per-document columns of the longdep stage) serve sources with ``long_select``: only their selected long
+    documents are available to the plan (select.py); natural shares still come from the whole corpus."""
     src = np.asarray(source_idx, dtype=np.int64)
     lens = np.asarray(n_tokens, dtype=np.int64)
     if src.shape != lens.shape or src.ndim != 1:
@@ -209,12 +217,15 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams) ->
     edges = np.asarray(params.edges, dtype=np.int64)
     n_src, n_bkt = len(params.sources), len(edges) + 1
     bkt = assign_buckets(lens, edges)
-    avail = token_counts(src, bkt, lens, n_src, n_bkt)
-    ndocs = doc_counts(src, bkt, n_src, n_bkt)
     names = bucket_names(edges)
     long_bucket = params.long_bucket()
+    selections = {s: sm.long_select for s, sm in enumerate(params.sources) if sm.long_select}
+    eligible, selected = select_long(src, bkt, lens, long_bucket, selections, scores)
+    corpus_tokens = token_counts(src, bkt, lens, n_src, n_bkt)
+    avail = token_counts(src, bkt, lens * eligible, n_src, n_bkt)
+    ndocs = doc_counts(src[eligible], bkt[eligible], n_src, n_bkt)
 
-    targets, shortfalls = _targets(avail, params, long_bucket, names)
+    targets, shortfalls = _targets(avail, params, long_bucket, names, corpus_tokens.sum(axis=1))
     counts = np.zeros(lens.size, dtype=np.int32)
     achieved = np.zeros_like(avail)
     used = np.zeros_like(avail)
@@ -226,6 +237,7 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams) ->
         cap = sm.max_epochs if sm.max_epochs is not None else params.max_epochs
         for b in range(n_bkt):
             idx = order[bounds[s * n_bkt + b] : bounds[s * n_bkt + b + 1]]
+            idx = idx[eligible[idx]]
             tgt = int(targets[s, b])
             if tgt > cap * avail[s, b]:
                 shortfalls.append(_cell_shortfall(sm.name, names[b], tgt, int(avail[s, b]), cap))
@@ -246,20 +258,21 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams) ->
         long_share_target=[s.long_share for s in params.sources],
         repetition_hist={int(k): int(v) for k, v in enumerate(hist) if v},
         shortfalls=shortfalls,
+        long_select={params.sources[int(k)].name: v for k, v in selected.items()},
     )
     for sf in shortfalls:
         log.warning(sf.message)
     if shortfalls and params.on_shortfall == "error":
         raise MixShortfallError(f"{len(shortfalls)} mix target(s) unmet; first: {shortfalls[0].message}")
-    return MixPlan(counts=counts, report=report)
+    return MixPlan(counts=counts, report=report, eligible=eligible)
 
 
 def _targets(
-    avail: np.ndarray, params: MixParams, long_bucket: int, names: list[str]
+    avail: np.ndarray, params: MixParams, long_bucket: int, names: list[str], per_source: np.ndarray
 ) -> tuple[np.ndarray, list[Shortfall]]:
-    """Integer token targets per source x bucket, plus shortfalls for shapes that have nowhere to go."""
-    total = params.total_tokens if params.total_tokens is not None else int(avail.sum())
-    per_source = avail.sum(axis=1)
+    """Integer token targets per source x bucket, plus shortfalls for shapes that have nowhere to go;
+    `per_source`: each source's tokens in the whole corpus (natural shares and the default total)."""
+    total = params.total_tokens if params.total_tokens is not None else int(per_source.sum())
     if params.sources[0].share is None:
         # Natural shares come from the corpus as it is, before any bucket is removed.
         shares = per_source / per_source.sum() if per_source.sum() else np.zeros(len(per_source))

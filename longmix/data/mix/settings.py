@@ -9,12 +9,18 @@ from pydantic import Field
 from longmix.core.recipe_io import Strict
 
 
+class LongSelectConfig(Strict):
+    by: Literal["longdep_score", "longdep_share"] = Field("longdep_score", description="a longdep stage column")
+    top: float = Field(..., gt=0.0, le=1.0, description="share of the source's long documents that may be used")
+
+
 class SourceMixConfig(Strict):
     share: float | None = Field(None, ge=0.0, le=1.0, description="fraction of total_tokens")
     bucket_weights: dict[str, float] | None = Field(None, description="upsampling factor per bucket label or index")
     long_share: float | None = Field(None, ge=0.0, le=1.0, description="fraction of tokens from long documents")
     remove_buckets: list[str | int] = Field(default_factory=list)
     max_epochs: int | None = Field(None, ge=1)
+    long_select: LongSelectConfig | None = Field(None, description="use only the top long documents by a score")
 
 
 class MixConfig(Strict):

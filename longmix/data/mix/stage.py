@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from longmix.core.errors import UserError
@@ -38,7 +39,8 @@ def mix_params(recipe: Recipe) -> MixParams:
         sources.append(SourceMix(name=name, share=s.share if s else None, bucket_weights=weights or None,
                                  long_share=s.long_share if s else None,
                                  remove_buckets=tuple(s.remove_buckets) if s else (),
-                                 max_epochs=s.max_epochs if s else None))
+                                 max_epochs=s.max_epochs if s else None,
+                                 long_select=(s.long_select.by, s.long_select.top) if s and s.long_select else None))
     try:
         return MixParams(total_tokens=cfg.total_tokens, sources=tuple(sources), edges=tuple(edges),
                          long_min_tokens=cfg.long_min_tokens, max_epochs=cfg.max_epochs, seed=recipe.seed,
@@ -63,7 +65,15 @@ def _lengths(files: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarra
     return cat(shard, np.int32), cat(row, np.int64), cat(src, np.int16), cat(lens, np.int32)
 
 
-def _counts(names: list[str], src: np.ndarray, counts: np.ndarray, removed: np.ndarray) -> dict[str, Any]:
+def _scores(files: list[Path]) -> dict[str, np.ndarray]:
+    """The longdep stage's per-document columns, in tokenized-shard order (row-aligned with _lengths)."""
+    tables = [pq.read_table(f, columns=["longdep_score", "longdep_share"]) for f in files]
+    return {c: np.concatenate([t.column(c).to_numpy(zero_copy_only=False) for t in tables]) if tables
+            else np.zeros(0) for c in ("longdep_score", "longdep_share")}
+
+
+def _counts(names: list[str], src: np.ndarray, counts: np.ndarray, removed: np.ndarray,
+            not_selected: np.ndarray) -> dict[str, Any]:
     """Stage counts from arrays: in, kept (used at least once), dropped by reason, per source."""
     used = counts > 0
     per_source = {}
@@ -71,7 +81,9 @@ def _counts(names: list[str], src: np.ndarray, counts: np.ndarray, removed: np.n
         mine = src == i
         per_source[n] = {"in": int(mine.sum()), "kept": int((mine & used).sum()),
                          "dropped": int((mine & ~used).sum()), "quarantined": 0}
-    dropped = {"bucket_removed": int((~used & removed).sum()), "not_sampled": int((~used & ~removed).sum())}
+    dropped = {"bucket_removed": int((~used & removed).sum()),
+               "long_not_selected": int((~used & ~removed & not_selected).sum()),
+               "not_sampled": int((~used & ~removed & ~not_selected).sum())}
     return {"in": int(len(src)), "kept": int(used.sum()), "dropped": {k: v for k, v in dropped.items() if v},
             "quarantined": {}, "sources": per_source}
 
@@ -86,6 +98,10 @@ class Mix(Stage):
 
     def check(self, recipe: Recipe) -> None:
         mix_params(recipe)  # a bad mix fails before anything is written
+        selecting = sorted(n for n, s in recipe.stages.mix.sources.items() if s.long_select)
+        if selecting and not recipe.stages.longdep.enabled:
+            raise UserError(f"stages.mix.sources.{selecting[0]}.long_select needs the longdep stage's scores: "
+                            "set stages.longdep.enabled: true and its scorer")
 
     def settings(self, recipe: Recipe) -> list[Any]:
         return [recipe.stages.mix, recipe.seq_len, recipe.seed]
@@ -94,10 +110,11 @@ class Mix(Stage):
         recipe = job.recipe
         params = mix_params(recipe)
         names = recipe.source_names
-        files = job.upstream.files()
+        files = job.output_of("tokenize").files()
         shard, row, src, lens = _lengths(files, names)
+        scores = _scores(job.output_of("longdep").files()) if any(s.long_select for s in params.sources) else None
         try:
-            plan = plan_mix(src, lens, params)
+            plan = plan_mix(src, lens, params, scores)
         except MixShortfallError as exc:
             raise UserError(f"{exc} (stages.mix.on_shortfall: error)") from None
         bucket = assign_buckets(lens, np.asarray(params.edges))
@@ -107,7 +124,8 @@ class Mix(Stage):
                 removed |= (src == i) & (bucket == resolve_bucket(b, params.edges))
         write_ipc(job.dir / "plan.arrow", pa.table({
             "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
-        return {**_counts(names, src, plan.counts, removed), "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
+        return {**_counts(names, src, plan.counts, removed, ~plan.eligible),
+                "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
                 "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}
 
     def summary(self, report: dict[str, Any]) -> list[str]:

@@ -69,4 +69,5 @@ class Tokenize(Stage):
                      bos_id=bos, eos_id=eos, chunk_chars=job.recipe.stages.tokenize.chunk_chars)
             for i, ((src, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
         tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
-        return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos}}
+        return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos},
+                "inputs": [str(src) for src, _ in job.upstream.inputs()]}  # the text shards, row-aligned

@@ -1,0 +1,62 @@
+"""Per-token losses of a causal LM, and the context gain of one document (short-context minus full-context
+loss): shared by evaluation (context loss, context gain) and the longdep data stage.
+
+For the token at position j (j tokens of context), the full-context loss comes from one forward over the
+document; the short-context loss from sliding windows: windows of W + S tokens start every S tokens, and a
+token is scored in the window that gives it between W and W + S - 1 tokens of context (``stride`` S = 1 is
+exact truncation at W, at L forwards per document; the default S = W / 2 costs about 3 full forwards). A
+token with j <= W has the same context either way, so its gain is 0 by definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def token_losses(model: Any, batch: np.ndarray, device: str, pad_mask: np.ndarray | None = None) -> np.ndarray:
+    """NLL (nats) of tokens 1..T-1 of each row given the tokens before it: shape (B, T-1); NaN at padding."""
+    import torch
+
+    ids = torch.as_tensor(batch, device=device)
+    att = torch.as_tensor(pad_mask, device=device) if pad_mask is not None else None
+    with torch.no_grad():
+        # use_cache=False: nothing to reuse, and a cache would only cost memory.
+        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+    out = nll.cpu().numpy().astype(np.float64)
+    if pad_mask is not None:
+        out[pad_mask[:, 1:] == 0] = np.nan
+    return out
+
+
+def short_context_losses(model: Any, ids: np.ndarray, window: int, stride: int, device: str,
+                         batch_size: int = 8) -> np.ndarray:
+    """NLL of tokens 1..n-1 given only W to W + S - 1 tokens of context (NaN for tokens with j <= W: their full
+    context is already that short)."""
+    n = len(ids)
+    out = np.full(n - 1, np.nan)
+    starts = list(range(0, max(n - window, 0), stride))
+    span = window + stride
+    for i in range(0, len(starts), batch_size):
+        group = starts[i:i + batch_size]
+        width = min(span, n - group[0])
+        rows = np.stack([np.pad(ids[s:s + width], (0, max(0, width - (n - s))), constant_values=ids[0])[:width]
+                         for s in group])  # right padding: causal attention keeps it out of earlier tokens
+        nll = token_losses(model, rows, device)  # (B, width - 1): column k predicts token s + k + 1
+        for r, s in enumerate(group):
+            # targets j = s + W .. s + W + S - 1 (context j - s in [W, W + S)), column j - s - 1
+            for j in range(max(s + window, window + 1), min(s + span, n)):
+                out[j - 1] = nll[r, j - s - 1]
+    return out
+
+
+def document_gain(model: Any, ids: np.ndarray, window: int, stride: int | None = None, device: str = "cpu",
+                  batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Per predicted token (positions 1..n-1) of one document: full-context loss, short-context loss, gain."""
+    stride = stride or max(1, window // 2)
+    full = token_losses(model, ids[None], device)[0]
+    short = short_context_losses(model, ids, window, stride, device, batch_size)
+    short = np.where(np.isnan(short), full, short)  # j <= W: the same context, so the same loss
+    return {"full": full, "short": short, "gain": short - full}
