@@ -55,8 +55,9 @@ def _recipe(tmp: Path, demo_corpus: Path, smollm2: Path, name: str, workers: int
         train_bpe([r["text"] for r in _planted(demo_corpus)] * 4, 512, tok)
     stages = {"ingest": {"shard_bytes": 1000}, "near_dedup": {"enabled": False},
               "longdep": {**LONGDEP, "scorer": str(smollm2), **longdep}}
-    path = write_recipe(tmp / f"{name}.yaml", tmp / name, [{"name": "planted", "paths": ["planted.jsonl"]}], stages,
-                        workers=workers)
+    write_jsonl(tmp / "notes.jsonl", [{"id": "note", "text": "A second source, whose shard has the same name."}])
+    sources = [{"name": "planted", "paths": ["planted.jsonl"]}, {"name": "notes", "paths": ["notes.jsonl"]}]
+    path = write_recipe(tmp / f"{name}.yaml", tmp / name, sources, stages, workers=workers)
     data = yaml.safe_load(path.read_text())
     data.update(tokenizer={"path": str(tok)}, seq_len=256)
     path.write_text(yaml.safe_dump(data))
@@ -64,7 +65,7 @@ def _recipe(tmp: Path, demo_corpus: Path, smollm2: Path, name: str, workers: int
 
 
 def _scores(out: Path) -> pl.DataFrame:
-    return pl.read_parquet(out / "longdep" / "scores" / "*.parquet").sort("id")
+    return pl.read_parquet(out / "longdep" / "scores" / "**" / "*.parquet").sort("id")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,14 @@ def test_linked_halves_score_clearly_above_unrelated_halves(scored):
         assert s[f"linked{k}"]["longdep_share"] > s[f"unrelated{k}"]["longdep_share"]
     assert np.isnan(s["short"]["longdep_score"]) and s["short"]["windows"] == 0
     r = reports["longdep"]
-    assert r["in"] == r["kept"] == 5 and r["dropped"] == {}
+    assert r["in"] == r["kept"] == 6 and r["dropped"] == {}
+    # one scores file per tokenized shard, the same documents in the same order
+    tokenized = sorted((tmp / "ref" / "tokenize").rglob("*.arrow"))
+    scores = sorted((tmp / "ref" / "longdep" / "scores").rglob("*.parquet"))
+    assert [p.relative_to(tmp / "ref" / "longdep" / "scores").with_suffix("") for p in scores] == \
+        [p.relative_to(tmp / "ref" / "tokenize").with_suffix("") for p in tokenized]
+    for t, sc in zip(tokenized, scores, strict=True):
+        assert pl.read_ipc(t)["id"].to_list() == pl.read_parquet(sc)["id"].to_list()
     assert r["histograms"]["planted"]["scored"] == 4 and sum(r["histograms"]["planted"]["counts"]) == 4
     assert r["scorer"]["forward_tokens"] > r["scorer"]["scored_tokens"] > 0 and r["scorer"]["tokens_per_second"] > 0
 
@@ -152,7 +160,8 @@ def test_long_select_keeps_the_top_scored_long_documents(scored):
     assert sel["min_selected_score"] > sel["max_unselected_score"]
     assert mix["dropped"]["long_not_selected"] == 2
     plan = pl.read_ipc(tmp / "ref" / "mix" / "plan.arrow")
-    tokenized = pl.concat([pl.read_ipc(p) for p in sorted((tmp / "ref" / "tokenize").rglob("*.arrow"))])
+    outputs = json.loads((tmp / "ref" / "tokenize" / "report.json").read_text())["outputs"]
+    tokenized = pl.concat([pl.read_ipc(tmp / "ref" / "tokenize" / o["path"]) for o in outputs])
     used = set(tokenized["id"].gather(np.flatnonzero(plan["count"].to_numpy() > 0)).to_list())
     assert {"linked0", "linked1"} <= used and not used & {"unrelated0", "unrelated1"}
     manifest = json.loads((tmp / "ref" / "manifest.json").read_text())

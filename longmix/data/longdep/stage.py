@@ -46,7 +46,7 @@ def _scorer(folder: str, digest: str, device: str, dtype: str) -> Any:
     return load_checkpoint(Path(folder), device=device, dtype=dtype)
 
 
-def longdep_task(*, text_path: str, out_path: str, scorer: str, digest: str, device: str, dtype: str,
+def longdep_task(*, text_path: str, out_dir: str, rel_path: str, scorer: str, digest: str, device: str, dtype: str,
                  window: int, stride: int, max_len: int, max_windows: int, min_tokens: int, margin: float,
                  batch_size: int, sources: list[str] | None) -> dict[str, Any]:
     started = time.time()
@@ -78,11 +78,10 @@ def longdep_task(*, text_path: str, out_path: str, scorer: str, digest: str, dev
                       "longdep_score": pa.array(scores, pa.float64()),
                       "longdep_share": pa.array(shares, pa.float64()),
                       "windows": pa.array(windows, pa.int16())})
-    out = Path(out_path)
+    out = Path(out_dir) / rel_path
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    rel = str(Path(*out.parts[-2:])) if out.parent.name == "scores" else out.name
-    stats = counts.to_dict(outputs=[{"path": rel, "rows": table.num_rows, "bytes": out.stat().st_size}])
+    stats = counts.to_dict(outputs=[{"path": rel_path, "rows": table.num_rows, "bytes": out.stat().st_size}])
     stats["scorer"] = {"forward_tokens": forward, "scored_tokens": scored, "seconds": round(time.time() - started, 3)}
     return stats
 
@@ -132,8 +131,8 @@ class Longdep(Stage):
                             "to rebuild it")
         stride = cfg.stride or max(1, cfg.window // 2)
         stats = job.run_tasks([
-            job.task(f"score-{i:05d}", longdep_task, cost=size, text_path=text,
-                     out_path=str(job.dir / "scores" / Path(rel).with_suffix(".parquet").name),
+            job.task(f"score-{i:05d}", longdep_task, cost=size, text_path=text, out_dir=str(job.dir),
+                     rel_path=str(Path("scores") / Path(rel).with_suffix(".parquet")),  # one per tokenized shard
                      scorer=folder, digest=scorer_digest(folder), device=cfg.device, dtype=cfg.dtype,
                      window=cfg.window, stride=stride, max_len=cfg.max_len, max_windows=cfg.max_windows,
                      min_tokens=cfg.min_tokens, margin=cfg.margin, batch_size=cfg.batch_size, sources=cfg.sources)

@@ -65,9 +65,18 @@ def _lengths(files: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarra
     return cat(shard, np.int32), cat(row, np.int64), cat(src, np.int16), cat(lens, np.int32)
 
 
-def _scores(files: list[Path]) -> dict[str, np.ndarray]:
-    """The longdep stage's per-document columns, in tokenized-shard order (row-aligned with _lengths)."""
-    tables = [pq.read_table(f, columns=["longdep_score", "longdep_share"]) for f in files]
+def _scores(files: list[Path], tokenized: list[Path]) -> dict[str, np.ndarray]:
+    """The longdep stage's per-document columns, in tokenized-shard order (row-aligned with _lengths); a
+    scores file that does not hold the same documents as its tokenized shard is refused, never guessed."""
+    if len(files) != len(tokenized):
+        raise UserError(f"longdep wrote {len(files)} score files for {len(tokenized)} tokenized shards; "
+                        "delete its folder to rescore")
+    tables = []
+    for f, t in zip(files, tokenized, strict=True):
+        scores = pq.read_table(f, columns=["id", "longdep_score", "longdep_share"])
+        if not scores.column("id").equals(read_ipc(t, ["id"]).column("id")):
+            raise UserError(f"{f}: its rows are not the documents of {t}; delete the longdep folder to rescore")
+        tables.append(scores)
     return {c: np.concatenate([t.column(c).to_numpy(zero_copy_only=False) for t in tables]) if tables
             else np.zeros(0) for c in ("longdep_score", "longdep_share")}
 
@@ -112,7 +121,8 @@ class Mix(Stage):
         names = recipe.source_names
         files = job.output_of("tokenize").files()
         shard, row, src, lens = _lengths(files, names)
-        scores = _scores(job.output_of("longdep").files()) if any(s.long_select for s in params.sources) else None
+        selecting = any(s.long_select for s in params.sources)
+        scores = _scores(job.output_of("longdep").files(), files) if selecting else None
         try:
             plan = plan_mix(src, lens, params, scores)
         except MixShortfallError as exc:
