@@ -29,8 +29,9 @@ def docs(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_token_losses_match_hf_loss_and_ignore_padding(ckpts: tuple[Path, Path], docs: Path) -> None:
     import torch
 
-    from longmix.eval.context_loss import token_losses
-    from longmix.models.loading import load_checkpoint, sample_documents
+    from longmix.models.token_loss import token_losses
+    from longmix.eval.loading import sample_documents
+    from longmix.models.loading import load_checkpoint
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     (_, a), (_, b) = sample_documents([docs], loaded.tokenizer, loaded.bos_id, 64, 96, 2, seed=1)
@@ -49,7 +50,8 @@ def test_token_losses_match_hf_loss_and_ignore_padding(ckpts: tuple[Path, Path],
 
 
 def test_documents_are_whole_and_start_with_bos(ckpts: tuple[Path, Path], docs: Path) -> None:
-    from longmix.models.loading import load_checkpoint, sample_documents
+    from longmix.eval.loading import sample_documents
+    from longmix.models.loading import load_checkpoint
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     got = sample_documents([docs], loaded.tokenizer, loaded.bos_id, 128, 128, None, seed=0)
@@ -102,7 +104,8 @@ def test_tokenized_arrow_shards_as_data(ckpts: tuple[Path, Path], tmp_path: Path
 
 def test_missing_data_and_checkpoint_are_user_errors(tmp_path: Path) -> None:
     from longmix.core.errors import UserError
-    from longmix.models.loading import load_checkpoint, sample_documents
+    from longmix.eval.loading import sample_documents
+    from longmix.models.loading import load_checkpoint
 
     with pytest.raises(UserError, match="config.json"):
         load_checkpoint(tmp_path)

@@ -49,13 +49,13 @@ def _planted(demo_corpus: Path) -> list[dict]:
 
 
 def _recipe(tmp: Path, demo_corpus: Path, smollm2: Path, name: str, workers: int = 1, **longdep) -> Path:
-    write_jsonl(tmp / "planted.jsonl", _planted(demo_corpus))
     tok = tmp / "tok.json"
-    if not tok.exists():
+    if not tok.exists():  # written once: a rewritten input would (rightly) invalidate earlier builds
+        write_jsonl(tmp / "planted.jsonl", _planted(demo_corpus))
+        write_jsonl(tmp / "notes.jsonl", [{"id": "note", "text": "A second source, whose shard has the same name."}])
         train_bpe([r["text"] for r in _planted(demo_corpus)] * 4, 512, tok)
     stages = {"ingest": {"shard_bytes": 1000}, "near_dedup": {"enabled": False},
               "longdep": {**LONGDEP, "scorer": str(smollm2), **longdep}}
-    write_jsonl(tmp / "notes.jsonl", [{"id": "note", "text": "A second source, whose shard has the same name."}])
     sources = [{"name": "planted", "paths": ["planted.jsonl"]}, {"name": "notes", "paths": ["notes.jsonl"]}]
     path = write_recipe(tmp / f"{name}.yaml", tmp / name, sources, stages, workers=workers)
     data = yaml.safe_load(path.read_text())
