@@ -29,9 +29,9 @@ def docs(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_token_losses_match_hf_loss_and_ignore_padding(ckpts: tuple[Path, Path], docs: Path) -> None:
     import torch
 
-    from longmix.models.token_loss import token_losses
     from longmix.eval.loading import sample_documents
     from longmix.models.loading import load_checkpoint
+    from longmix.models.token_loss import token_losses
 
     loaded = load_checkpoint(ckpts[0], device="cpu")
     (_, a), (_, b) = sample_documents([docs], loaded.tokenizer, loaded.bos_id, 64, 96, 2, seed=1)
