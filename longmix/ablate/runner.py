@@ -68,6 +68,12 @@ class AblationRunner:
                 data = {**arm_data_dict(self.suite, arm, sl), "output": str(self.out / "check")}
                 where = f"suite {self.suite.name}, arm {arm.name}" + (f" at seq_len {sl}" if sl else "")
                 check_flow(FLOW, parse_model(Recipe, data, where), where=where)
+        pre = self.suite.base.pretrain
+        if pre is not None and pre.data and not all(a.from_scratch for a in self.suite.arms):
+            data = {**with_seq_len(base_data_dict(self.suite, pretrain=True), pre.seq_len),
+                    "output": str(self.out / "check")}
+            where = f"suite {self.suite.name}, base.pretrain.data"
+            check_flow(FLOW, parse_model(Recipe, data, where), where=where)
         if self.suite.base.model is not None and not all(a.from_scratch for a in self.suite.arms):
             path = self.suite.resolve(self.suite.base.model)
             if not (path / "config.json").is_file():
@@ -98,7 +104,8 @@ class AblationRunner:
         hf = self.out / "base" / "hf"
         if (hf / "config.json").is_file():
             return hf, None
-        data = with_seq_len({**base_data_dict(self.suite), "name": f"{self.suite.name}-base"}, pre.seq_len)
+        data = with_seq_len({**base_data_dict(self.suite, pretrain=True), "name": f"{self.suite.name}-base"},
+                            pre.seq_len)
         manifest = self._data(data)
         rec = self._write_recipe(self.out / "base" / "train.yaml",
                                  pretrain_dict(self.suite, manifest, self.out / "base" / "run"))
@@ -150,7 +157,10 @@ class AblationRunner:
             results.append({**a["result"], "cached": a["cached"]})
         summary = {"suite": s.name, "description": s.description, "output": str(self.out),
                    "train_tokens": s.train_tokens, "seeds": s.seeds, "eval": eval_cfg, "base": base_result,
-                   "arms": results, "seconds": round(time.time() - t0, 1)}
+                   "arms": results, "seconds": round(time.time() - t0, 1),
+                   "reference": s.reference or s.arms[0].name,
+                   "paired_metrics": s.paired_metrics or [f"loss@{k}" for k in range_keys(s.eval.table_contexts)],
+                   "findings": [f.model_dump(exclude_none=True) for f in s.findings]}
         from longmix.ablate.report import write_report
 
         write_report(summary, self.out / "report")
@@ -223,6 +233,12 @@ class AblationRunner:
                                 max(p.lengths) * 12)
             out["probes"] = summarize_probes(run_probes(loaded, fill, p.lengths, p.depths, p.trials, e.seed,
                                                         tuple(p.tasks), 1, self.progress))
+        if e.dependency:
+            from longmix.eval.dependency_loss import dependency_loss
+
+            d = e.dependency
+            out["dependency"] = dependency_loss(loaded, [self.suite.resolve(p) for p in d.data], e.max_len,
+                                                d.max_docs, d.skip_repeat, name, self.progress)
         if e.context_gain:
             from longmix.eval.context_gain import context_gain
 
@@ -254,6 +270,10 @@ class AblationRunner:
                "eval": self._eval(a["folder"] / "hf", name), "checkpoint": str(a["folder"] / "hf")}
         write_json(a["folder"] / "result.json", res)
         return res
+
+
+def range_keys(edges: list[int]) -> list[str]:
+    return [f"{lo}-{hi}" for lo, hi in zip([0, *edges[:-1]], edges, strict=True)]
 
 
 def range_losses(res: dict[str, Any], edges: list[int]) -> dict[str, float | None]:

@@ -28,6 +28,7 @@ class PretrainSpec(Strict):
 
     seq_len: int = Field(ge=16)
     tokens: int = Field(gt=0)
+    data: str | None = Field(None, description="its own data recipe (relative to the suite); default base.data")
     train: dict[str, Any] = Field(description="training recipe fields (model.config, batch, optim...)")
 
 
@@ -81,6 +82,41 @@ class GainSpec(Strict):
     max_docs: int = Field(8, ge=1)
 
 
+class DependencySpec(Strict):
+    """Loss on planted long-range dependencies by distance (longmix eval dependency-loss)."""
+
+    data: list[str] = Field(min_length=1, description="documents written by `longmix demo-longdep`")
+    max_docs: int = Field(24, ge=1)
+    skip_repeat: int = Field(2, ge=0, description="unscored first tokens of a copied passage")
+
+
+class FindingSpec(Strict):
+    """One finding of the paper and how this suite tests it; its verdict is computed from results.json."""
+
+    finding: str
+    paper: str = Field(description="the paper's number, quoted from shared/paper-facts.md")
+    metric: str = Field(description="see longmix.ablate.verdicts, e.g. loss@1024-2048 or dep@256-2048")
+    expect: Literal["lower", "higher", "similar", "not_higher", "not_lower", "increasing"]
+    arm: str | None = None
+    versus: str | None = Field(None, description="the reference arm of the paired difference (none: the arm's "
+                               "own value against 0)")
+    arms: list[str] | None = Field(None, description="expect increasing: arms in the order the metric should rise")
+    margin: float = Field(0.0, ge=0, description="similar / not_higher / not_lower: the difference allowed")
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> FindingSpec:
+        from longmix.ablate.verdicts import check_metric_name
+
+        check_metric_name(self.metric)
+        if self.expect == "increasing":
+            if not self.arms or len(self.arms) < 2:
+                raise ValueError(f"finding '{self.finding}': expect increasing needs arms (two or more)")
+        elif not self.arm:
+            raise ValueError(f"finding '{self.finding}': needs arm (and versus, unless its value is compared to 0)")
+        return self
+
+
 class EvalSpec(Strict):
     data: list[str] = Field(min_length=1, description="held-out documents (JSONL files/folders)")
     max_len: int = Field(2048, ge=8)
@@ -92,6 +128,7 @@ class EvalSpec(Strict):
     ruler: RulerSpec | None = None
     probes: ProbeSpec | None = None
     context_gain: GainSpec | None = None
+    dependency: DependencySpec | None = None
 
 
 class QuickSpec(Strict):
@@ -131,6 +168,9 @@ class Suite(Strict):
     eval: EvalSpec
     quick: QuickSpec
     arms: list[ArmSpec] = Field(min_length=1)
+    reference: str | None = Field(None, description="arm the others are paired against (default: the first)")
+    paired_metrics: list[str] | None = Field(None, description="default: loss over each table range")
+    findings: list[FindingSpec] = Field(default_factory=list)
     base_dir: str = Field(".", exclude=True)
 
     @model_validator(mode="after")
@@ -138,6 +178,16 @@ class Suite(Strict):
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError("arm names must be unique")
+        from longmix.ablate.verdicts import check_metric_name
+
+        for m in self.paired_metrics or []:
+            check_metric_name(m)
+        known = set(names)
+        if self.reference is not None and self.reference not in known:
+            raise ValueError(f"reference '{self.reference}' is not an arm")
+        for f in self.findings:
+            if bad := sorted({a for a in [f.arm, f.versus, *(f.arms or [])] if a} - known):
+                raise ValueError(f"finding '{f.finding}' names unknown arm(s) {', '.join(bad)}")
         if any(a.from_scratch for a in self.arms) and self.base.pretrain is None:
             raise ValueError("from_scratch arms need base.pretrain (its train.model is the from-scratch model)")
         return self
@@ -174,17 +224,21 @@ def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
     gain = e.context_gain.model_copy(update={"window": min(e.context_gain.window, q.max_len // 4),
                                              "max_docs": min(e.context_gain.max_docs, q.max_docs)}) \
         if e.context_gain else None
+    dep = e.dependency.model_copy(update={"max_docs": min(e.dependency.max_docs, q.max_docs)}) \
+        if e.dependency else None
     return e.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs, "table_contexts": q.table_contexts,
-                                "ruler": ruler, "probes": probes, "context_gain": gain})
+                                "ruler": ruler, "probes": probes, "context_gain": gain, "dependency": dep})
 
 
 def settings_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def base_data_dict(suite: Suite) -> dict[str, Any]:
-    """The base data recipe with `extends` resolved and its folder recorded, so arms can move its output."""
-    path = suite.resolve(suite.base.data)
+def base_data_dict(suite: Suite, pretrain: bool = False) -> dict[str, Any]:
+    """The base data recipe (``pretrain``: the pretraining one, when base.pretrain names its own) with
+    `extends` resolved and its folder recorded, so arms can move its output."""
+    pre = suite.base.pretrain
+    path = suite.resolve(pre.data if pretrain and pre is not None and pre.data else suite.base.data)
     if not path.is_file():
         raise UserError(f"suite {suite.name}: base data recipe '{path}' not found")
     data = load_with_extends(path)

@@ -89,3 +89,61 @@ def demo_corpus(out: Annotated[Path, typer.Argument(help="folder to write the co
     for name, s in summary["sources"].items():
         console.print(f"{name}: {s['docs']:,} documents, {s['chars'] / 1e6:.1f} M chars, {len(s['files'])} files")
     console.print(f"demo corpus (Python {summary['python']}) in {out}")
+
+
+def demo_lowq(
+    out: Annotated[Path, typer.Argument(help="folder to write the corpus to")],
+    source: Annotated[list[Path], typer.Option(help="real text (JSONL files/folders): the junk is made from "
+                                               "three quarters of its files, the quality model's data from the rest")],
+    docs: Annotated[int, typer.Option(min=1, help="junk documents in corpus/")] = 600,
+    classifier_docs: Annotated[int, typer.Option(min=1, help="junk documents in classifier/lq.jsonl")] = 300,
+    seed: int = 0,
+) -> None:
+    """Write low-quality documents (word salad, boilerplate-heavy) made from real ones, of every length,
+    for the data-mix ablation's quality axis."""
+    from longmix.data.synthetic_lowq import write_lowq_corpus
+
+    for p in source:
+        if not p.exists():
+            raise UserError(f"'{p}' not found")
+    summary = write_lowq_corpus(out, source, docs, classifier_docs, seed)
+    for name, f in summary["files"].items():
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(f["kinds"].items()))
+        console.print(f"{name}: {f['docs']:,} documents ({kinds})")
+
+
+def demo_longdep(
+    out: Annotated[Path, typer.Argument(help="folder to write the corpus to")],
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json the distances are measured in")],
+    filler: Annotated[list[Path], typer.Option(help="JSONL file(s)/folder(s) of real text around the planted pairs")],
+    heldout_filler: Annotated[list[Path], typer.Option(help="other real text for heldout.jsonl")],
+    docs: Annotated[int, typer.Option(min=1, help="training documents (train/part-*.jsonl)")] = 600,
+    heldout_docs: Annotated[int, typer.Option(min=1, help="held-out documents (heldout.jsonl)")] = 24,
+    slot: Annotated[int, typer.Option(min=16, help="tokens per slot; distances are whole slots")] = 32,
+    slots: Annotated[int, typer.Option(min=2, help="slots per document")] = 62,
+    distances: Annotated[str | None, typer.Option(
+        help="comma-separated token distances, one pair each (default: 32,32,64,64,96,128,160,224,384,768,1152,"
+             "1536,1920)")] = None,
+    passage_words: Annotated[int, typer.Option(min=1, help="words per copied passage")] = 6,
+    seed: int = 0,
+) -> None:
+    """Write documents with long-range dependencies at known token distances (repeated passages, facts used
+    late), for the positional-encoding ablation and `longmix eval dependency-loss`."""
+    from longmix.data.synthetic_longdep import write_longdep_corpus
+
+    for p in [tokenizer, *filler, *heldout_filler]:
+        if not p.exists():
+            raise UserError(f"'{p}' not found")
+    from longmix.data.synthetic_longdep import DEFAULT_DISTANCES
+
+    try:
+        dist = tuple(int(x) for x in distances.split(",")) if distances else DEFAULT_DISTANCES
+    except ValueError:
+        raise UserError(f"--distances must be comma-separated integers, got {distances!r}") from None
+    if min(dist) < slot or max(dist) > (slots - 1) * slot:
+        raise UserError(f"--distances must lie within {slot}..{(slots - 1) * slot} ({slots} slots of {slot} tokens)")
+    summary = write_longdep_corpus(out, tokenizer, filler, heldout_filler, docs, heldout_docs, seed, slot, slots,
+                                   dist, passage_words=passage_words)
+    worst = max(f["max_distance_error"] for f in summary["files"].values())
+    console.print(f"{docs:,} + {heldout_docs:,} documents of {slots} x {slot} tokens, distances "
+                  f"{summary['distances']} (largest deviation {worst} tokens) in {out}")

@@ -192,6 +192,48 @@ def context_gain_cmd(
     console.print(f"wrote {output / 'context_gain.json'} and {png}")
 
 
+@eval_app.command("dependency-loss")
+def dependency_loss_cmd(
+    checkpoints: Annotated[list[Path], typer.Argument(help="HF checkpoint folders; several = comparison overlay")],
+    data: Annotated[list[Path], typer.Option("--data", help="documents from `longmix demo-longdep` (repeatable)")],
+    max_len: Annotated[int, typer.Option(min=16, help="documents are cut here; later pairs are not scored")] = 2048,
+    max_docs: Annotated[int, typer.Option(min=1)] = 24,
+    skip_repeat: Annotated[int, typer.Option(min=0, help="unscored first tokens of a copied passage")] = 2,
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for dependency_loss.json/.png")] = Path("eval"),
+) -> None:
+    """Loss on planted long-range dependencies (copied passages, facts used late) by their distance."""
+    from longmix.eval.dependency_loss import dependency_loss
+    from longmix.eval.plots import plot_dependency_gap
+    from longmix.models.loading import load_checkpoint
+
+    results, taken = [], set()
+    for ckpt in checkpoints:
+        name = _name(ckpt, taken)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype)
+        res = dependency_loss(loaded, data, max_len, max_docs, skip_repeat, name)
+        res["checkpoint"] = str(ckpt)
+        results.append(res)
+        del loaded
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(output / "dependency_loss.json", {"max_len": max_len, "results": results})
+    distances = [r["distance"] for r in results[0]["by_distance"]]
+    png = plot_dependency_gap(distances, {r["name"]: [x["target_loss"] - x["source_loss"] for x in r["by_distance"]]
+                                          for r in results}, output / "dependency_loss.png")
+    table = Table(title=f"loss on dependency targets, and at their sources, by distance (nats, "
+                        f"{results[0]['n_docs']} docs)")
+    table.add_column("checkpoint")
+    for d in distances:
+        table.add_column(f"d={d}")
+    for r in results:
+        table.add_row(r["name"], *[f"{x['target_loss']:.2f}" for x in r["by_distance"]])
+        table.add_row("  at source", *[f"{x['source_loss']:.2f}" for x in r["by_distance"]])
+    out_console.print(table)
+    console.print(f"wrote {output / 'dependency_loss.json'} and {png}")
+
+
 @eval_app.command("ruler")
 def ruler_cmd(
     checkpoints: Annotated[list[Path], typer.Argument(help="HF checkpoint folders (each gets its own table)")],

@@ -122,3 +122,19 @@ def plot_rope(analysis: dict[str, Any], out: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     return _save(fig, out)
+
+
+def plot_dependency_gap(distances: list[int], gaps: dict[str, list[float]], out: Path, title: str = "") -> Path:
+    """Target minus source loss of planted dependencies vs distance, one line per model (0: the copy unused)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, (label, ys) in enumerate(gaps.items()):
+        ax.plot(distances, ys, marker="o", ms=3, color=f"C{k % 10}", lw=1.4, label=label)
+    ax.axhline(0.0, color="0.4", ls="--", lw=1.0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("distance back to the source (tokens)")
+    ax.set_ylabel("target loss - source loss (nats)")
+    ax.set_title(f"{title}: use of distant context" if title else "use of distant context")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -52,8 +52,10 @@ def _initial_guess(c: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
         if np.any(excess <= 0):
             continue
         slope, intercept = np.polyfit(np.log(c), np.log(excess), 1)
-        beta = max(-slope, 1e-3)
+        beta = min(max(-slope, 1e-3), 19.0)  # inside curve_fit's bounds: a guess outside them is refused
         alpha = float(np.exp(intercept / beta))
+        if not 1e-9 < alpha < 1e12:
+            continue
         sse = float(np.sum((power_law(c, alpha, beta, gamma) - y) ** 2))
         if np.isfinite(sse) and (best is None or sse < best[0]):
             best = (sse, (alpha, beta, gamma))
