@@ -10,7 +10,8 @@ from typing import Any
 
 def _strip_timing(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _strip_timing(v) for k, v in obj.items() if "seconds" not in k}
+        # timings and the node each task ran on are run metadata, not results
+        return {k: _strip_timing(v) for k, v in obj.items() if "seconds" not in k and k not in ("node", "nodes")}
     if isinstance(obj, list):
         return [_strip_timing(v) for v in obj]
     return obj

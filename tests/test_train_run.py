@@ -188,3 +188,63 @@ def test_abf_continuation_from_export(runs, tmp_path: Path) -> None:
     assert sorted(d) == [1, 2] and all(np.isfinite(r["loss"]) for r in d.values())
     # Continuing from the trained weights: far below the ln(vocab) of a fresh model.
     assert d[1]["loss"] < np.log(512) - 0.3
+
+
+def _two_node_train(recipe: Path, out: Path, *extra: str) -> None:
+    """`longmix train` as two nodes of one rank each: two torchrun agents meeting at a c10d rendezvous on
+    127.0.0.1 (what two machines run, each with its own --nnodes 2 command line)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", out.name,
+           "--local-addr", "127.0.0.1", "-m", "longmix.cli", "train", str(recipe), "-o", str(out), *extra]
+    nodes = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [n.communicate(timeout=600)[0] for n in nodes]
+    for n, log in zip(nodes, logs, strict=True):
+        assert n.returncode == 0, log[-6000:]
+
+
+def test_two_node_launch_matches_one_node_and_resumes_exactly(runs) -> None:
+    """Two nodes x one rank give the losses of one node x two ranks, and a two-node run stopped after step 3
+    resumes (again as two nodes) with the data position exact."""
+    out = runs["root"] / "two-node"
+    _two_node_train(runs["recipe"], out, "--stop-at-step", "3")
+    state = json.loads((out / "checkpoints" / "step_00000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    _two_node_train(runs["recipe"], out)
+    a, n = _losses(runs["A"]), _losses(out)
+    assert sorted(n) == sorted(a)
+    for s in a:
+        assert (n[s]["loss"], n[s]["grad_norm"], n[s]["lr"]) == (a[s]["loss"], a[s]["grad_norm"], a[s]["lr"]), s
+
+
+def test_deepspeed_launcher_with_hostfile_as_two_nodes(runs) -> None:
+    """The DeepSpeed launcher line of docs/training.md: a two-host hostfile, each node started on its own
+    (--no_ssh, as on machines without passwordless ssh), gives the same losses as one node x two ranks."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = runs["root"] / "deepspeed-launcher"
+    hosts = runs["root"] / "hostfile"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+    nodes = [subprocess.Popen([sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", str(hosts),
+                               "--no_ssh", "--node_rank", str(rank), "--master_addr", "127.0.0.1",
+                               "--master_port", str(port), "--no_local_rank", "--module", "longmix.cli", "train",
+                               str(runs["recipe"]), "-o", str(out)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    for n in nodes:
+        log = n.communicate(timeout=600)[0]
+        assert n.returncode == 0, log[-6000:]
+    a, d = _losses(runs["A"]), _losses(out)
+    assert sorted(d) == sorted(a)
+    for s in a:
+        assert (d[s]["loss"], d[s]["grad_norm"]) == (a[s]["loss"], a[s]["grad_norm"]), s

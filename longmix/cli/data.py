@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from longmix.core.errors import UserError
+from longmix.core.storage import is_uri
 
 console = Console(stderr=True)
 
@@ -16,9 +17,13 @@ console = Console(stderr=True)
 def build(
     recipe: Annotated[Path, typer.Argument(help="data recipe (YAML)")],
     executor: Annotated[str | None, typer.Option(help="local or ray (default: the recipe's)")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, then the recipe's); "
+             "implies --executor ray")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: the recipe's)")] = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="override the recipe's output")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="override the recipe's output (a folder or a store URI: s3://bucket/run)")] = None,
     report_only: Annotated[bool, typer.Option(
         "--report-only", help="with --until filter: show what each filter would drop, write nothing")] = False,
 ) -> None:
@@ -27,10 +32,11 @@ def build(
     from longmix.data.flow import build as run_build
     from longmix.data.recipe import load_recipe
 
-    overrides = {"output": str(output.resolve())} if output else {}
+    overrides = {"output": output if is_uri(output) else str(Path(output).resolve())} if output else {}
     rec = load_recipe(recipe, overrides)
     try:
-        reports = run_build(rec, until=until, executor=executor, workers=workers, report_only=report_only)
+        reports = run_build(rec, until=until, executor=executor or ("ray" if address else None), workers=workers,
+                            report_only=report_only, ray_address=address)
     except UserError as exc:
         finished = getattr(exc, "reports", None)
         if finished:  # what did finish explains what failed (e.g. ingest's quarantine counts)
@@ -42,7 +48,8 @@ def build(
 
         print_report_only(reports["filter"], Console())
         return
-    typer.echo(f"outputs in {rec.output_dir}")  # stdout, unwrapped: scripts read it
+    typer.echo(f"outputs in {rec.output}" if is_uri(rec.output) else f"outputs in {rec.output_dir}")  # stdout,
+    # unwrapped: scripts read it
 
 
 def dedup(
@@ -56,6 +63,8 @@ def dedup(
     id_field: Annotated[str, typer.Option(help="field holding the id ('' for none)")] = "id",
     workers: Annotated[int | None, typer.Option(min=1, help="parallel tasks (default: all cores)")] = None,
     executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS); implies "
+                                                     "--executor ray")] = None,
     seed: Annotated[int, typer.Option(help="MinHash seed")] = 1,
 ) -> None:
     """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
@@ -69,7 +78,8 @@ def dedup(
             raise UserError(f"input '{p}' not found")
     data = {
         "name": "dedup", "output": str(output.resolve()), "seed": seed,
-        "executor": {"kind": executor, **({"workers": workers} if workers else {})},
+        "executor": {"kind": "ray" if address else executor, **({"workers": workers} if workers else {}),
+                     **({"ray_address": address} if address else {})},
         "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
                      "text_field": text_field, "id_field": id_field or None}],
         "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "keep": keep}},

@@ -66,11 +66,13 @@ def tokenizer_train(
     typer.echo(f"tokenizer with {got:,} tokens (from {seen[0]:,} documents) written to {output}")
 
 
-def verify(manifest: Annotated[Path, typer.Argument(help="manifest.json")]) -> None:
+def verify(manifest: Annotated[str, typer.Argument(help="manifest.json (a path or a store URI)")]) -> None:
     """Check every shard of a manifest against its sha256, schema and row invariants."""
+    from longmix.core.storage import is_uri
     from longmix.formats.manifest import verify_manifest
+    from longmix.formats.staging import verify_store_manifest
 
-    m = verify_manifest(manifest)
+    m = verify_store_manifest(manifest) if is_uri(manifest) else verify_manifest(manifest)
     typer.echo(f"ok: {len(m.shards)} shards, {m.totals.sequences:,} sequences, {m.totals.tokens:,} tokens "
                f"verified against {manifest}")  # the verdict scripts read: stdout
 

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import Strict, load_with_extends, parse_model
+from longmix.core.storage import Mirror, cache_dir, glob_uri, is_uri
 from longmix.data.dedup.settings import ExactDedupConfig, NearDedupConfig
 from longmix.data.filters.settings import FilterConfig
 from longmix.data.ingest.settings import IngestConfig, SourceConfig
@@ -36,10 +37,26 @@ class StagesConfig(Strict):
     pack: PackConfig = PackConfig()
 
 
+class TaskResources(Strict):
+    cpus: float = Field(1, gt=0, description="CPUs one task of the stage needs")
+    memory_gb: float = Field(1.0, gt=0, description="memory one task of the stage needs (GiB)")
+
+
 class ExecutorConfig(Strict):
     kind: Literal["local", "ray"] = "local"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    ray_address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
+    ray_address: str | None = Field(None, description="Ray cluster address (or RAY_ADDRESS); none starts a "
+                                                      "local Ray")
+    resources: dict[str, TaskResources] = Field(
+        default_factory=dict, description="per stage: what one task needs, for Ray's scheduler")
+
+    @field_validator("resources")
+    @classmethod
+    def _known_stages(cls, resources: dict[str, TaskResources]) -> dict[str, TaskResources]:
+        unknown = sorted(set(resources) - set(StagesConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown stage {unknown[0]!r}: choose from {', '.join(StagesConfig.model_fields)}")
+        return resources
 
 
 class Recipe(Strict):
@@ -69,22 +86,30 @@ class Recipe(Strict):
 
     @property
     def output_dir(self) -> Path:
-        return self.resolve(self.output)
+        """Where the stages write: the output folder, or for a store URI (s3://...) its local cache, which
+        the runner mirrors to the store (core/storage.py)."""
+        return cache_dir(self.output) if is_uri(self.output) else self.resolve(self.output)
+
+    @property
+    def output_store(self) -> Mirror | None:
+        return Mirror(self.output) if is_uri(self.output) else None
 
     @property
     def source_names(self) -> list[str]:
         return [s.name for s in self.sources]
 
-    def source_files(self, source: SourceConfig) -> list[Path]:
-        """The source's inputs in a stable order; a pattern that matches nothing is an error."""
-        out: list[Path] = []
+    def source_files(self, source: SourceConfig) -> list[Path | str]:
+        """The source's inputs in a stable order (object-store URIs stay strings); a pattern that matches
+        nothing is an error."""
+        out: list[Path | str] = []
         for pattern in source.paths:
-            full = self.resolve(pattern)
-            matches = sorted(Path(m) for m in glob.glob(str(full), recursive=True))
+            full: Path | str = pattern if is_uri(pattern) else self.resolve(pattern)
+            matches: list[Path | str] = (glob_uri(pattern) if is_uri(pattern) else
+                                         sorted(Path(m) for m in glob.glob(str(full), recursive=True)))
             if not matches:
                 raise UserError(f"source '{source.name}': '{pattern}' matches no file (looked for {full})")
             out.extend(matches)
-        seen: set[Path] = set()
+        seen: set[Path | str] = set()
         return [p for p in out if not (p in seen or seen.add(p))]
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from typing import Any, Protocol
 
 from longmix.core.errors import UserError
 from longmix.pipeline.tasks import Task, run_task
+
+log = logging.getLogger("longmix")
 
 
 class Executor(Protocol):
@@ -77,7 +80,8 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Submits the same tasks to Ray: `ray.init(address)` joins a cluster; no address starts a local one."""
+    """Submits the same tasks to Ray, each with the resources its stage declared. `address` (or RAY_ADDRESS)
+    joins a running cluster; neither starts a local one with `workers` CPUs."""
 
     def __init__(self, workers: int, address: str | None = None) -> None:
         try:
@@ -86,28 +90,80 @@ class RayExecutor:
             raise UserError("the ray executor needs Ray: pip install 'longmix[ray]'") from None
         self._ray = ray
         self.workers = workers
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None and not ray.is_initialized():
+            _check_reachable(address)
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": address, "include_dashboard": False,
                                       "log_to_driver": False, "configure_logging": False}
             if address is None:
                 kwargs["num_cpus"] = workers
-            ray.init(**kwargs)
-        self._remote = ray.remote(num_cpus=1)(run_task)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise UserError(f"cannot join the Ray cluster at '{address}': {str(exc).splitlines()[0]}; "
+                                f"check --address / RAY_ADDRESS (ray status shows it)") from None
+        self.nodes = [n for n in ray.nodes() if n.get("Alive")]
+        joined = f"the Ray cluster at {address}" if address else "a local Ray runtime"
+        log.info("ray: joined %s: %d node(s), %g CPUs", joined, len(self.nodes),
+                 sum(n["Resources"].get("CPU", 0) for n in self.nodes))
+        self._remote = ray.remote(run_task)
+
+    def check_fits(self, resources: dict[str, float]) -> None:
+        """A task no node can hold would wait forever in Ray's queue: refuse it up front instead."""
+        need_cpu, need_mem = resources.get("num_cpus", 1), resources.get("memory", 0)
+        if not any(n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("memory", 0) >= need_mem
+                   for n in self.nodes):
+            biggest = max(self.nodes, key=lambda n: n["Resources"].get("memory", 0))["Resources"]
+            raise UserError(
+                f"no node of the Ray cluster can run a task needing {need_cpu:g} CPUs and "
+                f"{need_mem / 2**30:.1f} GiB (largest node: {biggest.get('CPU', 0):g} CPUs, "
+                f"{biggest.get('memory', 0) / 2**30:.1f} GiB); lower executor.resources in the recipe")
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         ray = self._ray
-        refs = {self._remote.remote(tasks[i]): i for i in longest_first(tasks)}
+        for res in {tuple(sorted(t.resources.items())) for t in tasks}:
+            self.check_fits(dict(res))
+        refs = {}
+        for i in longest_first(tasks):
+            res = tasks[i].resources
+            opts = {"num_cpus": res.get("num_cpus", 1), **({"memory": res["memory"]} if res.get("memory") else {})}
+            refs[self._remote.options(**opts).remote(tasks[i])] = i
         try:
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)
                 for ref in done:
-                    yield refs.pop(ref), ray.get(ref)
+                    i = refs.pop(ref)
+                    try:
+                        yield i, ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        if isinstance(exc, ray.exceptions.RayTaskError):
+                            raise exc.as_instanceof_cause() from None  # the task's own error, as raised
+                        raise UserError(f"Ray lost task {tasks[i].task_id}: {str(exc).splitlines()[0]}; "
+                                        f"finished tasks are kept, run the same command again to resume"
+                                        ) from None
         finally:
             for ref in refs:
                 ray.cancel(ref)
 
     def close(self) -> None:
         pass  # the Ray runtime is shared by the process; shut down by the caller if it started it
+
+
+def _check_reachable(address: str) -> None:
+    """Ray keeps retrying an address nobody answers at for minutes; a plain connect says it in seconds."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    if hostport in ("auto", "local") or ":" not in hostport:
+        return
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(f"no Ray cluster answers at '{address}' ({exc}); check --address / RAY_ADDRESS "
+                        f"(`ray status` on the head node prints it)") from None
 
 
 def make_executor(kind: str, workers: int, ray_address: str | None = None) -> Executor:

@@ -11,13 +11,16 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from longmix.core.atomic import remove_stale_temps, write_json
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import settings_hash
+from longmix.core.storage import Mirror
 from longmix.pipeline.executors import Executor
 from longmix.pipeline.progress import task_progress
 from longmix.pipeline.stage import Stage, StageJob, StageOutput
@@ -51,8 +54,14 @@ def forget_tasks_of(folder: Path, damaged: list[str]) -> None:
 
 
 class StageContext:
-    def __init__(self, output: Path, executor: Executor, seed: int, progress: bool | None = None) -> None:
+    """store: the object-store prefix the output lives in (None: a local folder). `output` is then its local
+    cache: each stage's folder is brought in line with the store before it is reused or resumed, every task
+    puts its files and then its marker there, and the stage's report goes up last (core/storage.py)."""
+
+    def __init__(self, output: Path, executor: Executor, seed: int, progress: bool | None = None,
+                 store: Mirror | None = None) -> None:
         self.output = output
+        self.store = store
         self.executor = executor
         self.seed = seed
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -70,6 +79,9 @@ class StageContext:
         """The report of a finished stage with these settings; claims the folder for a new run otherwise."""
         folder = self.stage_dir(stage)
         meta_path, report_path = folder / "stage.json", folder / "report.json"
+        if self.store is not None:  # the store is the truth: the cache holds what it holds, no more
+            self.store.pull_missing(stage, exact=True)
+            self.store.pull_missing("", {k: v for k, v in self.store.listing("").items() if "/" not in k})
         if meta_path.is_file():
             old = json.loads(meta_path.read_text()).get("settings_hash")
             if old != settings_hash:
@@ -88,10 +100,19 @@ class StageContext:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
         write_json(meta_path, {"stage": stage, "settings_hash": settings_hash})
+        if self.store is not None:
+            self.store.push(f"{stage}/stage.json")
         return None
 
-    def run_tasks(self, stage: str, tasks: list[Task], label: str | None = None) -> list[dict[str, Any]]:
-        """Run tasks not yet marked done; return every task's stats in task order."""
+    def run_tasks(self, stage: str, tasks: list[Task], label: str | None = None,
+                  resources: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """Run tasks not yet marked done; return every task's stats in task order. resources: what each task
+        needs (the stage's declaration), for tasks that declare nothing themselves."""
+        if resources:
+            tasks = [t if t.resources else replace(t, resources=resources) for t in tasks]
+        if self.store is not None:
+            tasks = [replace(t, store=self.store.uri, store_cache=str(self.store.local)) for t in tasks]
+            self.store.push_missing(stage, skip="_tasks")  # what the driver wrote so far, for the tasks to read
         results: list[dict[str, Any] | None] = [read_marker(t) for t in tasks]
         todo = [i for i, r in enumerate(results) if r is None]
         if len(todo) < len(tasks):
@@ -100,6 +121,8 @@ class StageContext:
             for j, stats in self.executor.run([tasks[i] for i in todo]):
                 results[todo[j]] = stats
                 advance()
+        if self.store is not None and todo:  # what tasks on other nodes wrote, for the stage's global steps
+            self.store.pull_missing(stage)
         return [r for r in results if r is not None]
 
     def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None) -> dict[str, Any]:
@@ -111,6 +134,8 @@ class StageContext:
             extras = stage.run(job)
             # The counted tasks' stats make the counts; a stage without tasks reports counts of its own.
             body = {"stage": stage.name, **merge(job.task_stats), **extras, "settings_hash": settings}
+            if job.task_stats:  # where the tasks ran (one node, or several on a Ray cluster)
+                body["nodes"] = dict(sorted(Counter(s.get("node", "?") for s in job.task_stats).items()))
             report = self.write_stage_report(stage.name, body, started)
         self._outputs[stage.name] = StageOutput(stage.name, report, self.stage_dir(stage.name))
         return report
@@ -120,6 +145,11 @@ class StageContext:
         report = {**report, "seconds": round(time.time() - started, 3)}
         check_reconciles(stage, report)
         write_json(self.stage_dir(stage) / "report.json", report)
+        if self.store is not None:  # everything the stage wrote (and the manifest at the top), its report last
+            for p in sorted(self.output.glob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    self.store.push(p.name)
+            self.store.push_missing(stage, last=("report.json",))
         return report
 
 

@@ -70,7 +70,8 @@ class StageJob:
     def run_tasks(self, tasks: list[Task], label: str | None = None, counted: bool = True) -> list[dict[str, Any]]:
         """Run tasks (resuming); counted tasks' stats (in/kept/dropped/quarantined, outputs) make the stage
         report's counts, so a stage's auxiliary steps (near dedup's signatures) pass counted=False."""
-        stats = self.ctx.run_tasks(self.stage.name, tasks, label or self.stage.label)
+        stats = self.ctx.run_tasks(self.stage.name, tasks, label or self.stage.label,
+                                   self.stage.resources(self.recipe))
         if counted:
             self.task_stats = stats
         return stats
@@ -81,6 +82,9 @@ class Stage:
 
     name: ClassVar[str]
     label: ClassVar[str] = ""  # progress-bar label; default: the name
+    # What one task of this stage needs; the Ray executor schedules with it (recipe: executor.resources).
+    task_cpus: ClassVar[float] = 1
+    task_memory_gb: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,6 +93,13 @@ class Stage:
 
     def enabled(self, recipe: Any) -> bool:
         return True
+
+    def resources(self, recipe: Any) -> dict[str, float]:
+        """Ray resources of one task: the stage's declaration, or the recipe's `executor.resources.<stage>`."""
+        override = getattr(getattr(recipe, "executor", None), "resources", {}).get(self.name)
+        cpus = override.cpus if override else self.task_cpus
+        memory_gb = override.memory_gb if override else self.task_memory_gb
+        return {"num_cpus": cpus, "memory": int(memory_gb * 2**30)}
 
     def check(self, recipe: Any) -> None:
         """Raise a UserError for a recipe this stage cannot run; called for every stage before any runs."""

@@ -41,7 +41,7 @@ def _preflight(recipe: Any, world: int) -> None:
     config = load_config(recipe.model, recipe)
     manifests = []
     for p in recipe.data.phases:
-        path = recipe.resolve(p.manifest)
+        path = recipe.resolve_manifest(p.manifest)
         manifests.append(load_manifest(path))
         t = manifests[-1].tokenizer
         check_tokenizer_agrees(recipe.model, recipe, t, str(path))

@@ -130,6 +130,13 @@ class TrainRecipe(Strict):
     logging: LoggingConfig = LoggingConfig()
     base_dir: str = Field(".", description="set by the loader: the recipe's folder")
 
+    def resolve_manifest(self, p: str) -> Path:
+        """A phase's manifest as a local path: a store URI (s3://...) is staged into the node's cache first."""
+        from longmix.core.storage import is_uri
+        from longmix.formats.staging import stage_manifest
+
+        return stage_manifest(p) if is_uri(p) else self.resolve(p)
+
     def resolve(self, p: str) -> Path:
         """A recipe path, relative to the recipe's folder unless absolute."""
         path = Path(p).expanduser()

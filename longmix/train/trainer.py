@@ -60,7 +60,7 @@ def open_phases(recipe: TrainRecipe, rank: int) -> list[PhaseData]:
     err: list[str | None] = [None]
     phases: list[PhaseData] = []
     try:
-        phases = [PhaseData(recipe.resolve(p.manifest), verify=recipe.data.verify and rank == 0)
+        phases = [PhaseData(recipe.resolve_manifest(p.manifest), verify=recipe.data.verify and rank == 0)
                   for p in recipe.data.phases]
     except UserError as exc:
         err[0] = str(exc)

@@ -47,6 +47,7 @@ class NearDedup(Stage):
     """MinHash LSH near-dedup: signatures per shard, clustering on compact data, apply per shard (near.py)."""
 
     name = "near_dedup"
+    task_memory_gb = 2.0  # a task's shingle-hash workspace (bounded per document) and its signatures
     label = "near dedup"
 
     def enabled(self, recipe: Recipe) -> bool:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from longmix.core.errors import UserError
+from longmix.core.storage import is_uri, open_input_file, open_input_stream
 
 _READ_CHUNK = 1 << 20
 
@@ -46,9 +47,13 @@ class Bad:
     raw: bytes = field(repr=False, default=b"")
 
 
-def detect_format(path: Path) -> str:
-    name = path.name.lower()
-    if path.is_dir():
+def _name(path: Path | str) -> str:
+    return path.rsplit("/", 1)[-1].lower() if is_uri(path) else Path(path).name.lower()
+
+
+def detect_format(path: Path | str) -> str:
+    name = _name(path)
+    if not is_uri(path) and Path(path).is_dir():
         return "text"
     if name.endswith(".parquet"):
         return "parquet"
@@ -94,9 +99,9 @@ def _plain_chunks(stream: io.BufferedIOBase) -> Iterator[bytes]:
         yield chunk
 
 
-def _byte_chunks(path: Path) -> Iterator[bytes]:
-    name = path.name.lower()
-    with open(path, "rb") as raw:
+def _byte_chunks(path: Path | str) -> Iterator[bytes]:
+    name = _name(path)
+    with open_input_stream(path) as raw:
         if name.endswith(".gz"):
             yield from _decompressed_chunks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
         elif name.endswith((".zst", ".zstd")):
@@ -105,7 +110,7 @@ def _byte_chunks(path: Path) -> Iterator[bytes]:
             yield from _plain_chunks(raw)
 
 
-def _lines(path: Path, cap: int) -> Iterator[tuple[int, bytes, bool] | _TruncatedInput]:
+def _lines(path: Path | str, cap: int) -> Iterator[tuple[int, bytes, bool] | _TruncatedInput]:
     """(line number, bytes without newline, oversized?) per line; an oversized line keeps its first
     `cap` bytes only. A truncated stream ends with the _TruncatedInput and the partial line is yielded
     as the exception's `partial` attribute."""
@@ -139,7 +144,7 @@ def _lines(path: Path, cap: int) -> Iterator[tuple[int, bytes, bool] | _Truncate
         yield lineno, bytes(buf[:cap]), oversized
 
 
-def read_jsonl(path: Path, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
+def read_jsonl(path: Path | str, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
     name = str(path)
     for item in _lines(path, cap):
         if isinstance(item, _TruncatedInput):
@@ -176,10 +181,10 @@ def _parse_json_record(raw: bytes, text_field: str, id_field: str | None, name: 
     return Good(text, None if doc_id is None else str(doc_id), obj, name, lineno, len(raw))
 
 
-def read_parquet(path: Path, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
+def read_parquet(path: Path | str, text_field: str, id_field: str | None, cap: int) -> Iterator[Good | Bad]:
     name = str(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(open_input_file(path))
     except (pa.ArrowException, OSError) as exc:
         yield Bad("unreadable_file", f"not a readable Parquet file: {exc}", name, -1)
         return
@@ -248,14 +253,17 @@ def list_text_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def read_records(path: Path, fmt: str, text_field: str = "text", id_field: str | None = None,
+def read_records(path: Path | str, fmt: str, text_field: str = "text", id_field: str | None = None,
                  cap: int = 64 << 20, files: list[str] | None = None) -> Iterator[Good | Bad]:
     """The one entry point by format: JSONL (plain or compressed), Parquet, or text files (a folder's files,
-    `files` of it when given; a single text file on its own)."""
+    `files` of it when given; a single text file on its own). JSONL and Parquet may be object-store URIs."""
     if fmt == "jsonl":
         return read_jsonl(path, text_field, id_field, cap)
     if fmt == "parquet":
         return read_parquet(path, text_field, id_field, cap)
+    if is_uri(path):
+        raise UserError(f"'{path}': text inputs must be local folders; store JSONL or Parquet objects instead")
+    path = Path(path)
     if path.is_dir():
         return read_text_files(path, files if files is not None else list_text_files(path), cap)
     return read_text_files(path.parent, [path.name], cap)
@@ -264,9 +272,9 @@ def read_records(path: Path, fmt: str, text_field: str = "text", id_field: str |
 _DATA_SUFFIXES = {"jsonl": (".jsonl", ".json", ".ndjson"), "parquet": (".parquet",)}
 
 
-def data_format(path: Path) -> str | None:
+def data_format(path: Path | str) -> str | None:
     """jsonl or parquet by the file's name (compressed JSONL included), else None."""
-    name = path.name.lower()
+    name = _name(path)
     if name.endswith(".parquet"):
         return "parquet"
     for ext in _DATA_SUFFIXES["jsonl"]:
@@ -275,11 +283,13 @@ def data_format(path: Path) -> str | None:
     return None
 
 
-def expand_input(path: Path, fmt: str = "auto") -> list[tuple[Path, str]]:
+def expand_input(path: Path | str, fmt: str = "auto") -> list[tuple[Path | str, str]]:
     """An input as (path, format) pairs, decided the same way everywhere (ingest, dedup, tokenizer and
     classifier training). A file: itself. A folder: its JSONL/Parquet files, each on its own, when it holds
     only those; one text folder (every file a document) when it holds none or `fmt` is text; a folder that
-    mixes both is refused rather than guessed."""
+    mixes both is refused rather than guessed. An object-store URI is one object."""
+    if is_uri(path):
+        return [(path, detect_format(path) if fmt == "auto" else fmt)]
     if not path.is_dir():
         return [(path, detect_format(path) if fmt == "auto" else fmt)]
     if fmt == "text":

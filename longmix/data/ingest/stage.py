@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from longmix.core.errors import UserError
+from longmix.core.storage import file_info, is_uri
 from longmix.data.ingest.normalize import content_hash, normalize_text
 from longmix.data.ingest.readers import Bad, Good, expand_input, list_text_files, read_records
 from longmix.data.ingest.settings import SourceConfig
@@ -31,7 +32,7 @@ def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, te
         bad_rows.append({"source": source, "origin_file": bad.origin_file, "origin_pos": bad.origin_pos,
                          "reason": bad.reason, "detail": bad.detail, "raw": bad.raw})
 
-    for rec in read_records(Path(path), fmt, text_field, id_field, max_doc_bytes, files):
+    for rec in read_records(path if is_uri(path) else Path(path), fmt, text_field, id_field, max_doc_bytes, files):
         counts.saw(source, rec.raw_bytes if isinstance(rec, Good) else len(rec.raw))
         if isinstance(rec, Bad):
             quarantine(rec)
@@ -115,7 +116,7 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
     for source in recipe.sources:
         k = 0
         for path, fmt in source_inputs(recipe, source):
-            if fmt == "text" and path.is_dir():
+            if fmt == "text" and not is_uri(path) and Path(path).is_dir():
                 names = list_text_files(path)
                 groups = [names[i: i + cfg.files_per_task] for i in range(0, len(names), cfg.files_per_task)]
                 fingerprint.append(_fingerprint(path, names))
@@ -136,7 +137,12 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
     return tasks, fingerprint
 
 
-def _fingerprint(path: Path, names: list[str] | None) -> dict[str, Any]:
+def _fingerprint(path: Path | str, names: list[str] | None) -> dict[str, Any]:
+    if is_uri(path):
+        info = file_info(path)
+        if info is None:
+            raise UserError(f"input '{path}' not found in the store")
+        return {"path": path, "files": 1, "bytes": info[0], "mtime_ns": info[1]}
     files = [path / n for n in names] if names is not None else [path]
     st = [f.stat() for f in files]
     return {"path": str(path), "files": len(files), "bytes": sum(s.st_size for s in st),

@@ -90,6 +90,7 @@ class Longdep(Stage):
     """Scores long documents by their long-range dependencies (score.py); the mix can select by it."""
 
     name = "longdep"
+    task_memory_gb = 3.0  # the scorer model and its activations per worker
     label = "long-dependency scores"
 
     def enabled(self, recipe: Recipe) -> bool:
@@ -131,7 +132,8 @@ class Longdep(Stage):
                             "to rebuild it")
         stride = cfg.stride or max(1, cfg.window // 2)
         stats = job.run_tasks([
-            job.task(f"score-{i:05d}", longdep_task, cost=size, text_path=text, out_dir=str(job.dir),
+            job.task(f"score-{i:05d}", longdep_task, cost=size, text_path=str(job.ctx.output / text),
+                     out_dir=str(job.dir),
                      rel_path=str(Path("scores") / Path(rel).with_suffix(".parquet")),  # one per tokenized shard
                      scorer=folder, digest=scorer_digest(folder), device=cfg.device, dtype=cfg.dtype,
                      window=cfg.window, stride=stride, max_len=cfg.max_len, max_windows=cfg.max_windows,

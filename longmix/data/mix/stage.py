@@ -136,7 +136,15 @@ class Mix(Stage):
             "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
         return {**_counts(names, src, plan.counts, removed, ~plan.eligible),
                 "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
-                "inputs": [str(f) for f in files], "mix": plan.report.to_dict()}
+                "inputs": [_relative(f, job.ctx.output) for f in files], "mix": plan.report.to_dict()}
 
     def summary(self, report: dict[str, Any]) -> list[str]:
         return [f"[red]SHORTFALL[/red] {sf['message']}" for sf in report["mix"]["shortfalls"]]
+
+
+def _relative(path: Path, root: Path) -> str:
+    """A stage file as the report names it: relative to the output, so the report holds on any node."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)

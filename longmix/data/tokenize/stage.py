@@ -70,4 +70,5 @@ class Tokenize(Stage):
             for i, ((src, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
         tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
         return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos},
-                "inputs": [str(src) for src, _ in job.upstream.inputs()]}  # the text shards, row-aligned
+                # the text shards, row-aligned, relative to the output (longdep resolves them on its node)
+                "inputs": [str(src.relative_to(job.ctx.output)) for src, _ in job.upstream.inputs()]}
