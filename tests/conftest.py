@@ -23,6 +23,18 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def docs_tokenizer(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> Path:
+    """A 1,024-token BPE trained on the demo corpus's docs source, once per test session."""
+    from longmix.data.tokenize.encode import train_bpe
+
+    texts = [json.loads(x)["text"] for f in sorted((demo_corpus / "docs").glob("*.jsonl"))
+             for x in f.read_text().splitlines()]
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    train_bpe(texts, 1024, path)
+    return path
+
+
 def write_jsonl(path: Path, records: list[dict | str | bytes]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:

@@ -14,7 +14,6 @@ from helpers_tree import tree_digest
 
 from longmix.data.flow import build
 from longmix.data.recipe import load_recipe
-from longmix.data.tokenize.encode import train_bpe
 from longmix.formats.ipc import read_ipc
 from longmix.formats.manifest import verify_manifest
 from longmix.formats.packed_shards import read_rows
@@ -24,12 +23,8 @@ SEQ = 512
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory, demo_corpus) -> Path:
-    texts = [json.loads(x)["text"] for f in sorted((demo_corpus / "docs").glob("*.jsonl"))
-             for x in f.read_text().splitlines()]
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_bpe(texts, 1024, path)
-    return path
+def tokenizer(docs_tokenizer) -> Path:
+    return docs_tokenizer
 
 
 def _recipe(tmp: Path, corpus: Path, tokenizer: Path, workers: int = 1, mix: dict | None = None,

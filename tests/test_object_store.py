@@ -19,8 +19,6 @@ from conftest import LONGMIX
 from helpers_s3 import S3Server, start_s3_server
 from helpers_tree import tree_digest
 
-from longmix.data.tokenize.encode import train_bpe
-
 pytestmark = pytest.mark.slow
 SEQ = 256
 
@@ -48,12 +46,8 @@ def s3(tmp_path_factory, demo_corpus):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory, demo_corpus) -> Path:
-    texts = [json.loads(x)["text"] for f in sorted((demo_corpus / "docs").glob("*.jsonl"))
-             for x in f.read_text().splitlines()]
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_bpe(texts, 1024, path)
-    return path
+def tokenizer(docs_tokenizer) -> Path:
+    return docs_tokenizer
 
 
 def _recipe(path: Path, output: str, tokenizer: Path) -> Path:

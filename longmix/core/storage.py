@@ -151,13 +151,13 @@ class Mirror:
         except ValueError:
             return None
 
-    def listing(self, rel_dir: str = "") -> dict[str, int]:
-        """Every object under rel_dir: its path relative to the mirror -> bytes."""
+    def listing(self, rel_dir: str = "", recursive: bool = True) -> dict[str, int]:
+        """Every object under rel_dir (directly in it, unless recursive): path relative to the mirror -> bytes."""
         import pyarrow.fs as pafs
 
         base = f"{self.root}/{rel_dir}".rstrip("/")
         try:
-            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
         except OSError as exc:
             raise storage_error(join(self.uri, rel_dir), exc, "listing") from None
         return {i.path[len(self.root) + 1:]: int(i.size or 0) for i in infos if i.type == pafs.FileType.File}

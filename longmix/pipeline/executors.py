@@ -31,6 +31,7 @@ def _worker_init() -> None:
                 "RAYON_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     # The libraries every stage's tasks use, imported once per worker while the driver checks the recipe.
+    import polars  # noqa: F401
     import pyarrow.parquet  # noqa: F401
     import tokenizers  # noqa: F401
 

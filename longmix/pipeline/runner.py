@@ -81,7 +81,7 @@ class StageContext:
         meta_path, report_path = folder / "stage.json", folder / "report.json"
         if self.store is not None:  # the store is the truth: the cache holds what it holds, no more
             self.store.pull_missing(stage, exact=True)
-            self.store.pull_missing("", {k: v for k, v in self.store.listing("").items() if "/" not in k})
+            self.store.pull_missing("", self.store.listing("", recursive=False))  # the manifest at the top
         if meta_path.is_file():
             old = json.loads(meta_path.read_text()).get("settings_hash")
             if old != settings_hash:

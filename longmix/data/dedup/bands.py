@@ -3,7 +3,7 @@
 Writes `bands/<part>.parquet` (shingle count and one 64-bit key per band) and `sets/<part>.parquet` (each
 document's sorted distinct 32-bit shingle hashes, read later for the candidates only). A shard is split
 into parts of at most `task_bytes` of text, so one large shard does not serialize the step. This module
-imports only numpy, pyarrow and rensa: it is what every worker loads.
+imports only numpy, pyarrow and rensa (and polars, for word hashes, once per worker).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Vectorized MinHash signatures and LSH band keys for a batch of documents.
 
 Shingles are word n-grams of the normalized text (lowercase, punctuation folded to spaces), hashed to
-32 bits. Word hashing and n-gram combination run as numpy array operations over the whole batch; the
-signatures come from rensa (a Rust MinHash: unbiased, about 25x faster here than the numpy
+32 bits. Word hashing (polars' string hash) and n-gram combination run as array operations over the
+whole batch; the signatures come from rensa (a Rust MinHash: unbiased, about 25x faster here than the numpy
 permutations it replaced, measured in docs/performance.md). Bands x rows are chosen for recall: the
 candidate pairs are verified on their exact shingle sets afterwards (near.py), so a false positive costs
 only time while a false negative is a lost duplicate.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,6 @@ import pyarrow.compute as pc
 import rensa
 
 _U64 = np.uint64
-_WORD_BASE = _U64(0x100000001B3)  # FNV prime as the polynomial base for word hashing
 _NGRAM_MULTS = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
      0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x94D049BB133111EB],
@@ -110,54 +108,34 @@ def shingle_text(texts: pa.Array) -> pa.Array:
     is `ascii_split_whitespace` on text whose only whitespace left is ASCII spaces (`utf8_split_whitespace`
     returned different words for the same text depending on earlier calls in the process, pyarrow 26).
     """
-    texts = pc.utf8_lower(texts.cast(pa.large_string()))
+    texts = texts.cast(pa.large_string())
+    # bytes.translate lowercases ASCII letters itself: Unicode lowercasing runs on non-ASCII documents only.
+    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(texts), True))
+    if pc.any(non_ascii).as_py():
+        texts = pc.replace_with_mask(texts, non_ascii, pc.utf8_lower(pc.filter(texts, non_ascii)))
     n = len(texts)
     validity, offsets_buf, data_buf = texts.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[texts.offset: texts.offset + n + 1]
     data = bytes(memoryview(data_buf)[offsets[0]: offsets[-1]]) if data_buf is not None else b""
     folded = pa.LargeStringArray.from_buffers(n, pa.py_buffer((offsets - offsets[0]).tobytes()),
                                               pa.py_buffer(data.translate(_FOLD)), validity, texts.null_count)
-    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(folded), True))
-    if pc.any(non_ascii).as_py():  # the regex runs on the non-ASCII documents only
+    if pc.any(non_ascii).as_py():  # the regex runs on the non-ASCII documents only (translate keeps them so)
         fixed = pc.replace_substring_regex(pc.filter(folded, non_ascii), pattern=_NON_ASCII_NON_WORD,
                                            replacement=" ")
         folded = pc.replace_with_mask(folded, non_ascii, fixed)
     return pc.ascii_split_whitespace(folded)
 
 
-def _word_hashes(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Polynomial hash of each word's UTF-8 bytes (mod 2^64) then a 64-bit avalanche, and word lengths."""
-    words = words.cast(pa.large_string()) if pa.types.is_string(words.type) else words
-    n = len(words)
-    if n == 0:
+def word_hashes(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of every word (polars' string hash, one pass in Rust: 4x faster than hashing the
+    distinct words of a dictionary encoding) and the words' byte lengths. polars keeps the hash stable
+    within a version only, so the near-dedup settings hash includes polars' version."""
+    import polars as pl
+
+    if len(words) == 0:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    _, offsets_buf, data_buf = words.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[words.offset: words.offset + n + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]: offsets[-1]].astype(np.uint64)
-    starts = offsets[:-1] - offsets[0]
-    lengths = np.diff(offsets)
-    ends = starts + lengths
-    # Exponent of each byte = its distance to the end of its word.
-    word_of_byte = np.repeat(np.arange(n), lengths)
-    exponent = ends[word_of_byte] - 1 - np.arange(len(data))
-    powers = _pow_table(int(lengths.max()))
-    weighted = data * powers[exponent]
-    # Differences of a wrapping prefix sum give each word's sum, empty words included (sum 0).
-    prefix = np.concatenate([[_U64(0)], np.cumsum(weighted, dtype=np.uint64)])
-    hashed = prefix[ends] - prefix[starts]
-    return _fmix64(hashed + lengths.astype(np.uint64)), lengths
-
-
-@lru_cache(maxsize=4)
-def _pow_table_cached(size: int) -> np.ndarray:
-    powers = np.full(size, _WORD_BASE, dtype=np.uint64)
-    powers[0] = 1
-    return np.cumprod(powers, dtype=np.uint64)  # wraps mod 2^64 by design
-
-
-def _pow_table(max_len: int) -> np.ndarray:
-    size = 1 << max(6, int(max_len - 1).bit_length())  # power-of-two sizes keep the cache small
-    return _pow_table_cached(size)
+    hashed = pl.from_arrow(words).hash(seed=0x5EED).to_numpy()
+    return hashed.astype(np.uint64, copy=False), pc.binary_length(words).to_numpy(zero_copy_only=False)
 
 
 def _combine(terms: list[np.ndarray]) -> np.ndarray:
@@ -182,11 +160,7 @@ def shingles_of_words(word_lists: pa.Array, ngram: int) -> tuple[np.ndarray, np.
     """shingle_hashes of texts already split into words (list<string>, one list per document)."""
     n_docs = len(word_lists)
     per_doc = pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False)
-    # Hash each distinct word once: a batch has far fewer distinct words than words.
-    encoded = pc.dictionary_encode(pc.list_flatten(word_lists))
-    word_ids = encoded.indices.to_numpy(zero_copy_only=False)
-    dict_h, dict_len = _word_hashes(encoded.dictionary)
-    h, lengths = dict_h[word_ids], dict_len[word_ids]
+    h, lengths = word_hashes(pc.list_flatten(word_lists))
     doc_of_word = np.repeat(np.arange(n_docs), per_doc)
     nonempty = lengths > 0  # splitting an empty text yields one empty "word"
     h, doc_of_word = h[nonempty], doc_of_word[nonempty]

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+import polars as pl
+
 from longmix.core.atomic import atomic_path, write_json
 from longmix.data.dedup.apply import apply_tasks
 from longmix.data.dedup.bands import band_task, task_parts
@@ -54,8 +56,9 @@ class NearDedup(Stage):
         return recipe.stages.near_dedup.enabled
 
     def settings(self, recipe: Recipe) -> list[Any]:
-        # rensa's algorithm version: a signature change must not mix with bands written before it.
-        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version()]
+        # rensa's algorithm version and polars' (its word hash is stable within a version only): a
+        # signature change must not mix with bands written before it.
+        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version(), pl.__version__]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         started = time.time()
