@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from conftest import write_jsonl, write_recipe
 
 from longmix.data.dedup.bands import task_parts
+from longmix.data.dedup.kernels import NGRAM_MULTS
 from longmix.data.dedup.minhash import _words_unicode, doc_shingles, shingle_hashes, shingle_sets, shingle_text
 from longmix.data.dedup.verify import CandidateSets, jaccard
 from longmix.data.flow import build
@@ -35,9 +36,8 @@ def _sets_of(texts):
     sh, off = shingle_hashes(pa.array(texts, type=pa.large_string()), 5)
     values, sizes = shingle_sets(sh, off)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    keys = (np.repeat(np.arange(len(texts), dtype=np.uint64), sizes) << np.uint64(32)) | values.astype(np.uint64)
     py = [set(sh[off[i]: off[i + 1]].tolist()) for i in range(len(texts))]
-    return CandidateSets(keys=keys, starts=starts, sizes=sizes.astype(np.int64)), py
+    return CandidateSets(values=values, starts=starts, sizes=sizes.astype(np.int64)), py
 
 
 def test_exact_jaccard_equals_python_sets(demo_corpus):
@@ -50,18 +50,58 @@ def test_exact_jaccard_equals_python_sets(demo_corpus):
     sets, py = _sets_of(texts)
     a = np.array([i for i in range(len(texts)) for j in range(len(texts)) if i != j])
     b = np.array([j for i in range(len(texts)) for j in range(len(texts)) if i != j])
-    got = jaccard(sets, a, b, chunk=5000)  # small slices: pairs cut across slice boundaries
+    got = jaccard(sets, a, b)
     want = [len(py[i] & py[j]) / len(py[i] | py[j]) for i, j in zip(a, b, strict=True)]
     assert np.allclose(got, want, atol=1e-12)
 
 
-def test_long_document_in_pieces_has_the_same_shingles(demo_corpus):
+def _reference_shingles(words: list[str], ngram: int) -> list[int]:
+    """The shingle hash in plain Python: FNV-1a of each word's UTF-8 bytes, fmix64, the order-dependent
+    n-gram mix of kernels.py, top 32 bits."""
+    mask = (1 << 64) - 1
+    mults = [int(m) for m in NGRAM_MULTS]
+
+    def fmix(x):
+        x ^= x >> 33
+        x = (x * 0xFF51AFD7ED558CCD) & mask
+        x ^= x >> 33
+        x = (x * 0xC4CEB9FE1A85EC53) & mask
+        return x ^ (x >> 33)
+
+    def word(w):
+        h = 0xCBF29CE484222325
+        for byte in w.encode():
+            h = ((h ^ byte) * 0x100000001B3) & mask
+        return fmix(h)
+
+    def mix(window):
+        c = (window[0] * mults[0] * 0x9E3779B97F4A7C15) & mask
+        for k in range(1, ngram):
+            c = ((c ^ ((window[k] * mults[k % 8]) & mask)) * 0x9E3779B97F4A7C15) & mask
+        return fmix(c) >> 32
+
+    hashes = [word(w) for w in words]
+    if 0 < len(hashes) < ngram:
+        return [mix(hashes + [0] * (ngram - len(hashes)))]
+    return [mix(hashes[i: i + ngram]) for i in range(len(hashes) - ngram + 1)]
+
+
+def test_compiled_shingles_equal_the_python_definition(demo_corpus):
+    texts = _docs(demo_corpus, 12, 0) + ["", "one", "two words", "Straße ÀÉ naïve — ok", "  --  ", "a b c d e f"]
+    arr = pa.array(texts, type=pa.large_string())
+    words = [[w for w in ws if w] for ws in shingle_text(arr).to_pylist()]
+    sh, off = shingle_hashes(arr, 5)
+    for i, ws in enumerate(words):
+        assert sh[off[i]: off[i + 1]].tolist() == _reference_shingles(ws, 5), texts[i][:60]
+
+
+def test_long_document_alone_in_its_group_has_the_same_shingles(demo_corpus):
     text = " ".join(_docs(demo_corpus, 20))
     whole, off = shingle_hashes(pa.array([text, "short one"], type=pa.large_string()), 5)
-    pieces, off2 = doc_shingles(pa.array([text, "short one"], type=pa.large_string()), 5,
-                                long_chars=1000, piece_words=997)
-    assert set(pieces[off2[0]: off2[1]].tolist()) == set(whole[off[0]: off[1]].tolist())
-    assert pieces[off2[1]:].tolist() == whole[off[1]:].tolist()
+    grouped, off2 = doc_shingles(pa.array(["short one", text, "short one"], type=pa.large_string()), 5,
+                                 long_bytes=1000)
+    assert np.array_equal(grouped[off2[1]: off2[2]], whole[off[0]: off[1]])
+    assert grouped[off2[0]: off2[1]].tolist() == grouped[off2[2]:].tolist() == whole[off[1]:].tolist()
 
 
 def _build(tmp_path, records, stages):

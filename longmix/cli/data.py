@@ -66,16 +66,29 @@ def dedup(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS); implies "
                                                      "--executor ray")] = None,
     seed: Annotated[int, typer.Option(help="MinHash seed")] = 1,
+    compression: Annotated[str, typer.Option(help="of the document shards written: zstd, lz4 or none")] = "zstd",
 ) -> None:
     """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
-    from longmix.cli.report_view import print_reports
-    from longmix.core.recipe_io import parse_model
-    from longmix.data.flow import build as run_build
-    from longmix.data.recipe import Recipe
+    import os
+
+    from longmix.pipeline.executors import LocalExecutor
 
     for p in inputs:
         if not p.exists():
             raise UserError(f"input '{p}' not found")
+    if workers is not None and workers < 1:
+        raise UserError("--workers must be at least 1")
+    # The local workers start now and load their libraries while this process imports the flow (~1 s).
+    started = LocalExecutor(workers or os.cpu_count() or 1) if executor == "local" and not address else None
+    try:
+        from longmix.cli.report_view import print_reports
+        from longmix.core.recipe_io import parse_model
+        from longmix.data.flow import build as run_build
+        from longmix.data.recipe import Recipe
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
     data = {
         "name": "dedup", "output": str(output.resolve()), "seed": seed,
         "executor": {"kind": "ray" if address else executor, **({"workers": workers} if workers else {}),
@@ -83,9 +96,15 @@ def dedup(
         "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
                      "text_field": text_field, "id_field": id_field or None}],
         "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "keep": keep}},
+        "documents": {"compression": compression},
     }
-    rec = parse_model(Recipe, data, "dedup options")
-    reports = run_build(rec)
+    try:
+        rec = parse_model(Recipe, data, "dedup options")
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
+    reports = run_build(rec, started=started)
     print_reports(reports)
     console.print(f"kept documents in {rec.output_dir / 'near_dedup' / 'shards'}; removed lists in "
                   f"{rec.output_dir}/*/removed.parquet")

@@ -59,6 +59,12 @@ class ExecutorConfig(Strict):
         return resources
 
 
+class DocumentsConfig(Strict):
+    compression: Literal["zstd", "lz4", "none"] = Field(
+        "zstd", description="of every document shard the stages write: zstd is a third of the size, none "
+                            "writes 4x and reads 2x faster")
+
+
 class Recipe(Strict):
     name: str = "recipe"
     output: str
@@ -68,6 +74,7 @@ class Recipe(Strict):
     tokenizer: TokenizerConfig | None = Field(None, description="set it to tokenize, mix and pack")
     seq_len: int | None = Field(None, ge=16, description="training sequence length of the packed shards")
     stages: StagesConfig = StagesConfig()
+    documents: DocumentsConfig = DocumentsConfig()
     base_dir: str = Field(".", exclude=True, description="folder relative paths are resolved from")
     recipe_file: str = Field("", exclude=True, description="set by the loader: named in check errors")
 

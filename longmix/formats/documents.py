@@ -35,12 +35,16 @@ _ROW_GROUP_ROWS = 8192
 _FREE_TEXT = {"text", "meta", "raw", "detail"}  # free text: unique values, no dictionary, no min/max
 
 
-def write_table(path: Path, table: pa.Table) -> int:
-    """Write one Parquet file atomically (zstd); returns its size in bytes. Free-text columns skip the
-    dictionary attempt and the min/max statistics: both cost time (15% of a shard's write) and buy nothing."""
+COMPRESSIONS = ("zstd", "lz4", "none")  # of document shards: recipe `documents.compression`
+
+
+def write_table(path: Path, table: pa.Table, compression: str = "zstd") -> int:
+    """Write one Parquet file atomically (zstd unless told); returns its size in bytes. Free-text columns skip
+    the dictionary attempt and the min/max statistics: both cost time (15% of a shard's write) and buy
+    nothing."""
     small = [c for c in table.column_names if c not in _FREE_TEXT]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=_ROW_GROUP_ROWS, use_dictionary=small,
+        pq.write_table(table, tmp, compression=compression, row_group_size=_ROW_GROUP_ROWS, use_dictionary=small,
                        write_statistics=small)
     return path.stat().st_size
 
@@ -48,8 +52,10 @@ def write_table(path: Path, table: pa.Table) -> int:
 class ShardWriter:
     """Rolls document rows into numbered Parquet parts of at most ~`shard_bytes` of text each."""
 
-    def __init__(self, root: Path, rel_stem: str, shard_bytes: int, schema: pa.Schema = DOC_SCHEMA) -> None:
+    def __init__(self, root: Path, rel_stem: str, shard_bytes: int, schema: pa.Schema = DOC_SCHEMA,
+                 compression: str = "zstd") -> None:
         self.root, self.rel_stem, self.shard_bytes, self.schema = root, rel_stem, shard_bytes, schema
+        self.compression = compression
         self._rows: list[dict[str, Any]] = []
         self._bytes = 0
         self.outputs: list[dict[str, Any]] = []
@@ -67,7 +73,7 @@ class ShardWriter:
 
     def _write(self, table: pa.Table) -> None:
         rel = f"{self.rel_stem}-{len(self.outputs):04d}.parquet"
-        size = write_table(self.root / rel, table)
+        size = write_table(self.root / rel, table, self.compression)
         self.outputs.append({"path": rel, "rows": table.num_rows, "bytes": size})
 
 

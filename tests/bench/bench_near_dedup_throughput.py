@@ -19,6 +19,10 @@ and writing the kept documents. longmix's near_dedup stage seconds (from its rep
 too, with what they leave out. F1 for both comes from which ids survived, scored against the exact
 word 5-gram Jaccard of the planted families (near_dup_corpus.score).
 
+Output compression: datatrove writes its kept documents as plain JSONL here (``compression=None``; its
+default is gzip); longmix runs twice, with its default (zstd Parquet at every stage) and with
+``--compression none``, the same uncompressed output as datatrove's. Both ratios are printed.
+
 datatrove's text normalization is set to match the ground truth's (lowercase, punctuation folded,
 whitespace normalized; its number and diacritics rewriting turned off). Its English word tokenizer is
 spaCy's (datatrove's default for English); ``--datatrove-tokenizer split`` swaps in str.split, which is
@@ -227,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         runners["longmix"] = lambda: ndc.run_longmix(
             corpus.files, args.work / "longmix", threshold=args.threshold, num_perm=args.num_perm,
             ngram=args.ngram, workers=args.workers)
+        # datatrove writes its output uncompressed here (JsonlWriter compression=None): the same for longmix.
+        runners["longmix (uncompressed)"] = lambda: ndc.run_longmix(
+            corpus.files, args.work / "longmix_uncompressed", threshold=args.threshold, num_perm=args.num_perm,
+            ngram=args.ngram, workers=args.workers, extra=["--compression", "none"])
     if not args.skip_datatrove:
         py = ensure_datatrove_venv()
         toks = ["spacy", "split"] if args.datatrove_tokenizer == "both" else [args.datatrove_tokenizer]
@@ -251,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = best
 
     print()
-    widths = [20, 9, 9, 8, 8, 7, 7, 7, 7]
+    widths = [24, 9, 9, 8, 8, 7, 7, 7, 7]
     print(f"best of {args.repeat} run(s) per tool, wall clock end to end:")
     print(fmt_row(["tool", "wall s", "docs/s", "MB/s", "removed", "P", "R", "F1", "kept"], widths))
     for name, res in results.items():
@@ -269,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{mb / near:.2f} MB/s) -- signatures, band grouping, components, writing kept shards; "
                   f"excludes ingest of the JSONL ({lm['stage_seconds'].get('ingest', 'n/a')} s), exact dedup "
                   f"({lm['stage_seconds'].get('exact_dedup', 'n/a')} s) and process start-up")
-        for name, res in results.items():
-            if name.startswith("datatrove"):
-                ratio = res["wall_seconds"] / lm["wall_seconds"]
-                print(f"ratio longmix/{name} (end to end, docs/s): {ratio:.2f}x"
-                      f"   [datatrove pipeline alone {res['pipeline_seconds']:.1f} s, imports "
-                      f"{res['import_seconds']:.1f} s]")
+        for lm_name, lm_res in results.items():
+            if not lm_name.startswith("longmix"):
+                continue
+            for name, res in results.items():
+                if name.startswith("datatrove"):
+                    ratio = res["wall_seconds"] / lm_res["wall_seconds"]
+                    print(f"ratio {lm_name}/{name} (end to end, docs/s): {ratio:.2f}x"
+                          f"   [datatrove pipeline alone {res['pipeline_seconds']:.1f} s, imports "
+                          f"{res['import_seconds']:.1f} s]")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

@@ -21,7 +21,7 @@ from longmix.pipeline.tasks import Task
 
 
 def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_dir: str, rel_path: str,
-                         quarantine_path: str) -> dict[str, Any]:
+                         quarantine_path: str, compression: str = "zstd") -> dict[str, Any]:
     """Input shard -> output shard at `rel_path` under out_dir (same name; not written when empty)."""
     table = pq.read_table(in_path)
     decided = read_decisions(decisions_path, shard)
@@ -52,7 +52,7 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
     outputs = []
     if keep.any():
         kept = table.filter(pa.array(keep))
-        size = write_table(Path(out_dir) / rel_path, kept)
+        size = write_table(Path(out_dir) / rel_path, kept, compression)
         outputs.append({"path": rel_path, "rows": kept.num_rows, "bytes": size})
     qfiles = []
     if write_quarantine(Path(quarantine_path), bad_rows):
@@ -64,5 +64,6 @@ def apply_tasks(job: StageJob, decisions_path: Path) -> list[Task]:
     """One apply task per upstream shard, writing the survivors at the same relative path."""
     return [job.task(f"apply-{i:05d}", apply_decisions_task, cost=size, in_path=str(path), shard=i,
                      decisions_path=str(decisions_path), out_dir=str(job.dir), rel_path=rel,
-                     quarantine_path=str(job.dir / "quarantine" / f"{i:05d}.parquet"))
+                     quarantine_path=str(job.dir / "quarantine" / f"{i:05d}.parquet"),
+                     compression=job.recipe.documents.compression)
             for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))]

@@ -1,9 +1,9 @@
 """Near-dedup step 1, per part of a shard (a task): LSH band keys and shingle sets.
 
-Writes `bands/<part>.parquet` (shingle count and one 64-bit key per band) and `sets/<part>.parquet` (each
+Writes `bands/<part>.parquet` (shingle count and one 64-bit key per band) and `sets/<part>.arrow` (each
 document's sorted distinct 32-bit shingle hashes, read later for the candidates only). A shard is split
 into parts of at most `task_bytes` of text, so one large shard does not serialize the step. This module
-imports only numpy, pyarrow and rensa (and polars, for word hashes, once per worker).
+imports only numpy, pyarrow, rensa and numba (kernels.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from longmix.core.atomic import atomic_path
 from longmix.data.dedup.minhash import LshParams, batch_band_keys
+from longmix.formats.ipc import write_ipc
 
 
 def task_parts(path: Path, task_bytes: int) -> list[list[int]]:
@@ -55,7 +56,6 @@ def band_task(*, in_path: str, row_groups: list[int], out_path: str, sets_path: 
     with atomic_path(Path(out_path)) as tmp:  # 64-bit keys do not compress either
         pq.write_table(pa.table(cols), tmp, compression="none")
     offsets = pa.array(np.concatenate([[0], np.cumsum(set_sizes)]).astype(np.int64))
-    sets = pa.table({"shingles": pa.LargeListArray.from_arrays(offsets, pa.array(values))})
-    with atomic_path(Path(sets_path)) as tmp:  # random hashes do not compress: written plain
-        pq.write_table(sets, tmp, compression="none", row_group_size=1 << 16)
+    # Random hashes do not compress: Arrow IPC, plain, which the clustering memory-maps.
+    write_ipc(Path(sets_path), pa.table({"shingles": pa.LargeListArray.from_arrays(offsets, pa.array(values))}))
     return {"docs": int(len(counts)), "shingles": int(counts.sum()), "distinct_shingles": int(len(values))}

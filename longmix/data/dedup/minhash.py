@@ -1,11 +1,12 @@
-"""Vectorized MinHash signatures and LSH band keys for a batch of documents.
+"""MinHash signatures and LSH band keys for a batch of documents.
 
 Shingles are word n-grams of the normalized text (lowercase, punctuation folded to spaces), hashed to
-32 bits. Word hashing (polars' string hash) and n-gram combination run as array operations over the
-whole batch; the signatures come from rensa (a Rust MinHash: unbiased, about 25x faster here than the numpy
-permutations it replaced, measured in docs/performance.md). Bands x rows are chosen for recall: the
-candidate pairs are verified on their exact shingle sets afterwards (near.py), so a false positive costs
-only time while a false negative is a lost duplicate.
+32 bits by one compiled pass over the bytes (kernels.py); the few non-ASCII documents are
+lowercased and folded by pyarrow first. The signatures come from rensa (a Rust MinHash: unbiased, about
+25x faster here than the numpy permutations it replaced, measured in docs/performance.md), computed on
+each document's distinct shingles. Bands x rows are chosen for recall: the candidate pairs are verified on
+their exact shingle sets afterwards (near.py), so a false positive costs only time while a false negative
+is a lost duplicate.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import rensa
 
+# The shingle hash's definition (kernels.py); the near-dedup settings hash includes it, so shingles of
+# two definitions never meet in one clustering. 1: polars' string hash of pyarrow-split words.
+SHINGLE_VERSION = 2
+
 _U64 = np.uint64
-_NGRAM_MULTS = np.array(
-    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-     0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x94D049BB133111EB],
-    dtype=np.uint64,
-)
-_BLOCK_ELEMENTS = 1 << 19  # shingles x permutations per block: 2 MB of uint32, stays in cache
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,13 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> _U64(33))
 
 
-def _fold_table() -> bytes:
+def _fold_table() -> np.ndarray:
     """ASCII letters, digits and '_' lowercased, other ASCII bytes to spaces, bytes >= 0x80 unchanged."""
     table = bytearray(b" " * 128 + bytes(range(128, 256)))
     for c in range(128):
         if chr(c).isalnum() or chr(c) == "_":
             table[c] = ord(chr(c).lower())
-    return bytes(table)
+    return np.frombuffer(bytes(table), dtype=np.uint8)
 
 
 _FOLD = _fold_table()
@@ -99,96 +98,55 @@ def _words_unicode(texts: pa.Array) -> pa.Array:
     return pc.split_pattern(pc.utf8_trim(folded, characters=" "), pattern=" ")
 
 
-def shingle_text(texts: pa.Array) -> pa.Array:
-    """Lowercase, fold every run of non-word characters to spaces and split: list<string> of words.
+def prepare_non_ascii(texts: pa.Array) -> pa.LargeStringArray:
+    """Texts whose non-ASCII documents are lowercased and have their runs of non-ASCII non-word characters
+    turned into spaces; ASCII bytes are left to the byte fold (_FOLD), which lowercases letters and maps
+    every other ASCII non-word byte to a space. After both, words are the runs of non-space bytes.
 
     Words are Unicode letters, marks, digits and '_' (RE2's \\w is ASCII-only, so they are spelled out).
-    Equal to _words_unicode, faster: ASCII bytes are folded by one bytes.translate over the batch's
-    buffer, and the regex only looks for runs of non-ASCII non-word characters, which are rare. The split
-    is `ascii_split_whitespace` on text whose only whitespace left is ASCII spaces (`utf8_split_whitespace`
-    returned different words for the same text depending on earlier calls in the process, pyarrow 26).
-    """
+    The regex runs on non-ASCII documents only: they are rare, and a regex costs ~20 ns per character."""
     texts = texts.cast(pa.large_string())
-    # bytes.translate lowercases ASCII letters itself: Unicode lowercasing runs on non-ASCII documents only.
     non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(texts), True))
-    if pc.any(non_ascii).as_py():
-        texts = pc.replace_with_mask(texts, non_ascii, pc.utf8_lower(pc.filter(texts, non_ascii)))
+    if not pc.any(non_ascii).as_py():
+        return texts
+    fixed = pc.replace_substring_regex(pc.utf8_lower(pc.filter(texts, non_ascii)), pattern=_NON_ASCII_NON_WORD,
+                                       replacement=" ")
+    return pc.replace_with_mask(texts, non_ascii, fixed)
+
+
+def shingle_text(texts: pa.Array) -> pa.Array:
+    """The words shingle_hashes sees, as list<string> per document (equal to _words_unicode): for tests and
+    the quality benchmark; shingling itself never builds word strings."""
+    texts = prepare_non_ascii(texts)
     n = len(texts)
     validity, offsets_buf, data_buf = texts.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[texts.offset: texts.offset + n + 1]
     data = bytes(memoryview(data_buf)[offsets[0]: offsets[-1]]) if data_buf is not None else b""
     folded = pa.LargeStringArray.from_buffers(n, pa.py_buffer((offsets - offsets[0]).tobytes()),
-                                              pa.py_buffer(data.translate(_FOLD)), validity, texts.null_count)
-    if pc.any(non_ascii).as_py():  # the regex runs on the non-ASCII documents only (translate keeps them so)
-        fixed = pc.replace_substring_regex(pc.filter(folded, non_ascii), pattern=_NON_ASCII_NON_WORD,
-                                           replacement=" ")
-        folded = pc.replace_with_mask(folded, non_ascii, fixed)
+                                              pa.py_buffer(data.translate(_FOLD.tobytes())), validity,
+                                              texts.null_count)
     return pc.ascii_split_whitespace(folded)
-
-
-def word_hashes(words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A 64-bit hash of every word (polars' string hash, one pass in Rust: 4x faster than hashing the
-    distinct words of a dictionary encoding) and the words' byte lengths. polars keeps the hash stable
-    within a version only, so the near-dedup settings hash includes polars' version."""
-    import polars as pl
-
-    if len(words) == 0:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    hashed = pl.from_arrow(words).hash(seed=0x5EED).to_numpy()
-    return hashed.astype(np.uint64, copy=False), pc.binary_length(words).to_numpy(zero_copy_only=False)
-
-
-def _combine(terms: list[np.ndarray]) -> np.ndarray:
-    """Order-dependent 64-bit mix of n word hashes (one array per position in the n-gram)."""
-    with np.errstate(over="ignore"):
-        combined = terms[0] * _NGRAM_MULTS[0] * _U64(0x9E3779B97F4A7C15)
-        for k in range(1, len(terms)):
-            combined = (combined ^ (terms[k] * _NGRAM_MULTS[k % len(_NGRAM_MULTS)])) * _U64(0x9E3779B97F4A7C15)
-    return combined
 
 
 def shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of every word n-gram, flattened, plus per-document offsets into them.
 
     A document with fewer than `ngram` words (but at least one) yields one shingle of all its words;
-    a document with no words yields none.
-    """
-    return shingles_of_words(shingle_text(texts), ngram)
+    a document with no words yields none. The words are shingle_text's; the loop is compiled
+    (kernels.py)."""
+    from longmix.data.dedup.kernels import shingle_kernel  # numba: imported by the workers that shingle
 
-
-def shingles_of_words(word_lists: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """shingle_hashes of texts already split into words (list<string>, one list per document)."""
-    n_docs = len(word_lists)
-    per_doc = pc.list_value_length(word_lists).fill_null(0).to_numpy(zero_copy_only=False)
-    h, lengths = word_hashes(pc.list_flatten(word_lists))
-    doc_of_word = np.repeat(np.arange(n_docs), per_doc)
-    nonempty = lengths > 0  # splitting an empty text yields one empty "word"
-    h, doc_of_word = h[nonempty], doc_of_word[nonempty]
-    n_words = len(h)
-    word_offsets = np.concatenate([[0], np.cumsum(np.bincount(doc_of_word, minlength=n_docs))]).astype(np.int64)
-    doc_end = word_offsets[1:][doc_of_word] if n_words else np.zeros(0, dtype=np.int64)
-
-    # Combined hash of the window starting at each word. Shifted views give every full window at once;
-    # the few windows that run past their document's end (short documents) are redone with clipping.
-    idx = np.arange(n_words)
-    padded = np.concatenate([h, np.zeros(ngram, dtype=np.uint64)])
-    combined = _combine([padded[k: k + n_words] for k in range(ngram)])
-    clipped = np.flatnonzero(idx + ngram > doc_end)
-    if len(clipped):
-        terms = []
-        for k in range(ngram):
-            pos = clipped + k
-            terms.append(np.where(pos < doc_end[clipped], padded[np.minimum(pos, n_words)], _U64(0)))
-        combined[clipped] = _combine(terms)
-    doc_words = np.diff(word_offsets)
-    # A window is a shingle if it is full, or if it is the whole of a short document.
-    full = (idx + ngram) <= doc_end
-    short_doc_first = (doc_words[doc_of_word] < ngram) & (idx == word_offsets[:-1][doc_of_word])
-    keep = full | short_doc_first
-    shingles = (_fmix64(combined[keep]) >> _U64(32)).astype(np.uint32)
-    counts = np.bincount(doc_of_word[keep], minlength=n_docs)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return shingles, offsets
+    texts = prepare_non_ascii(texts)
+    n = len(texts)
+    _, offsets_buf, data_buf = texts.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[texts.offset: texts.offset + n + 1]
+    if texts.null_count:  # a null text has no words (its offsets span nothing)
+        offsets = offsets.copy()
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, dtype=np.uint8)
+    out = np.empty((int(offsets[-1] - offsets[0]) + 1) // 2 + n + 1, dtype=np.uint32)  # untouched pages cost nothing
+    counts = np.empty(n, dtype=np.int64)
+    total = shingle_kernel(data, np.ascontiguousarray(offsets), _FOLD, ngram, out, counts)
+    return out[:total], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def rensa_version() -> int:
@@ -221,37 +179,19 @@ def band_keys(sig: np.ndarray, params: LshParams) -> np.ndarray:
     return keys
 
 
-def _long_doc_shingles(text: str, ngram: int, piece_words: int) -> np.ndarray:
-    """Shingles of one long document, hashed in pieces of `piece_words` words that overlap by ngram - 1
-    words, so the workspace stays bounded while every n-gram is still seen (some twice: harmless, as
-    MinHash and the shingle set count each distinct shingle once)."""
-    words = shingle_text(pa.array([text], type=pa.large_string())).values
-    words = words.filter(pc.greater(pc.utf8_length(words), 0))
-    n, parts = len(words), []
-    for start in range(0, max(n, 1), piece_words):
-        if start and start + ngram > n:
-            break  # its words are all in the previous piece's overlap
-        piece = words.slice(start, min(piece_words + ngram - 1, n - start))
-        parts.append(shingles_of_words(pa.ListArray.from_arrays(pa.array([0, len(piece)], pa.int32()),
-                                                                piece), ngram)[0])
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
-
-
-def shingle_groups(texts: pa.Array, ngram: int, batch_chars: int = 32 << 20, long_chars: int = 4 << 20,
-                   piece_words: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """shingle_hashes in consecutive groups of documents, so memory stays bounded: at most `batch_chars`
-    characters per group, and a document over `long_chars` alone, hashed in pieces (_long_doc_shingles)."""
+def shingle_groups(texts: pa.Array, ngram: int, batch_bytes: int = 32 << 20,
+                   long_bytes: int = 4 << 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """shingle_hashes in consecutive groups of documents, so memory stays bounded: at most `batch_bytes`
+    of text per group, and a document over `long_bytes` alone (its workspace is its own shingles, 4 bytes
+    per word at most)."""
     texts = texts.cast(pa.large_string())
-    lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset: texts.offset + len(texts) + 1]
+    lengths = np.diff(offsets)  # UTF-8 bytes, straight from the offsets (a null text spans none)
     lo = 0
     while lo < len(texts):
-        if lengths[lo] > long_chars:
-            sh = _long_doc_shingles(texts[lo].as_py(), ngram, piece_words)
-            yield sh, np.array([0, len(sh)], dtype=np.int64)
-            lo += 1
-            continue
         hi, total = lo + 1, lengths[lo]
-        while hi < len(texts) and lengths[hi] <= long_chars and total + lengths[hi] <= batch_chars:
+        while hi < len(texts) and lengths[lo] <= long_bytes and lengths[hi] <= long_bytes and \
+                total + lengths[hi] <= batch_bytes:
             total += lengths[hi]
             hi += 1
         yield shingle_hashes(texts.slice(lo, hi - lo), ngram)
@@ -287,9 +227,11 @@ def batch_band_keys(texts: pa.Array, params: LshParams) -> tuple[np.ndarray, np.
     computed group by group (shingle_groups) so a long document's workspace is its own only."""
     keys, values, set_sizes, counts = [], [], [], []
     for shingles, offsets in shingle_groups(texts, params.ngram):
-        sig = signatures(shingles, offsets, params.bands * params.rows, params.seed)
-        keys.append(band_keys(sig, params))
         v, n = shingle_sets(shingles, offsets)
+        # MinHash over the distinct shingles equals MinHash over all of them, with fewer values to hash.
+        sig = signatures(v, np.concatenate([[0], np.cumsum(n)]).astype(np.int64), params.bands * params.rows,
+                         params.seed)
+        keys.append(band_keys(sig, params))
         values.append(v)
         set_sizes.append(n)
         counts.append(np.diff(offsets))

@@ -15,6 +15,7 @@ candidate documents, never by texts or by the documents that have no candidate.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,24 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from longmix.data.dedup.minhash import LshParams
 from longmix.data.dedup.verify import greedy_representatives, jaccard, load_sets
+
+
+def load_in_background() -> threading.Thread:
+    """Import scipy's graph routines and load the pair-merge kernel (numba's start-up: about 1 s together) on
+    a thread: the driver does it while the workers compute signatures, not when the pairs are ready."""
+    def load() -> None:
+        import scipy.sparse.csgraph  # noqa: F401
+
+        from longmix.data.dedup.kernels import warm_intersect
+
+        warm_intersect()
+
+    thread = threading.Thread(target=load, name="load-cluster-libraries", daemon=True)
+    thread.start()
+    return thread
 
 
 def find_edges(band_files: list[Path], bands: int) -> np.ndarray:
@@ -55,6 +69,9 @@ def _priority(meta: pl.DataFrame, keep: str) -> pl.DataFrame:
 def cluster(shards: list[Path], band_files: list[Path], set_files: list[Path], params: LshParams, threshold: float,
             keep: str, source_order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """(decisions, removed list, cluster sizes, stats)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     rows = [pq.read_metadata(p).num_rows for p in shards]
     n = int(sum(rows))
     t0 = time.time()

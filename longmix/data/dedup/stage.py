@@ -7,14 +7,12 @@ import json
 import time
 from typing import Any
 
-import polars as pl
-
 from longmix.core.atomic import atomic_path, write_json
 from longmix.data.dedup.apply import apply_tasks
 from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.exact import decide
-from longmix.data.dedup.minhash import lsh_params, rensa_version
-from longmix.data.dedup.near import cluster
+from longmix.data.dedup.minhash import SHINGLE_VERSION, lsh_params, rensa_version
+from longmix.data.dedup.near import cluster, load_in_background
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
 from longmix.pipeline.stage import Stage, StageJob
@@ -56,9 +54,9 @@ class NearDedup(Stage):
         return recipe.stages.near_dedup.enabled
 
     def settings(self, recipe: Recipe) -> list[Any]:
-        # rensa's algorithm version and polars' (its word hash is stable within a version only): a
-        # signature change must not mix with bands written before it.
-        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version(), pl.__version__]
+        # rensa's algorithm version and the shingle hash's: a signature change must not mix with bands
+        # written before it.
+        return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version(), SHINGLE_VERSION]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         started = time.time()
@@ -71,18 +69,22 @@ class NearDedup(Stage):
             for k, groups in enumerate(parts):
                 name = f"{i:05d}" if len(parts) == 1 else f"{i:05d}-{k:04d}"
                 band_files.append(job.dir / "bands" / f"{name}.parquet")
-                set_files.append(job.dir / "sets" / f"{name}.parquet")
+                set_files.append(job.dir / "sets" / f"{name}.arrow")
                 tasks.append(job.task(f"bands-{name}", band_task, cost=sizes[i] // len(parts), in_path=str(path),
                                       row_groups=groups, out_path=str(band_files[-1]), sets_path=str(set_files[-1]),
                                       num_perm=params.num_perm, bands=params.bands, rows=params.rows,
                                       ngram=params.ngram, seed=params.seed, batch_docs=cfg.batch_docs))
+        decisions_path = job.dir / "decisions.parquet"
+        # The driver waits on the workers here: it loads what the clustering needs meanwhile.
+        loading = None if decisions_path.is_file() else load_in_background()
         sig_stats = job.run_tasks(tasks, "minhash signatures", counted=False)
         t_sig = time.time() - started
 
         t1 = time.time()
-        decisions_path = job.dir / "decisions.parquet"
         cluster_stats = job.dir / "_tasks" / "cluster.json"
         if not decisions_path.is_file():  # written last: a killed clustering runs again
+            if loading is not None:
+                loading.join()
             decisions, removed, clusters, cstats = cluster(inputs, band_files, set_files, params, cfg.threshold,
                                                            cfg.keep, recipe.source_names)
             for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):

@@ -36,7 +36,7 @@ DROPPED_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("n_ch
 
 
 def filter_task(*, in_path: str, out_dir: str, rel_path: str, dropped_path: str, cfg: dict[str, Any],
-                params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+                params: dict[str, dict[str, Any]], compression: str = "zstd") -> dict[str, Any]:
     """Input shard -> kept documents at `rel_path` under out_dir (not written when none survive)."""
     config = FilterConfig.model_validate(cfg)
     models = Models.load(config)
@@ -67,7 +67,7 @@ def filter_task(*, in_path: str, out_dir: str, rel_path: str, dropped_path: str,
     outputs, dropped_files = [], []
     table = pa.Table.from_batches(kept) if kept else None
     if table is not None and table.num_rows:
-        size = write_table(Path(out_dir) / rel_path, table)
+        size = write_table(Path(out_dir) / rel_path, table, compression)
         outputs.append({"path": rel_path, "rows": table.num_rows, "bytes": size})
     if dropped:
         write_table(Path(dropped_path), pa.concat_tables(dropped))
@@ -100,7 +100,8 @@ class Filter(Stage):
         cfg_dump, params = resolved_config(recipe).model_dump(), source_params(recipe)
         stats = job.run_tasks([
             job.task(f"filter-{i:05d}", filter_task, cost=size, in_path=str(path), cfg=cfg_dump, params=params,
-                     out_dir=str(job.dir), rel_path=rel, dropped_path=str(job.dir / "dropped" / f"{i:05d}.parquet"))
+                     out_dir=str(job.dir), rel_path=rel, dropped_path=str(job.dir / "dropped" / f"{i:05d}.parquet"),
+                     compression=recipe.documents.compression)
             for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
         cfg = recipe.stages.filter
         return {

@@ -34,6 +34,6 @@ def normalize_text(text: str) -> str:
     return text if out == raw else out.decode("utf-8", "surrogatepass")
 
 
-def content_hash(text: str) -> str:
-    """Stable 128-bit hash of normalized text, hex: the same on every run and machine."""
-    return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
+def content_hash(text: str | bytes) -> str:
+    """Stable 128-bit hash of normalized text (or its UTF-8 bytes), hex: the same on every run and machine."""
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8") if isinstance(text, str) else text)

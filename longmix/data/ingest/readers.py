@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
@@ -161,15 +162,36 @@ def read_jsonl(path: Path | str, text_field: str, id_field: str | None, cap: int
         yield _parse_json_record(raw, text_field, id_field, name, lineno)
 
 
+def _maybe_lossy(value: Any) -> bool:
+    """orjson reads an integer beyond 64 bits as a float where the standard library keeps it exact."""
+    if isinstance(value, float):
+        return not -(2 ** 63) <= value < 2 ** 64
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    for v in value:
+        if type(v) is not str and type(v) is not int and _maybe_lossy(v):
+            return True
+    return False
+
+
 def _parse_json_record(raw: bytes, text_field: str, id_field: str | None, name: str, lineno: int) -> Good | Bad:
+    # orjson (3x faster) reads every well-formed line; whatever it refuses or may read lossily goes to the
+    # standard library, which decides exactly as before and names the problem.
     try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Bad("invalid_utf8", str(exc), name, lineno, raw)
-    try:
-        obj = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return Bad("invalid_json", str(exc)[:200], name, lineno, raw)
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        obj = None
+    if obj is None or _maybe_lossy(obj):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Bad("invalid_utf8", str(exc), name, lineno, raw)
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return Bad("invalid_json", str(exc)[:200], name, lineno, raw)
     if not isinstance(obj, dict):
         return Bad("not_an_object", f"JSON {type(obj).__name__}, expected an object", name, lineno, raw)
     if text_field not in obj or obj[text_field] is None:

@@ -21,10 +21,10 @@ from longmix.pipeline.tasks import Task
 
 def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, text_field: str,
                 id_field: str | None, max_doc_bytes: int, shard_bytes: int, out_dir: str, rel_stem: str,
-                quarantine_path: str) -> dict[str, Any]:
+                quarantine_path: str, compression: str = "zstd") -> dict[str, Any]:
     """One input file (or one group of text files) -> document shard parts + a quarantine file."""
     counts = Counts()
-    writer = ShardWriter(Path(out_dir), rel_stem, shard_bytes)
+    writer = ShardWriter(Path(out_dir), rel_stem, shard_bytes, compression=compression)
     bad_rows: list[dict[str, Any]] = []
 
     def quarantine(bad: Bad) -> None:
@@ -48,7 +48,7 @@ def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, te
             quarantine(Bad("empty_text", "no text after normalization", rec.origin_file, rec.origin_pos,
                            rec.text.encode("utf-8", "surrogatepass")))
             continue
-        digest = content_hash(text)
+        digest = content_hash(encoded)
         meta = dict(rec.meta)
         meta["origin"] = rec.origin
         writer.add({"id": rec.id if rec.id is not None else digest, "source": source, "text": text,
@@ -131,6 +131,7 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
                     "max_doc_bytes": cfg.max_doc_bytes, "shard_bytes": cfg.shard_bytes,
                     "out_dir": str(out_dir), "rel_stem": f"shards/{source.name}/{k:05d}",
                     "quarantine_path": str(out_dir / "quarantine" / f"{tid}.parquet"),
+                    "compression": recipe.documents.compression,
                 }, marker=str(out_dir / "_tasks" / f"{tid}.json"),
                     cost=fingerprint[-1]["bytes"] // len(groups)))
                 k += 1
@@ -168,9 +169,10 @@ class Ingest(Stage):
                             f"{reasons or 'none'}); see the quarantine files under ingest/quarantine")
 
     def settings(self, recipe: Recipe) -> list[Any]:
-        # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow.
+        # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow. So is
+        # the shards' compression, which every later stage writes with too (the hash chain reruns them).
         _, fingerprint = plan_tasks(recipe, Path("."))
-        return [recipe.stages.ingest, [s.model_dump() for s in recipe.sources], fingerprint]
+        return [recipe.stages.ingest, [s.model_dump() for s in recipe.sources], fingerprint, recipe.documents]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         tasks, fingerprint = plan_tasks(job.recipe, job.dir)

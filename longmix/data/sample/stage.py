@@ -31,7 +31,7 @@ def uniform(content_hashes: list[str], seed: int) -> np.ndarray:
 
 
 def sample_task(*, in_path: str, out_dir: str, rel_path: str, fractions: dict[str, float],
-                seed: int) -> dict[str, Any]:
+                seed: int, compression: str = "zstd") -> dict[str, Any]:
     """Input shard -> the kept documents at `rel_path` under out_dir (not written when none are kept)."""
     table = pq.read_table(in_path)
     sources = table.column("source").to_pylist()
@@ -47,7 +47,7 @@ def sample_task(*, in_path: str, out_dir: str, rel_path: str, fractions: dict[st
     outputs = []
     if keep.any():
         kept_rows = table.filter(pa.array(keep))
-        size = write_table(Path(out_dir) / rel_path, kept_rows)
+        size = write_table(Path(out_dir) / rel_path, kept_rows, compression)
         outputs.append({"path": rel_path, "rows": kept_rows.num_rows, "bytes": size})
     return counts.to_dict(outputs=outputs, quarantine_files=[])
 
@@ -74,7 +74,8 @@ class Sample(Stage):
         cfg = job.recipe.stages.sample
         fractions = {s: cfg.per_source.get(s, cfg.fraction) for s in job.recipe.source_names}
         job.run_tasks([job.task(f"sample-{i:05d}", sample_task, cost=size, in_path=str(path), out_dir=str(job.dir),
-                                rel_path=rel, fractions=fractions, seed=job.recipe.seed)
+                                rel_path=rel, fractions=fractions, seed=job.recipe.seed,
+                                compression=job.recipe.documents.compression)
                        for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(),
                                                                    strict=True))])
         return {"fractions": fractions}
