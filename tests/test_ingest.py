@@ -126,6 +126,23 @@ def test_single_text_files_and_globs_of_them(tmp_path):
     assert sorted(d["text"] for d in _docs(rec).to_pylist()) == ["first text file", "second text file"]
 
 
+def test_json_values_read_as_the_standard_library_reads_them(tmp_path):
+    # orjson reads the lines first; what it would read differently (an integer beyond 64 bits becomes a
+    # float there, NaN is refused) comes out exactly as json.loads gives it.
+    big = 123456789012345678901234567890
+    lines = ['{"id": %d, "text": "big id", "n": [1, {"deep": %d}]}' % (big, -big),  # noqa: UP031
+             '{"id": 7, "text": "nan", "x": NaN}', '{"id": "u", "text": "caf\\u00e9 \\u2603", "score": 0.5}']
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("\n".join(lines) + "\n")
+    rec, report = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}])
+    assert report["kept"] == 3
+    docs = _docs(rec).to_pylist()
+    assert [d["id"] for d in docs] == [str(big), "7", "u"]
+    assert json.loads(docs[0]["meta"])["n"] == [1, {"deep": -big}]
+    assert docs[1]["meta"].startswith('{"origin"') and "NaN" in docs[1]["meta"]
+    assert docs[2]["text"] == "café ☃" and json.loads(docs[2]["meta"])["score"] == 0.5
+
+
 def test_ids_fall_back_to_content_hash(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "no id here"}])
     rec, _ = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}])

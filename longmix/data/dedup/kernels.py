@@ -60,25 +60,29 @@ def shingle_kernel(data, offsets, fold, ngram, out, counts):
     pos = 0
     for d in range(len(offsets) - 1):
         start, words = pos, 0
-        h, in_word = _FNV_OFFSET, False
-        end = offsets[d + 1]
-        for i in range(offsets[d], end + 1):
-            b = fold[data[i]] if i < end else np.uint8(SPACE)  # a space after the last byte ends its word
-            if b != SPACE:
+        i, end = offsets[d], offsets[d + 1]
+        while i < end:
+            while i < end and fold[data[i]] == SPACE:  # the spaces before a word
+                i += 1
+            if i == end:
+                break
+            h = _FNV_OFFSET
+            while i < end:  # the word
+                b = fold[data[i]]
+                if b == SPACE:
+                    break
                 h = (h ^ np.uint64(b)) * _FNV_PRIME
-                in_word = True
-            elif in_word:
-                if words < ngram:
-                    window[words] = fmix64(h)
-                else:
-                    for k in range(ngram - 1):
-                        window[k] = window[k + 1]
-                    window[ngram - 1] = fmix64(h)
-                words += 1
-                h, in_word = _FNV_OFFSET, False
-                if words >= ngram:
-                    out[pos] = _ngram_hash(window, ngram)
-                    pos += 1
+                i += 1
+            if words < ngram:
+                window[words] = fmix64(h)
+            else:
+                for k in range(ngram - 1):
+                    window[k] = window[k + 1]
+                window[ngram - 1] = fmix64(h)
+            words += 1
+            if words >= ngram:
+                out[pos] = _ngram_hash(window, ngram)
+                pos += 1
         if 0 < words < ngram:
             for k in range(words, ngram):
                 window[k] = 0
@@ -86,6 +90,30 @@ def shingle_kernel(data, offsets, fold, ngram, out, counts):
             pos += 1
         counts[d] = pos - start
     return pos
+
+
+@njit(cache=True, nogil=True)
+def tag_kernel(shingles, counts, out):
+    """out[i] = document << 32 | shingle for every shingle, so one sort orders them by document, then value."""
+    pos = 0
+    for d in range(len(counts)):
+        tag = np.uint64(d) << np.uint64(32)
+        for _ in range(counts[d]):
+            out[pos] = tag | np.uint64(shingles[pos])
+            pos += 1
+
+
+@njit(cache=True, nogil=True)
+def distinct_kernel(keys, values, counts):
+    """From sorted (document << 32 | shingle) keys: each document's distinct shingles into `values`, their
+    number into `counts` (zeroed by the caller); returns the number of values written."""
+    w = 0
+    for i in range(len(keys)):
+        if i == 0 or keys[i] != keys[i - 1]:
+            values[w] = np.uint32(keys[i] & np.uint64(0xFFFFFFFF))
+            counts[keys[i] >> np.uint64(32)] += 1
+            w += 1
+    return w
 
 
 @njit(cache=True, nogil=True)

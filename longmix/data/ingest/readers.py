@@ -123,6 +123,11 @@ def _lines(path: Path | str, cap: int) -> Iterator[tuple[int, bytes, bool] | _Tr
             start = 0
             while True:
                 nl = chunk.find(b"\n", start)
+                if nl >= 0 and not buf and not oversized and nl - start <= cap:  # a whole line: one copy
+                    lineno += 1
+                    yield lineno, chunk[start:nl], False
+                    start = nl + 1
+                    continue
                 piece = chunk[start:] if nl < 0 else chunk[start:nl]
                 if not oversized:
                     room = cap + 1 - len(buf)
