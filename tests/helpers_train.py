@@ -88,6 +88,20 @@ def make_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, rows_
     return out / "manifest.json"
 
 
+def real_mix_recipe(root: Path, corpus: Path, model: Path, seq_len: int = 256, total_tokens: int = 8000) -> Path:
+    """A data recipe: the demo corpus mixed with a real model's folder as the tokenizer (its own BOS/EOS)."""
+    recipe = {
+        "name": "real", "output": str(root / "mix"), "seed": 5, "executor": {"kind": "local", "workers": 2},
+        "sources": [{"name": n, "paths": [str(corpus / n / "*.jsonl")]} for n in ("code", "docs")],
+        "tokenizer": {"path": str(model)}, "seq_len": seq_len,
+        "stages": {"mix": {"total_tokens": total_tokens, "sources": {"code": {"share": 0.5}, "docs": {"share": 0.5}}},
+                   "pack": {"rows_per_shard": 8}},
+    }
+    path = root / "mix.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
 def write_train_recipe(path: Path, **fields: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
@@ -110,11 +124,69 @@ def tiny_recipe(out: Path, phases: list[dict], **over: Any) -> dict[str, Any]:
     return base
 
 
-def run_longmix(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``longmix ...`` in a subprocess, one OpenMP thread per rank (CI has two cores for two ranks)."""
+HANG_GUARD_S = 3600  # only a hung process reaches this: never a limit a slow (loaded) machine can hit
+
+
+def run_group(cmd: list[str], env: dict[str, str] | None = None,
+              timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group, one OpenMP thread per rank (CI has two cores for two ranks); the
+    whole group (torchrun's ranks too) is killed if the test is interrupted or the process hangs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None or _group_alive(proc.pid):
+            import signal
+
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run_longmix(*args: str, timeout: int = HANG_GUARD_S,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``longmix ...`` in a subprocess (see ``run_group``)."""
+    return run_group([sys.executable, "-m", "longmix.cli", *args], env, timeout)
+
+
+def torchrun_script(script: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """A test worker script on ``nproc`` CPU ranks under torchrun (see ``run_group``)."""
+    return run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                      str(script), *args])
+
+
+def documents_loss_sum(model: Any, ids: np.ndarray, pos: np.ndarray, tgt: np.ndarray) -> tuple[float, int]:
+    """(Σ token loss, predicted tokens) of packed rows in plain transformers with every document run alone
+    (no packing, no position ids): the model exactly as its family defines it, windows included."""
+    import torch
+
+    from longmix.train.masking import IGNORE
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(ids)):
+            restarts = np.flatnonzero(pos[i][1:] != pos[i][:-1] + 1) + 1
+            for s, e in zip([0, *restarts.tolist()], [*restarts.tolist(), len(pos[i])], strict=True):
+                t = torch.from_numpy(tgt[i, s:e])
+                if not (t != IGNORE).any():
+                    continue
+                logits = model(input_ids=torch.from_numpy(ids[i : i + 1, s:e]), use_cache=False).logits[0]
+                total += torch.nn.functional.cross_entropy(logits, t, ignore_index=IGNORE, reduction="sum").item()
+                count += int((t != IGNORE).sum())
+    return total, count
 
 
 def rows_loss_sum(model: Any, ids: np.ndarray, pos: np.ndarray, tgt: np.ndarray) -> tuple[float, int]:

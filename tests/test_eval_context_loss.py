@@ -111,3 +111,21 @@ def test_missing_data_and_checkpoint_are_user_errors(tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
     with pytest.raises(UserError, match="not found"):
         sample_documents([tmp_path / "nope.jsonl"], None, None, 8, 8, 1, 0)
+
+
+def test_output_projection_in_pieces_equals_full_logits(monkeypatch) -> None:
+    """Long documents of big-vocabulary models (Gemma 3: 262K ids) get their logits a piece at a time."""
+    import torch
+    from helpers_families import family_config
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from longmix.models import token_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**family_config("gemma3_text"))).eval()
+    x = np.random.default_rng(0).integers(3, 500, size=(2, 300))
+    whole = token_loss.token_losses(model, x, "cpu")
+    monkeypatch.setattr(token_loss, "HEAD_TOKENS", 7)
+    pieces = token_loss.token_losses(model, x, "cpu")
+    assert pieces.shape == whole.shape == (2, 299)
+    np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-5)

@@ -13,8 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from helpers_train import REPO, make_manifest, make_tokenizer, rows_loss_sum, run_longmix, write_train_recipe
+from helpers_train import (
+    REPO,
+    make_manifest,
+    make_tokenizer,
+    real_mix_recipe,
+    rows_loss_sum,
+    run_longmix,
+    write_train_recipe,
+)
 
 from longmix.train.trainer import read_metrics
 
@@ -29,20 +36,6 @@ def _ok(proc) -> None:
 
 def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r}
-
-
-def _data_recipe(root: Path, corpus: Path, model: Path, seq_len: int = 256) -> Path:
-    """The demo corpus mixed with the model folder as the tokenizer (its own BOS/EOS settings)."""
-    recipe = {
-        "name": "real", "output": str(root / "mix"), "seed": 5, "executor": {"kind": "local", "workers": 2},
-        "sources": [{"name": n, "paths": [str(corpus / n / "*.jsonl")]} for n in ("code", "docs")],
-        "tokenizer": {"path": str(model)}, "seq_len": seq_len,
-        "stages": {"mix": {"total_tokens": 8000, "sources": {"code": {"share": 0.5}, "docs": {"share": 0.5}}},
-                   "pack": {"rows_per_shard": 8}},
-    }
-    path = root / "mix.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 def _train_recipe(out: Path, model: Path, manifest: Path, **over) -> dict:
@@ -61,7 +54,7 @@ def _train_recipe(out: Path, model: Path, manifest: Path, **over) -> dict:
 @pytest.fixture(scope="module")
 def runs(smollm2: Path, demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real-run")
-    _ok(run_longmix("build", str(_data_recipe(root, demo_corpus, smollm2))))
+    _ok(run_longmix("build", str(real_mix_recipe(root, demo_corpus, smollm2))))
     manifest = root / "mix" / "manifest.json"
     recipe = write_train_recipe(root / "real.yaml", **_train_recipe(root / "unused", smollm2, manifest))
     out = {"root": root, "recipe": recipe, "manifest": manifest, "full": root / "full", "resumed": root / "resumed"}
@@ -219,7 +212,7 @@ def test_manifest_of_another_tokenizer_is_refused(smollm2: Path, tmp_path: Path)
     tok = make_tokenizer(tmp_path / "tok")
     manifest = make_manifest(tmp_path / "d", tok, 128, 20_000)
     recipe = write_train_recipe(tmp_path / "r.yaml", **_train_recipe(tmp_path / "out", smollm2, manifest))
-    proc = run_longmix("train", str(recipe), "--nproc", "2", timeout=120)
+    proc = run_longmix("train", str(recipe), "--nproc", "2")
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
     assert len(err) == 1 and "rebuild the mix with tokenizer.path" in err[0] and str(tok) in err[0], proc.stderr
@@ -229,7 +222,7 @@ def test_manifest_of_another_tokenizer_is_refused(smollm2: Path, tmp_path: Path)
 def test_sequence_parallel_limits_of_gqa(runs, smollm2: Path, tmp_path: Path) -> None:
     """9 heads / 3 KV heads: Ulysses over 2 ranks is refused in one line before any rank starts."""
     rec = _train_recipe(tmp_path / "out", smollm2, runs["manifest"], parallel={"sequence_parallel_size": 2})
-    proc = run_longmix("train", str(write_train_recipe(tmp_path / "sp2.yaml", **rec)), "--nproc", "2", timeout=120)
+    proc = run_longmix("train", str(write_train_recipe(tmp_path / "sp2.yaml", **rec)), "--nproc", "2")
     assert proc.returncode == 2
     err = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
     assert len(err) == 1 and "9 attention heads" in err[0] and "sequence_parallel_size=2" in err[0], proc.stderr
@@ -240,19 +233,19 @@ def test_import_refuses_bad_sources(smollm2: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf file")
     for src, words in ((str(bad), "not a GGUF file"), (str(tmp_path), "no config.json"),
                        ("pkg:no_such_package_here", "no installed package")):
-        proc = run_longmix("model", "import", src, "-o", str(tmp_path / "out"), timeout=120)
+        proc = run_longmix("model", "import", src, "-o", str(tmp_path / "out"))
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     folder = tmp_path / "notok"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 64, "hidden_size": 16,
                                                     "num_hidden_layers": 1, "num_attention_heads": 2,
                                                     "intermediate_size": 32}))
-    proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"), timeout=120)
+    proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"))
     assert proc.returncode == 2 and "tokenizer" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     for name in ("tokenizer.json", "tokenizer_config.json"):  # a tokenizer, but an architecture nobody knows
         (folder / name).write_bytes((smollm2 / name).read_bytes())
     (folder / "config.json").write_text(json.dumps({"model_type": "no_such_architecture", "vocab_size": 64}))
-    proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"), timeout=120)
+    proc = run_longmix("model", "import", str(folder), "-o", str(tmp_path / "out"))
     assert proc.returncode == 2 and "does not recognize this architecture" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
@@ -260,7 +253,7 @@ def test_import_refuses_bad_sources(smollm2: Path, tmp_path: Path) -> None:
 def test_sequence_parallel_3_on_gqa_matches_transformers(smollm2: Path, demo_corpus: Path, tmp_path: Path) -> None:
     """Ulysses over 3 gloo ranks (9 heads and 3 KV heads split 3 ways) on 384-token rows: step 1's loss equals
     plain transformers' per-document loss of the same rows."""
-    _ok(run_longmix("build", str(_data_recipe(tmp_path, demo_corpus, smollm2, seq_len=384))))
+    _ok(run_longmix("build", str(real_mix_recipe(tmp_path, demo_corpus, smollm2, seq_len=384))))
     rec = _train_recipe(tmp_path / "sp3", smollm2, tmp_path / "mix" / "manifest.json",
                         parallel={"sequence_parallel_size": 3},
                         batch={"tokens_per_step": 384, "micro_batch_tokens": 128},

@@ -62,7 +62,7 @@ def test_flex_forward_equals_per_document_sdpa() -> None:
         ref = _model("doc_sdpa")(input_ids=ids, position_ids=pos, use_cache=False).logits
         flex = _model("flex")
         built_inside = flex(input_ids=ids, position_ids=pos, use_cache=False).logits
-        with flex_attention.use_block_mask(flex_attention.doc_block_mask(pos)):
+        with flex_attention.use_documents(pos):
             installed = flex(input_ids=ids, position_ids=pos, use_cache=False).logits
     torch.testing.assert_close(built_inside, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(installed, ref, rtol=1e-5, atol=1e-5)
@@ -78,8 +78,8 @@ def test_flex_forward_equals_per_document_sdpa() -> None:
 def test_flex_refuses_a_mask_of_another_shape_and_decoding() -> None:
     ids, pos, _ = _packed_rows()
     flex = _model("flex")
-    with flex_attention.use_block_mask(flex_attention.doc_block_mask(pos[:, :128])), \
-            pytest.raises(ValueError, match="block mask is for"), torch.no_grad():
+    with flex_attention.use_documents(pos[:, :128]), \
+            pytest.raises(ValueError, match="installed documents are"), torch.no_grad():
         flex(input_ids=ids, position_ids=pos, use_cache=False)
     q = torch.zeros(1, 4, 1, 16)
     kv = torch.zeros(1, 2, 5, 16)
@@ -94,3 +94,32 @@ def test_auto_picks_the_core_per_device() -> None:
         recipe = _recipe("flex")
         with pytest.raises(UserError, match="flex needs a GPU"):
             load_config(recipe.model, recipe)
+
+
+@pytest.mark.parametrize("family", ["mistral", "gemma2", "gemma3_text"])
+def test_flex_honours_windows_and_softcapping(family: str) -> None:
+    """Per-window block masks (built once per forward and window) and the softcap score_mod: the same logits
+    as the per-document core, which the family matrix checks against transformers' eager attention."""
+    from helpers_families import family_config
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(**family_config(family))
+    config.use_cache = False
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(4.0)  # sharp attention, so a window or a softcap shows
+    ids, pos, _ = _packed_rows()
+    attention.register()
+    flex_attention.register()
+    with torch.no_grad():
+        model.set_attn_implementation(attention.DOC_SDPA)
+        ref = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        model.set_attn_implementation(flex_attention.FLEX)
+        with flex_attention.use_documents(pos):
+            installed = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        built_inside = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+    torch.testing.assert_close(installed, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(built_inside, ref, rtol=1e-4, atol=1e-4)

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 Device = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:N")]
 Dtype = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")]
+AttnImpl = Annotated[str, typer.Option(help="auto (sdpa, or eager for models that softcap attention logits), "
+                                       "sdpa, eager, flash_attention_2, flex_attention")]
 
 
 def _name(ckpt: Path, taken: set[str]) -> str:
@@ -45,6 +47,7 @@ def context_loss_cmd(
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    attn_implementation: AttnImpl = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for context_loss.json/.png")] = Path("eval"),
 ) -> None:
     """Per-position loss on whole held-out documents, binned by context length, with L(c) = (α/c)^β + γ fitted."""
@@ -57,7 +60,7 @@ def context_loss_cmd(
     results, taken = [], set()
     for ckpt in checkpoints:
         name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
         res = context_loss(loaded, data, max_len, min_len, max_docs, seed, batch_size, bins, name, fit_min=fit_min)
         res["checkpoint"] = str(ckpt)
         results.append(res)
@@ -106,6 +109,7 @@ def probes_cmd(
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    attn_implementation: AttnImpl = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for probes.json and heatmaps")] = Path("eval"),
 ) -> None:
     """Passkey retrieval and first-sentence retrieval over lengths x depths, greedy; exact match and ROUGE-L."""
@@ -122,7 +126,7 @@ def probes_cmd(
         raise UserError("--lengths must list lengths of at least 16 tokens")
     if not deps or not all(0 <= d <= 1 for d in deps):
         raise UserError("--depths must lie in [0, 1]")
-    loaded = load_checkpoint(checkpoint, tokenizer, device, dtype)
+    loaded = load_checkpoint(checkpoint, tokenizer, device, dtype, attn_implementation=attn_implementation)
     fillers = filler_texts(filler, seed, min_chars=max(lens) * 12)
     results = run_probes(loaded, fillers, lens, deps, trials, seed, tasks, batch_size)
     summary = summarize_probes(results)
@@ -160,6 +164,7 @@ def context_gain_cmd(
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    attn_implementation: AttnImpl = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for context_gain.json/.png")] = Path("eval"),
 ) -> None:
     """Per-token loss with the whole context vs only the last W tokens: mean gain, gain by position, key tokens."""
@@ -172,7 +177,7 @@ def context_gain_cmd(
     results, taken = [], set()
     for ckpt in checkpoints:
         name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
         res = context_gain(loaded, data, max_len, window, stride, max_docs, seed, key_gain=key_gain,
                            key_loss=key_loss, name=name, batch_size=batch_size)
         res["checkpoint"] = str(ckpt)
@@ -202,6 +207,7 @@ def dependency_loss_cmd(
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    attn_implementation: AttnImpl = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for dependency_loss.json/.png")] = Path("eval"),
 ) -> None:
     """Loss on planted long-range dependencies (copied passages, facts used late) by their distance."""
@@ -212,7 +218,7 @@ def dependency_loss_cmd(
     results, taken = [], set()
     for ckpt in checkpoints:
         name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
         res = dependency_loss(loaded, data, max_len, max_docs, skip_repeat, name)
         res["checkpoint"] = str(ckpt)
         results.append(res)
@@ -252,6 +258,7 @@ def ruler_cmd(
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
+    attn_implementation: AttnImpl = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for ruler.json and heatmaps")] = Path("eval"),
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
@@ -283,7 +290,8 @@ def ruler_cmd(
     report, taken = [], set()
     for ckpt in checkpoints:
         name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, rope_theta=rope_theta)
+        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, rope_theta=rope_theta,
+                                 attn_implementation=attn_implementation)
         built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, fillers), names, lens, deps, samples, seed)
         results = score_samples(built, generate_all(loaded, built, batch_size, f"ruler {name}"))
         summary = summarize(results, threshold)

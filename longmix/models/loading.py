@@ -27,10 +27,29 @@ def pick_device(device: str) -> str:
     return device
 
 
+EVAL_ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
+
+
+def pick_eval_attention(config: Any, requested: str) -> str:
+    """What an evaluation loads the model with: ``auto`` is SDPA unless the family's definition needs more
+    (Gemma 2 softcaps its attention logits, which only eager, flex and flash attention do). Sliding windows
+    are honoured by every transformers implementation."""
+    if requested not in EVAL_ATTENTION:
+        raise UserError(f"--attn-implementation must be one of {', '.join(EVAL_ATTENTION)}, not {requested!r}")
+    softcap = getattr(config, "attn_logit_softcapping", None)
+    if requested == "auto":
+        return "eager" if softcap else "sdpa"
+    if requested == "sdpa" and softcap:
+        raise UserError(f"--attn-implementation sdpa: {config.model_type} softcaps its attention logits "
+                        f"(attn_logit_softcapping={softcap}), which SDPA cannot do; use eager (or auto)")
+    return requested
+
+
 def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "auto", dtype: str = "auto",
-                    rope_theta: float | None = None) -> Loaded:
+                    rope_theta: float | None = None, attn_implementation: str = "auto") -> Loaded:
     """Model in eval mode on ``device``; fp32 on CPU (bf16 matmuls are slow and lossy there), bf16 on GPU.
-    ``rope_theta`` replaces the RoPE base at load time (ABF without training)."""
+    ``rope_theta`` replaces the RoPE base at load time (ABF without training), on the full-attention layers
+    of a model whose RoPE is keyed by layer type."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -49,16 +68,19 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bar is enough; theirs floods logs of CI runs
-    kw = {}
-    if rope_theta is not None:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
+    from longmix.models.rope import apply_change
+
+    config = AutoConfig.from_pretrained(ckpt, trust_remote_code=False)
+    if rope_theta is not None:
         if rope_theta <= 1:
             raise UserError(f"--rope-theta must be > 1, got {rope_theta}")
-        config = AutoConfig.from_pretrained(ckpt)
-        config.rope_parameters = {"rope_type": "default", "rope_theta": float(rope_theta)}
-        kw["config"] = config
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype), attn_implementation="sdpa", **kw)
+        config.rope_parameters = apply_change(dict(config.rope_parameters), "abf", theta=float(rope_theta),
+                                              max_positions=int(config.max_position_embeddings))
+    attn = pick_eval_attention(config, attn_implementation)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, config=config, dtype=getattr(torch, dtype),
+                                                 attn_implementation=attn, trust_remote_code=False)
     model.to(dev).eval()
     tok = load_tokenizer(tok_path)
     # BOS as in training: the tokenizer's own settings (an imported checkpoint's), else longmix's defaults.

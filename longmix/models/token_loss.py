@@ -14,17 +14,37 @@ from typing import Any
 
 import numpy as np
 
+# Config fields of models whose logits are not just lm_head(hidden) (a head applied in pieces would skip them).
+LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+HEAD_TOKENS = 1024  # tokens per piece of the output projection: Gemma 3's 262K vocabulary is 1 GiB per 1K tokens
+
+
+def plain_head(config: Any) -> bool:
+    """Whether the logits are the output embedding of the last hidden state and nothing more."""
+    return all(getattr(config, f, None) in (None, 0, 1, 1.0, False) for f in LOGIT_POSTPROCESSING)
+
 
 def token_losses(model: Any, batch: np.ndarray, device: str, pad_mask: np.ndarray | None = None) -> np.ndarray:
-    """NLL (nats) of tokens 1..T-1 of each row given the tokens before it: shape (B, T-1); NaN at padding."""
+    """NLL (nats) of tokens 1..T-1 of each row given the tokens before it: shape (B, T-1); NaN at padding.
+
+    The output projection runs in pieces of ``HEAD_TOKENS`` tokens when the model's head is plain, so the
+    [tokens, vocabulary] logits never exist at once (8K tokens x 262K ids would be 8.6 GB in fp32)."""
     import torch
 
     ids = torch.as_tensor(batch, device=device)
     att = torch.as_tensor(pad_mask, device=device) if pad_mask is not None else None
+    ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         # use_cache=False: nothing to reuse, and a cache would only cost memory.
-        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+        if plain_head(model.config) and ids.shape[1] > HEAD_TOKENS:
+            hidden = model.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+            head = model.get_output_embeddings()
+            last = ids.shape[1] - 1  # position T-1 predicts nothing
+            nll = torch.cat([ce(head(hidden[:, s:e]).float().transpose(1, 2), ids[:, s + 1 : e + 1], reduction="none")
+                             for s in range(0, last, HEAD_TOKENS) for e in [min(s + HEAD_TOKENS, last)]], dim=1)
+        else:
+            logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
+            nll = ce(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
     out = nll.cpu().numpy().astype(np.float64)
     if pad_mask is not None:
         out[pad_mask[:, 1:] == 0] = np.nan

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from longmix.core.errors import UserError
+from longmix.models.rope import apply_change
 from longmix.train import attention, flex_attention
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
 
@@ -22,16 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def rope_parameters(current: dict[str, Any], rope: RopeConfig, max_positions: int) -> dict[str, Any]:
-    """New ``rope_parameters`` for ``rope`` applied on top of the model's ``current`` ones."""
-    if rope.kind == "keep":
-        return dict(current)
-    theta = rope.theta if rope.theta is not None else float(current.get("rope_theta", 10000.0))
-    if rope.kind == "abf":
-        return {"rope_type": "default", "rope_theta": theta}
-    params: dict[str, Any] = {"rope_type": rope.kind, "rope_theta": theta, "factor": float(rope.factor)}
-    if rope.kind == "yarn":
-        params["original_max_position_embeddings"] = rope.original_max_position_embeddings or max_positions
-    return params
+    """New ``rope_parameters`` for ``rope`` applied on top of the model's ``current`` ones (per layer type
+    where the model keys them so; see ``longmix.models.rope``)."""
+    return apply_change(current, rope.kind, max_positions=max_positions, theta=rope.theta, factor=rope.factor,
+                        original_max=rope.original_max_position_embeddings, layer_types=rope.layer_types)
 
 
 def pick_attention(requested: str, sequence_parallel: int) -> str:
@@ -46,6 +41,24 @@ def pick_attention(requested: str, sequence_parallel: int) -> str:
     return attn
 
 
+def check_attention(config: PretrainedConfig, attn: str, requested: str) -> None:
+    """Refuse, before any model is built, a core that cannot compute this family's attention as defined.
+
+    longmix's cores (doc_sdpa, flex) and transformers' eager and flash_attention_2 honour sliding windows
+    and logit softcapping; SDPA cannot softcap (transformers refuses it for Gemma 2), and no longmix core
+    does Llama 4's chunked attention."""
+    softcap = getattr(config, "attn_logit_softcapping", None)
+    if softcap and attn == "sdpa":
+        raise UserError(f"model.attn_implementation {requested}: {config.model_type} softcaps its attention logits "
+                        f"(attn_logit_softcapping={softcap}), which SDPA cannot do; use doc_sdpa (the CPU default), "
+                        "flex or flash_attention_2 on GPU, or eager")
+    chunk = getattr(config, "attention_chunk_size", None)
+    if chunk and attn in (attention.DOC_SDPA, flex_attention.FLEX):
+        raise UserError(f"model.attn_implementation {requested}: {config.model_type} uses chunked attention "
+                        f"(attention_chunk_size={chunk}), which longmix's document cores do not implement; use "
+                        "sdpa or eager")
+
+
 def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
     """The HF config of the run: the checkpoint's (or the recipe's), with the RoPE change applied."""
     if mc.path is not None:
@@ -55,19 +68,26 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
         config = AutoConfig.from_pretrained(path)
     else:
         fields = dict(mc.config or {})
+        from huggingface_hub.errors import StrictDataclassError
+
         try:
             config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"model.config: {exc}") from None
+        except (ValueError, TypeError, StrictDataclassError) as exc:
+            # transformers' config validators wrap the reason: the last line names it
+            raise UserError(f"model.config: {str(exc).strip().splitlines()[-1].strip()}") from None
     old_max = int(config.max_position_embeddings)
     current = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": 10000.0})
-    config.rope_parameters = rope_parameters(current, mc.rope, old_max)
+    try:
+        config.rope_parameters = rope_parameters(current, mc.rope, old_max)
+    except UserError as exc:
+        raise UserError(f"model.{exc}") from None
     if mc.max_position_embeddings is not None:
         config.max_position_embeddings = mc.max_position_embeddings
     elif mc.rope.factor is not None and mc.rope.kind in ("linear", "yarn", "dynamic"):
         config.max_position_embeddings = int(old_max * mc.rope.factor)
     config.use_cache = False
     config._attn_implementation = pick_attention(mc.attn_implementation, recipe.parallel.sequence_parallel_size)
+    check_attention(config, config._attn_implementation, mc.attn_implementation)
     return config
 
 

@@ -21,6 +21,9 @@ class RopeConfig(Strict):
     theta: float | None = Field(None, gt=0, description="new RoPE base (abf; optional for the others)")
     factor: float | None = Field(None, gt=0, description="context extension factor (linear, yarn, dynamic)")
     original_max_position_embeddings: int | None = Field(None, gt=0, description="yarn: pretraining length")
+    layer_types: list[str] | None = Field(
+        None, min_length=1, description="models whose RoPE is keyed by layer type (Gemma 3): the layer types "
+        "to change (default: full_attention; the windowed local layers keep theirs)")
 
     @model_validator(mode="after")
     def _needs(self) -> RopeConfig:

@@ -13,10 +13,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from longmix.core.errors import UserError
+from longmix.models.token_loss import LOGIT_POSTPROCESSING
 from longmix.train.masking import IGNORE
-
-# Config fields of models whose logits are not just lm_head(hidden): a tiled head would skip that step.
-LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 def _tile_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -156,10 +156,10 @@ class Trainer:
     def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor,
                      full_pos: np.ndarray | None = None) -> torch.Tensor:
         """Sum of token losses. No attention_mask on purpose: documents are found from position_ids.
-        ``full_pos`` (whole rows, before any sequence-parallel split) gives FlexAttention its one block mask."""
+        ``full_pos`` (whole rows, before any sequence-parallel split) gives FlexAttention its documents, from
+        which it builds one block mask per window for the whole forward."""
         if self.flex and full_pos is not None:
-            mask = flex_attention.doc_block_mask(torch.from_numpy(full_pos).to(self.device))
-            with flex_attention.use_block_mask(mask):
+            with flex_attention.use_documents(torch.from_numpy(full_pos).to(self.device)):
                 return self._forward_sum(ids, pos, tgt)
         if self.tile is None:
             logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits

@@ -150,7 +150,7 @@ def part_correctness(dry: bool) -> dict[str, Any]:
         backward = not (dry and name == "flex")  # FlexAttention has no CPU backward
         with torch.set_grad_enabled(backward):
             if name == "flex":
-                with flex_attention.use_block_mask(flex_attention.doc_block_mask(pos)):
+                with flex_attention.use_documents(pos):
                     logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
             else:
                 logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
@@ -246,7 +246,7 @@ def _bare_loop(recipe_path: Path, steps: int) -> dict[str, Any]:
             torch.cuda.synchronize()
         t = time.perf_counter()
         if flex:
-            with flex_attention.use_block_mask(flex_attention.doc_block_mask(pos)):
+            with flex_attention.use_documents(pos):
                 logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
         else:
             logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
