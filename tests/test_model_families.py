@@ -25,6 +25,7 @@ from helpers_train import (
     documents_loss_sum,
     make_manifest,
     make_tokenizer,
+    run_longmix,
     tiny_recipe,
     torchrun_script,
     write_train_recipe,
@@ -292,6 +293,27 @@ def test_trained_family_resumes_exports_and_matches_transformers(family: str, tr
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "eval" / "context_loss.json").read_text())["results"][0]
     assert out["n_docs"] == 6 and np.isfinite(out["mean_loss"])
+    if family in SOFTCAPPED:  # auto loaded it with eager; SDPA would compute another model
+        res = CliRunner().invoke(app, ["eval", "context-loss", str(hf), "--data", str(data["manifest"]),
+                                       "--attn-implementation", "sdpa", "-o", str(tmp_path / "eval2")])
+        assert isinstance(res.exception, UserError) and "SDPA cannot" in str(res.exception), res.output
+
+
+def test_check_refuses_a_core_before_launch(data: dict, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from longmix.cli.app import app
+
+    rec = tiny_recipe(tmp_path / "out", [{"manifest": str(data["manifest"]), "steps": 2}],
+                      model={"config": family_config("gemma2"), "attn_implementation": "sdpa"})
+    path = write_train_recipe(tmp_path / "gemma2-sdpa.yaml", **rec)
+    for cmd in (["check", str(path), "--nproc", "2"], ["train", str(path), "--nproc", "2"]):
+        res = CliRunner().invoke(app, cmd)  # in-process: the UserError that `longmix` prints as one line
+        assert isinstance(res.exception, UserError), res.output
+        assert "softcaps its attention logits" in str(res.exception) and "\n" not in str(res.exception)
+    proc = run_longmix("check", str(path), "--nproc", "2")  # and as a real process: exit 2, no traceback
+    assert proc.returncode == 2 and "softcaps its attention logits" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ def upstream_key(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def build_data(recipe: dict[str, Any], output: Path, shared_root: Path, progress: bool = False) -> Path:
     """Build one arm's data recipe into ``output``; returns its manifest path."""
-    from longmix.ablate.suite import settings_hash
+    from longmix.core.recipe_io import settings_hash
 
     key = upstream_key(recipe)
     shared = shared_root / f"upstream-{settings_hash(key)}"

@@ -21,12 +21,11 @@ from longmix.ablate.suite import (
     arm_train_dict,
     base_data_dict,
     pretrain_dict,
-    settings_hash,
     with_seq_len,
 )
 from longmix.core.atomic import write_json
 from longmix.core.errors import UserError
-from longmix.core.recipe_io import parse_model
+from longmix.core.recipe_io import parse_model, settings_hash
 from longmix.data.recipe import Recipe
 from longmix.train.launch import torchrun
 

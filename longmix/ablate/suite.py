@@ -5,15 +5,13 @@ as plain dicts, so the arms differ from each other only in what their overrides 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from longmix.core.errors import UserError
-from longmix.core.recipe_io import Strict, deep_merge, load_with_extends, load_yaml, parse_model
+from longmix.core.recipe_io import Strict, deep_merge, load_with_extends, parse_model
 
 
 class PhaseSpec(Strict):
@@ -198,8 +196,8 @@ class Suite(Strict):
 
 
 def load_suite(path: str | Path, quick: bool = False) -> Suite:
-    """Validate a suite; with ``quick`` the budgets and eval shrink (one seed)."""
-    data = load_yaml(path)
+    """Validate a suite (``extends`` honoured); with ``quick`` the budgets and eval shrink (one seed)."""
+    data = load_with_extends(path)
     data["base_dir"] = str(Path(path).resolve().parent)
     suite: Suite = parse_model(Suite, data, str(path))
     if quick:
@@ -228,10 +226,6 @@ def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
         if e.dependency else None
     return e.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs, "table_contexts": q.table_contexts,
                                 "ruler": ruler, "probes": probes, "context_gain": gain, "dependency": dep})
-
-
-def settings_hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def base_data_dict(suite: Suite, pretrain: bool = False) -> dict[str, Any]:

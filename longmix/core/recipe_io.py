@@ -48,16 +48,61 @@ def parse_model(model: type[BaseModel], data: Any, where: str) -> Any:
         raise UserError(_format_error(where, err)) from None
 
 
+MAX_RECIPE_BYTES = 8 << 20
+MAX_RECIPE_NODES = 1_000_000  # values after aliases are expanded: a "billion laughs" bomb stops here
+MAX_RECIPE_DEPTH = 64
+
+
+def _check_size(node: yaml.Node, where: str) -> None:
+    """Refuse a YAML graph whose expanded tree (aliases counted every time they are used) or nesting is too
+    big: validation and merging walk the expanded tree, so an alias bomb would otherwise take all memory."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(node, 1, False)]
+    while stack:
+        n, depth, done = stack.pop()
+        if depth > MAX_RECIPE_DEPTH:
+            raise UserError(f"{where}: nested deeper than {MAX_RECIPE_DEPTH} levels; a recipe is a shallow mapping")
+        if id(n) in size and not done:
+            continue
+        if isinstance(n, yaml.ScalarNode):
+            size[id(n)] = 1
+            continue
+        kids = [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else list(n.value)
+        if not done:
+            stack.append((n, depth, True))
+            stack.extend((k, depth + 1, False) for k in kids if id(k) not in size)
+            continue
+        size[id(n)] = 1 + sum(size.get(id(k), 1) for k in kids)
+        if size[id(n)] > MAX_RECIPE_NODES:
+            raise UserError(f"{where}: expands to more than {MAX_RECIPE_NODES:,} values (YAML aliases used over and "
+                            "over); write the recipe out instead")
+
+
 def load_yaml(path: str | Path) -> Any:
+    """A recipe file (of any kind) as plain data: safe YAML only, bounded in size, expansion and depth."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe '{path}' not found")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size / 2**20:.0f} MiB; a recipe is at most "
+                        f"{MAX_RECIPE_BYTES >> 20} MiB")
+    loader = yaml.SafeLoader(path.read_text())
     try:
-        data = yaml.safe_load(path.read_text())
+        node = loader.get_single_node()
+        if node is None:
+            data = None
+        else:
+            _check_size(node, str(path))
+            data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than {MAX_RECIPE_DEPTH} levels; a recipe is a shallow mapping") \
+            from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping, got {type(data).__name__}")
     return data

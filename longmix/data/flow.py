@@ -50,7 +50,7 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
     try:
         for stage in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
             ex.check_fits(stage.resources(recipe))
-        return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, recipe.seed, progress, store), until,
+        return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
                         preview=report_only, where=recipe.recipe_file, checked=True)
     finally:
         ex.close()

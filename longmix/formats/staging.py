@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from longmix.core.atomic import write_json
-from longmix.core.storage import Mirror, file_info, is_uri, join
+from longmix.core.storage import Mirror, file_info, join
 from longmix.formats.manifest import Manifest, ManifestError, load_manifest, sha256_file, verify_manifest
 
 
@@ -68,8 +68,3 @@ def verify_store_manifest(uri: str, check_content: bool = True) -> Manifest:
             return verify_manifest(local, check_content)
         except ManifestError as exc:  # name the store, not the temporary folder
             raise ManifestError(str(exc).replace(str(local), uri)) from None
-
-
-def local_manifest(path: str | Path) -> Path:
-    """A manifest path or URI as a local path the trainer can memory-map from."""
-    return stage_manifest(path) if is_uri(path) else Path(path)

@@ -58,12 +58,11 @@ class StageContext:
     cache: each stage's folder is brought in line with the store before it is reused or resumed, every task
     puts its files and then its marker there, and the stage's report goes up last (core/storage.py)."""
 
-    def __init__(self, output: Path, executor: Executor, seed: int, progress: bool | None = None,
+    def __init__(self, output: Path, executor: Executor, progress: bool | None = None,
                  store: Mirror | None = None) -> None:
         self.output = output
         self.store = store
         self.executor = executor
-        self.seed = seed
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._outputs: dict[str, StageOutput] = {}
 

@@ -7,16 +7,9 @@ import json
 from typing import Any
 
 from longmix.core.errors import UserError
+from longmix.core.recipe_io import deep_merge
 from longmix.train.loader import PhasePlan
 from longmix.train.recipe import TrainRecipe
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge: ``over`` wins."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def fused_adam_available() -> bool:
@@ -49,7 +42,7 @@ def build_ds_config(
     recipe: TrainRecipe, first: PhasePlan, dp_world: int, bf16: bool, load_universal: bool, cuda: bool
 ) -> dict[str, Any]:
     path = recipe.resolve(recipe.deepspeed)
-    cfg = merge(read_ds_json(recipe), recipe.deepspeed_overrides)
+    cfg = deep_merge(read_ds_json(recipe), recipe.deepspeed_overrides)
     o = recipe.optim
     cfg.update(
         train_micro_batch_size_per_gpu=first.micro_seqs,

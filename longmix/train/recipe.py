@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from longmix.core.recipe_io import Strict, load_yaml, parse_model
+from longmix.core.recipe_io import Strict, load_with_extends, parse_model
 
 
 class RopeConfig(Strict):
@@ -151,8 +151,9 @@ class TrainRecipe(Strict):
 
 
 def load_train_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
-    """Load and validate a training recipe; ``overrides`` replace top-level keys (e.g. output)."""
-    data = load_yaml(path)
+    """Load and validate a training recipe (``extends: base.yaml`` honoured, as in every recipe kind);
+    ``overrides`` replace top-level keys (e.g. output)."""
+    data = load_with_extends(path)
     data.update(overrides or {})
     data["base_dir"] = str(Path(path).resolve().parent)
     return parse_model(TrainRecipe, data, str(path))
