@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,6 +33,20 @@ def _name(ckpt: Path, taken: set[str]) -> str:
     return name
 
 
+def each_checkpoint(checkpoints: list[Path], run: Callable[[Any, str], dict[str, Any]], **load: Any) -> list[dict]:
+    """``run(loaded, name)`` on every checkpoint, one loaded at a time (legend names unique); each result
+    records its checkpoint. ``load`` goes to ``load_checkpoint`` (tokenizer, device, dtype, attention...)."""
+    from longmix.models.loading import load_checkpoint
+
+    results, taken = [], set()
+    for ckpt in checkpoints:
+        name = _name(ckpt, taken)
+        loaded = load_checkpoint(ckpt, **load)
+        results.append({**run(loaded, name), "checkpoint": str(ckpt)})
+        del loaded
+    return results
+
+
 @eval_app.command("context-loss")
 def context_loss_cmd(
     checkpoints: Annotated[list[Path], typer.Argument(help="HF checkpoint folders; several = comparison overlay")],
@@ -53,18 +68,13 @@ def context_loss_cmd(
     """Per-position loss on whole held-out documents, binned by context length, with L(c) = (α/c)^β + γ fitted."""
     from longmix.eval.context_loss import context_loss
     from longmix.eval.plots import plot_context_loss
-    from longmix.models.loading import load_checkpoint
 
     if min_len is not None and not 2 <= min_len <= max_len:
         raise UserError(f"--min-len must be between 2 and --max-len ({max_len}), got {min_len}")
-    results, taken = [], set()
-    for ckpt in checkpoints:
-        name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
-        res = context_loss(loaded, data, max_len, min_len, max_docs, seed, batch_size, bins, name, fit_min=fit_min)
-        res["checkpoint"] = str(ckpt)
-        results.append(res)
-        del loaded
+    results = each_checkpoint(
+        checkpoints, lambda loaded, name: context_loss(loaded, data, max_len, min_len, max_docs, seed, batch_size,
+                                                       bins, name, fit_min=fit_min),
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "context_loss.json", {"max_len": max_len, "seed": seed, "results": results})
     png = plot_context_loss(results, output / "context_loss.png")
@@ -170,19 +180,14 @@ def context_gain_cmd(
     """Per-token loss with the whole context vs only the last W tokens: mean gain, gain by position, key tokens."""
     from longmix.eval.context_gain import context_gain
     from longmix.eval.plots import plot_context_gain
-    from longmix.models.loading import load_checkpoint
 
     if window >= max_len:
         raise UserError(f"--window ({window}) must be shorter than --max-len ({max_len})")
-    results, taken = [], set()
-    for ckpt in checkpoints:
-        name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
-        res = context_gain(loaded, data, max_len, window, stride, max_docs, seed, key_gain=key_gain,
-                           key_loss=key_loss, name=name, batch_size=batch_size)
-        res["checkpoint"] = str(ckpt)
-        results.append(res)
-        del loaded
+    results = each_checkpoint(
+        checkpoints, lambda loaded, name: context_gain(loaded, data, max_len, window, stride, max_docs, seed,
+                                                       key_gain=key_gain, key_loss=key_loss, name=name,
+                                                       batch_size=batch_size),
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "context_gain.json", {"max_len": max_len, "window": window, "results": results})
     png = plot_context_gain(results, output / "context_gain.png")
@@ -213,16 +218,10 @@ def dependency_loss_cmd(
     """Loss on planted long-range dependencies (copied passages, facts used late) by their distance."""
     from longmix.eval.dependency_loss import dependency_loss
     from longmix.eval.plots import plot_dependency_gap
-    from longmix.models.loading import load_checkpoint
 
-    results, taken = [], set()
-    for ckpt in checkpoints:
-        name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, attn_implementation=attn_implementation)
-        res = dependency_loss(loaded, data, max_len, max_docs, skip_repeat, name)
-        res["checkpoint"] = str(ckpt)
-        results.append(res)
-        del loaded
+    results = each_checkpoint(
+        checkpoints, lambda loaded, name: dependency_loss(loaded, data, max_len, max_docs, skip_repeat, name),
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "dependency_loss.json", {"max_len": max_len, "results": results})
     distances = [r["distance"] for r in results[0]["by_distance"]]
@@ -263,7 +262,6 @@ def ruler_cmd(
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
-    from longmix.eval.plots import heatmap, plot_ruler
     from longmix.eval.ruler import (
         TASKS,
         Generator,
@@ -274,7 +272,6 @@ def ruler_cmd(
         summarize,
     )
     from longmix.eval.ruler_run import generate_all
-    from longmix.models.loading import load_checkpoint
 
     lens = [int(v) for v in _floats(lengths, "--lengths")]
     deps = _floats(depths, "--depths")
@@ -287,33 +284,38 @@ def ruler_cmd(
         raise UserError(f"unknown --tasks {', '.join(bad)}; choose from {', '.join(TASKS)}")
     fillers = haystack_texts(haystack, seed, lens)
     output.mkdir(parents=True, exist_ok=True)
-    report, taken = [], set()
-    for ckpt in checkpoints:
-        name = _name(ckpt, taken)
-        loaded = load_checkpoint(ckpt, tokenizer, device, dtype, rope_theta=rope_theta,
-                                 attn_implementation=attn_implementation)
+
+    def run(loaded: Any, name: str) -> dict[str, Any]:
         built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, fillers), names, lens, deps, samples, seed)
         results = score_samples(built, generate_all(loaded, built, batch_size, f"ruler {name}"))
         summary = summarize(results, threshold)
-        report.append({"checkpoint": str(ckpt), "name": name, "rope_theta": rope_theta, "summary": summary,
-                       "results": results_json(results)})
-        plot_ruler(summary, output / f"ruler_{name.replace('/', '_')}.png", name)
-        for task, g in summary["depth_grids"].items():
-            heatmap(g["score"], [f"{d:.0%}" for d in g["depths"]], [str(L) for L in summary["lengths"]],
-                    f"{name} {task}", output / f"ruler_{name.replace('/', '_')}_{task}.png", vmax=100.0)
-        table = Table(title=f"RULER {name}: score (0-100) by task and length; effective length "
-                      f"{summary['effective_length'] or 'none'} (threshold {threshold:g})")
-        table.add_column("task")
-        for L in summary["lengths"]:
-            table.add_column(str(L))
-        for t in summary["tasks"]:
-            table.add_row(t, *[f"{v:.1f}" for v in summary["table"][t]])
-        table.add_row("mean", *[f"{v:.1f}" for v in summary["mean"]])
-        out_console.print(table)
-        del loaded
+        _ruler_outputs(name, summary, threshold, output)
+        return {"name": name, "rope_theta": rope_theta, "summary": summary, "results": results_json(results)}
+
+    report = each_checkpoint(checkpoints, run, tokenizer=tokenizer, device=device, dtype=dtype, rope_theta=rope_theta,
+                             attn_implementation=attn_implementation)
     write_json(output / "ruler.json", {"seed": seed, "lengths": lens, "depths": deps, "samples": samples,
                                        "checkpoints": report})
     console.print(f"wrote {output / 'ruler.json'} and heatmaps in {output}")
+
+
+def _ruler_outputs(name: str, summary: dict[str, Any], threshold: float, output: Path) -> None:
+    """One checkpoint's RULER plots and table, as soon as it is scored."""
+    from longmix.eval.plots import heatmap, plot_ruler
+
+    plot_ruler(summary, output / f"ruler_{name.replace('/', '_')}.png", name)
+    for task, g in summary["depth_grids"].items():
+        heatmap(g["score"], [f"{d:.0%}" for d in g["depths"]], [str(L) for L in summary["lengths"]],
+                f"{name} {task}", output / f"ruler_{name.replace('/', '_')}_{task}.png", vmax=100.0)
+    table = Table(title=f"RULER {name}: score (0-100) by task and length; effective length "
+                  f"{summary['effective_length'] or 'none'} (threshold {threshold:g})")
+    table.add_column("task")
+    for L in summary["lengths"]:
+        table.add_column(str(L))
+    for t in summary["tasks"]:
+        table.add_row(t, *[f"{v:.1f}" for v in summary["table"][t]])
+    table.add_row("mean", *[f"{v:.1f}" for v in summary["mean"]])
+    out_console.print(table)
 
 
 @eval_app.command("rope")
