@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 Device = Annotated[str, typer.Option(help="auto (cuda if available), cpu, cuda, cuda:N")]
 Dtype = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")]
+TrustCode = Annotated[bool, typer.Option("--trust-remote-code", help="allow a checkpoint folder's own model code "
+                                        "(auto_map) to run")]
 AttnImpl = Annotated[str, typer.Option(help="auto (sdpa, or eager for models that softcap attention logits), "
                                        "sdpa, eager, flash_attention_2, flex_attention")]
 
@@ -63,6 +65,7 @@ def context_loss_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     attn_implementation: AttnImpl = "auto",
+    trust_remote_code: TrustCode = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for context_loss.json/.png")] = Path("eval"),
 ) -> None:
     """Per-position loss on whole held-out documents, binned by context length, with L(c) = (α/c)^β + γ fitted."""
@@ -74,7 +77,8 @@ def context_loss_cmd(
     results = each_checkpoint(
         checkpoints, lambda loaded, name: context_loss(loaded, data, max_len, min_len, max_docs, seed, batch_size,
                                                        bins, name, fit_min=fit_min),
-        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "context_loss.json", {"max_len": max_len, "seed": seed, "results": results})
     png = plot_context_loss(results, output / "context_loss.png")
@@ -120,6 +124,7 @@ def probes_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     attn_implementation: AttnImpl = "auto",
+    trust_remote_code: TrustCode = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for probes.json and heatmaps")] = Path("eval"),
 ) -> None:
     """Passkey retrieval and first-sentence retrieval over lengths x depths, greedy; exact match and ROUGE-L."""
@@ -136,7 +141,8 @@ def probes_cmd(
         raise UserError("--lengths must list lengths of at least 16 tokens")
     if not deps or not all(0 <= d <= 1 for d in deps):
         raise UserError("--depths must lie in [0, 1]")
-    loaded = load_checkpoint(checkpoint, tokenizer, device, dtype, attn_implementation=attn_implementation)
+    loaded = load_checkpoint(checkpoint, tokenizer, device, dtype, attn_implementation=attn_implementation,
+                             trust_remote_code=trust_remote_code)
     fillers = filler_texts(filler, seed, min_chars=max(lens) * 12)
     results = run_probes(loaded, fillers, lens, deps, trials, seed, tasks, batch_size)
     summary = summarize_probes(results)
@@ -175,6 +181,7 @@ def context_gain_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     attn_implementation: AttnImpl = "auto",
+    trust_remote_code: TrustCode = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for context_gain.json/.png")] = Path("eval"),
 ) -> None:
     """Per-token loss with the whole context vs only the last W tokens: mean gain, gain by position, key tokens."""
@@ -187,7 +194,8 @@ def context_gain_cmd(
         checkpoints, lambda loaded, name: context_gain(loaded, data, max_len, window, stride, max_docs, seed,
                                                        key_gain=key_gain, key_loss=key_loss, name=name,
                                                        batch_size=batch_size),
-        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "context_gain.json", {"max_len": max_len, "window": window, "results": results})
     png = plot_context_gain(results, output / "context_gain.png")
@@ -213,6 +221,7 @@ def dependency_loss_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     attn_implementation: AttnImpl = "auto",
+    trust_remote_code: TrustCode = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for dependency_loss.json/.png")] = Path("eval"),
 ) -> None:
     """Loss on planted long-range dependencies (copied passages, facts used late) by their distance."""
@@ -221,7 +230,8 @@ def dependency_loss_cmd(
 
     results = each_checkpoint(
         checkpoints, lambda loaded, name: dependency_loss(loaded, data, max_len, max_docs, skip_repeat, name),
-        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation)
+        tokenizer=tokenizer, device=device, dtype=dtype, attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "dependency_loss.json", {"max_len": max_len, "results": results})
     distances = [r["distance"] for r in results[0]["by_distance"]]
@@ -258,6 +268,7 @@ def ruler_cmd(
     device: Device = "auto",
     dtype: Dtype = "auto",
     attn_implementation: AttnImpl = "auto",
+    trust_remote_code: TrustCode = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for ruler.json and heatmaps")] = Path("eval"),
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
@@ -293,7 +304,7 @@ def ruler_cmd(
         return {"name": name, "rope_theta": rope_theta, "summary": summary, "results": results_json(results)}
 
     report = each_checkpoint(checkpoints, run, tokenizer=tokenizer, device=device, dtype=dtype, rope_theta=rope_theta,
-                             attn_implementation=attn_implementation)
+                             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     write_json(output / "ruler.json", {"seed": seed, "lengths": lens, "depths": deps, "samples": samples,
                                        "checkpoints": report})
     console.print(f"wrote {output / 'ruler.json'} and heatmaps in {output}")

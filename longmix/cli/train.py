@@ -47,11 +47,13 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="run folder, its checkpoints/ folder, or a step_* folder")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HF checkpoint folder to write")],
     dtype: Annotated[str, typer.Option(help="float32 or bfloat16")] = "float32",
+    trust_pickles: Annotated[bool, typer.Option("--trust-pickles", help="unpickle checkpoint objects beyond "
+                                                "DeepSpeed's known ones (only for checkpoints you wrote)")] = False,
 ) -> None:
     """Write a consolidated safetensors HF checkpoint (from_pretrained-ready) from a training checkpoint."""
     from longmix.train.export import export as run_export
 
     if dtype not in ("float32", "bfloat16"):
         raise UserError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
-    folder = run_export(checkpoint, output, dtype)
+    folder = run_export(checkpoint, output, dtype, trust_pickles)
     console.print(f"exported {folder} to {output}")

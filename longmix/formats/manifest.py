@@ -164,11 +164,17 @@ def load_manifest(path: str | Path) -> Manifest:
         found = data.get("format") if isinstance(data, dict) else None
         raise ManifestError(f"{path}: format is {found!r}, expected {FORMAT!r}; is this a longmix manifest?")
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ManifestError(f"{path}: field '{where}': {err['msg']}; re-run the pack stage") from None
+    for entry in manifest.shards:
+        shard = Path(entry.path)
+        if shard.is_absolute() or ".." in shard.parts:
+            raise ManifestError(f"{path}: shard path {entry.path!r} leaves the manifest's folder; a manifest only "
+                                "names shards inside its own folder (to share shards, link their folder into it)")
+    return manifest
 
 
 def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
@@ -178,6 +184,8 @@ def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
     """
     path = Path(path)
     manifest = load_manifest(path)
+    if not manifest.shards:
+        raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
     base = path.parent
     for entry in manifest.shards:
         shard = base / entry.path

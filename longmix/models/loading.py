@@ -46,7 +46,8 @@ def pick_eval_attention(config: Any, requested: str) -> str:
 
 
 def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "auto", dtype: str = "auto",
-                    rope_theta: float | None = None, attn_implementation: str = "auto") -> Loaded:
+                    rope_theta: float | None = None, attn_implementation: str = "auto",
+                    trust_remote_code: bool = False) -> Loaded:
     """Model in eval mode on ``device``; fp32 on CPU (bf16 matmuls are slow and lossy there), bf16 on GPU.
     ``rope_theta`` replaces the RoPE base at load time (ABF without training), on the full-attention layers
     of a model whose RoPE is keyed by layer type."""
@@ -70,9 +71,11 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
     hf_logging.disable_progress_bar()  # our own progress bar is enough; theirs floods logs of CI runs
     from transformers import AutoConfig
 
+    from longmix.models.remote_code import check_custom_code
     from longmix.models.rope import apply_change
 
-    config = AutoConfig.from_pretrained(ckpt, trust_remote_code=False)
+    trust = check_custom_code(ckpt, trust_remote_code, "--trust-remote-code")
+    config = AutoConfig.from_pretrained(ckpt, trust_remote_code=trust)
     if rope_theta is not None:
         if rope_theta <= 1:
             raise UserError(f"--rope-theta must be > 1, got {rope_theta}")
@@ -80,7 +83,7 @@ def load_checkpoint(ckpt: Path, tokenizer: Path | None = None, device: str = "au
                                               max_positions=int(config.max_position_embeddings))
     attn = pick_eval_attention(config, attn_implementation)
     model = AutoModelForCausalLM.from_pretrained(ckpt, config=config, dtype=getattr(torch, dtype),
-                                                 attn_implementation=attn, trust_remote_code=False)
+                                                 attn_implementation=attn, trust_remote_code=trust)
     model.to(dev).eval()
     tok = load_tokenizer(tok_path)
     # BOS as in training: the tokenizer's own settings (an imported checkpoint's), else longmix's defaults.

@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,12 +23,59 @@ from typing import Any
 import torch.distributed as dist
 
 from longmix.core.atomic import atomic_path
+from longmix.core.errors import UserError
 from longmix.train.faults import crash_point
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 _TAG = re.compile(r"^step_(\d{8})$")
+
+
+# The only non-tensor objects DeepSpeed's ZeRO checkpoints hold (besides containers and numbers), allowed
+# through torch's weights-only unpickler; a planted object of any other class is refused, never constructed.
+SAFE_GLOBALS = ("deepspeed.runtime.zero.config.ZeroStageEnum", "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+                "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler")
+
+
+@contextmanager
+def safe_loading(where: Path, trust_pickles: bool = False) -> Iterator[None]:
+    """Every ``torch.load`` inside (DeepSpeed's resume, universal conversion and zero_to_fp32 all call it with
+    ``weights_only=False``) runs the weights-only unpickler with ``SAFE_GLOBALS`` allowed; anything else in a
+    checkpoint is one line naming it, unless the user trusts the checkpoint's pickles."""
+    import importlib
+    import pickle
+
+    import torch
+
+    if trust_pickles:
+        yield
+        return
+    allowed = []
+    for name in SAFE_GLOBALS:
+        module, _, attr = name.rpartition(".")
+        try:
+            allowed.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):  # another DeepSpeed version: that class is simply not allowed
+            continue
+    original = torch.load
+
+    def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = weights_only_load
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = found.group(1) if found else str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint {where} holds {what}, which longmix does not unpickle (a checkpoint from "
+                        "elsewhere, or tampered with); if you wrote it yourself, set checkpoint.trust_pickles: true "
+                        "(longmix export: --trust-pickles)") from None
+    finally:
+        torch.load = original
 
 
 def tag_for(step: int) -> str:
@@ -70,12 +119,12 @@ def find_resume(root: Path, world: int) -> Resume | None:
     return Resume(step, folder, tag, universal, state)
 
 
-def convert_to_universal(resume: Resume, rank: int) -> None:
+def convert_to_universal(resume: Resume, rank: int, trust_pickles: bool = False) -> None:
     """Rank 0 converts the checkpoint once (kept next to it for later resumes); everyone waits."""
     from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
     out = resume.folder.parent / resume.load_tag
-    error = [None]
+    error: list[tuple[str, str] | None] = [None]
     if rank == 0 and not (out / "done").is_file():
         log.info("checkpoint %s was written by %s ranks: converting to a universal checkpoint",
                  resume.folder.name, resume.state["world_size"])
@@ -83,13 +132,19 @@ def convert_to_universal(resume: Resume, rank: int) -> None:
         args = SimpleNamespace(input_folder=str(resume.folder), output_folder=str(out), num_extract_workers=1,
                                num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=False)
         try:
-            ds_to_universal(args)
+            with safe_loading(resume.folder, trust_pickles):
+                ds_to_universal(args)
             (out / "done").write_text("")
+        except UserError as exc:  # a checkpoint refused by safe_loading: the user's to fix
+            error[0] = ("user", str(exc))
         except Exception as exc:  # reported on every rank below, so all of them stop together
-            error[0] = f"{type(exc).__name__}: {exc}"
+            error[0] = ("crash", f"{type(exc).__name__}: {exc}")
     dist.broadcast_object_list(error, src=0)
     if error[0] is not None:
-        raise RuntimeError(f"universal checkpoint conversion of {resume.folder} failed: {error[0]}")
+        kind, message = error[0]
+        if kind == "user":
+            raise UserError(message)
+        raise RuntimeError(f"universal checkpoint conversion of {resume.folder} failed: {message}")
 
 
 def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: Any, keep_last: int) -> Path:

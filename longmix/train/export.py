@@ -30,14 +30,38 @@ def resolve_checkpoint(path: Path) -> Path:
     raise UserError(f"no complete checkpoint under {path}; pass a run folder or a checkpoints/step_* folder")
 
 
-def export(path: Path, out: Path, dtype: str = "float32") -> Path:
+def check_tokenizer_file(path: Path, sha256: str | None) -> None:
+    """Only the tokenizer the run trained with is copied into an export: the file must be the one whose hash
+    the manifest recorded (and the run saved), and a tokenizer at all, never any file a manifest names."""
+    from tokenizers import Tokenizer
+
+    from longmix.formats.packed_shards import sha256_file
+
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise UserError(f"tokenizer {path} is not the one this run trained with (sha256 {sha256[:12]} recorded); "
+                        "restore it, or export without it and copy the right tokenizer.json by hand")
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception:  # tokenizers raises its own exception type for anything unreadable
+        raise UserError(f"{path} is not a tokenizer.json; nothing was copied into the export") from None
+
+
+def export(path: Path, out: Path, dtype: str = "float32", trust_pickles: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = resolve_checkpoint(path)
     state = ckpt.read_state(folder)
-    config = AutoConfig.from_pretrained(folder / "hf_config")
-    sd = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")
+    copy_tok = bool(state.get("tokenizer")) and tok.is_file()
+    if copy_tok:  # before anything is written
+        check_tokenizer_file(tok, state.get("tokenizer_sha256"))
+    try:  # the config longmix saved; classes are transformers' own (no code from the folder runs)
+        config = AutoConfig.from_pretrained(folder / "hf_config", trust_remote_code=False)
+    except ValueError as exc:
+        raise UserError(f"{folder / 'hf_config'}: {str(exc).strip().splitlines()[0]}") from None
+    with ckpt.safe_loading(folder, trust_pickles):
+        sd = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
@@ -53,8 +77,7 @@ def export(path: Path, out: Path, dtype: str = "float32") -> Path:
     model.generation_config.use_cache = True
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")
-    if state.get("tokenizer") and tok.is_file():
+    if copy_tok:
         shutil.copy2(tok, out / "tokenizer.json")
         own = tok.parent / "tokenizer_config.json"  # an imported checkpoint's special-token settings
         if tok.name == "tokenizer.json" and own.is_file():

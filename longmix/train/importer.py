@@ -24,6 +24,7 @@ from typing import Any
 from longmix.core.atomic import write_json
 from longmix.core.errors import UserError
 from longmix.formats.packed_shards import sha256_file
+from longmix.models.remote_code import check_custom_code
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def cached(out: Path, digest: str) -> dict[str, Any] | None:
     return rec
 
 
-def _load(path: Path) -> tuple[Any, Any]:
+def _load(path: Path, trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a GGUF file or a folder, with one-line errors for what transformers refuses."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -160,7 +161,7 @@ def _load(path: Path) -> tuple[Any, Any]:
         gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
     folder, kw = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot load a tokenizer from '{path}': {_first_line(exc)}") from None
     if not getattr(tokenizer, "is_fast", False) or getattr(tokenizer, "backend_tokenizer", None) is None:
@@ -168,7 +169,8 @@ def _load(path: Path) -> tuple[Any, Any]:
     import torch
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, trust_remote_code=trust_remote_code,
+                                                     **kw)
     except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
         raise UserError(f"transformers cannot load '{path}' as a causal LM: {_first_line(exc)}") from None
     return model, tokenizer
@@ -223,9 +225,12 @@ def _assemble(chunks: list[Path], out: Path) -> Path:
     return target
 
 
-def import_model(src: str, out: Path, force: bool = False) -> dict[str, Any]:
-    """Import ``src`` into ``out`` (replaced whole, atomically); returns the import record."""
+def import_model(src: str, out: Path, force: bool = False, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Import ``src`` into ``out`` (replaced whole, atomically); returns the import record. A folder with its
+    own model code is refused unless ``trust_remote_code``."""
     source = resolve_source(src)
+    trust = not isinstance(source, list) and source.is_dir() and \
+        check_custom_code(source, trust_remote_code, "--trust-remote-code")
     digest = fingerprint(source)
     if not force:
         rec = cached(out, digest)
@@ -233,7 +238,7 @@ def import_model(src: str, out: Path, force: bool = False) -> dict[str, Any]:
             log.info("%s is already imported from %s (same sha256)", out, source)
             return {**rec, "cached": True}
     if not isinstance(source, list):
-        return _import(source, digest, out)
+        return _import(source, digest, out, trust_remote_code=trust)
     log.info("assembling %d GGUF chunks (sha256 %s)", len(source), digest[:12])
     assembled = _assemble(source, out)
     try:
@@ -242,11 +247,12 @@ def import_model(src: str, out: Path, force: bool = False) -> dict[str, Any]:
         shutil.rmtree(assembled.parent, ignore_errors=True)
 
 
-def _import(path: Path, digest: str, out: Path, shown: str | None = None) -> dict[str, Any]:
+def _import(path: Path, digest: str, out: Path, shown: str | None = None,
+            trust_remote_code: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     log.info("loading %s%s", path, " (dequantizing GGUF weights: ~30 s for 135M parameters on 2 cores)"
              if path.is_file() else "")
-    model, tokenizer = _load(path)
+    model, tokenizer = _load(path, trust_remote_code)
     model = _plain_model(model)
     vocab = len(tokenizer)
     if vocab > model.config.vocab_size:

@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from longmix.core.errors import UserError
+from longmix.models.remote_code import check_custom_code
 from longmix.models.rope import apply_change
 from longmix.train import attention, flex_attention
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
@@ -65,7 +66,11 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
         path = recipe.resolve(mc.path)
         if not (path / "config.json").is_file():
             raise UserError(f"model.path {path} has no config.json; point it at a HF checkpoint folder")
-        config = AutoConfig.from_pretrained(path)
+        trust = check_custom_code(path, mc.trust_remote_code, "model.trust_remote_code: true")
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"model.path {path}: {str(exc).strip().splitlines()[0]}") from None
     else:
         fields = dict(mc.config or {})
         from huggingface_hub.errors import StrictDataclassError
@@ -99,7 +104,8 @@ def build_model(
     attn = config._attn_implementation
     if mc.path is not None:
         model = AutoModelForCausalLM.from_pretrained(
-            recipe.resolve(mc.path), config=config, dtype=dtype, attn_implementation=attn
+            recipe.resolve(mc.path), config=config, dtype=dtype, attn_implementation=attn,
+            trust_remote_code=mc.trust_remote_code,
         )
     else:
         torch.manual_seed(recipe.seed)  # from-scratch weights depend on the seed only

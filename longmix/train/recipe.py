@@ -40,6 +40,7 @@ class ModelConfig(Strict):
     attn_implementation: Literal["auto", "flex", "doc_sdpa", "sdpa", "flash_attention_2", "eager"] = Field(
         "auto", description="auto: on GPU flash_attention_2 when installed, else flex (FlexAttention, one "
         "document block mask per batch); on CPU doc_sdpa (per-document SDPA)")
+    trust_remote_code: bool = Field(False, description="allow a model.path folder's own code (auto_map) to run")
     activation_checkpointing: bool = False
     activation_offload: bool = Field(False, description="keep the checkpointed layer inputs in host memory")
     tiled_loss: bool = Field(False, description="logits + cross-entropy in sequence tiles (no full [seq, vocab])")
@@ -108,6 +109,8 @@ class ScheduleConfig(Strict):
 class CheckpointConfig(Strict):
     every_steps: int = Field(1000, gt=0)
     keep_last: int = Field(2, ge=1)
+    trust_pickles: bool = Field(False, description="resume from checkpoint files with objects beyond DeepSpeed's "
+                                "known ones (unpickled in full: only for checkpoints you wrote yourself)")
 
 
 class LoggingConfig(Strict):

@@ -90,7 +90,7 @@ class Trainer:
         self.bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and self.device.type == "cuda")
         self.resume = ckpt.find_resume(self.ckpt_root, self.world)
         if self.resume and self.resume.universal:
-            ckpt.convert_to_universal(self.resume, self.rank)
+            ckpt.convert_to_universal(self.resume, self.rank, recipe.checkpoint.trust_pickles)
         ds_config = build_ds_config(recipe, self.plans[0], self.layout.dp, self.bf16,
                                     load_universal=bool(self.resume and self.resume.universal),
                                     cuda=self.device.type == "cuda")
@@ -135,8 +135,9 @@ class Trainer:
     def _load(self) -> None:
         assert self.resume is not None
         self.loader.check_resume(self.resume.state["loader"])
-        path, _ = self.engine.load_checkpoint(str(self.ckpt_root), tag=self.resume.load_tag,
-                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        with ckpt.safe_loading(self.resume.folder, self.recipe.checkpoint.trust_pickles):
+            path, _ = self.engine.load_checkpoint(str(self.ckpt_root), tag=self.resume.load_tag,
+                                                  load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load checkpoint {self.resume.folder}")
         self.step = self.resume.step
@@ -207,6 +208,7 @@ class Trainer:
         state = {"step": self.step, "world_size": self.world, "sequence_parallel_size": self.layout.sp,
                  "loader": self.loader.state(self.step),
                  "tokenizer": self.phases[-1].manifest.tokenizer.path,
+                 "tokenizer_sha256": self.phases[-1].manifest.tokenizer.sha256,
                  "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name}
         ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last)
 

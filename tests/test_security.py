@@ -1,0 +1,153 @@
+"""Hostile inputs: a manifest that names files outside its folder, a manifest that names a secret as its
+tokenizer, and a model folder that plants its own code. Each is refused in one line and nothing planted runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers_train import TINY_LLAMA, make_manifest, make_tokenizer
+from typer.testing import CliRunner
+
+from longmix.cli.app import app
+from longmix.core.errors import UserError
+from longmix.formats.manifest import ManifestError, load_manifest, verify_manifest
+
+EVIL_CODE = '''
+from pathlib import Path
+Path("{marker}").write_text("planted code ran")
+from transformers import LlamaForCausalLM
+
+
+class EvilForCausalLM(LlamaForCausalLM):
+    pass
+'''
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sec")
+    return make_manifest(root / "m", make_tokenizer(root / "tok"), 64, 8_000)
+
+
+def _rewrite(manifest: Path, folder: Path, change) -> Path:
+    shutil.copytree(manifest.parent, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    change(data)
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder / "manifest.json"
+
+
+@pytest.mark.parametrize("bad", ["../../elsewhere/x.arrow", "/etc/passwd", "sub/../../x.arrow"])
+def test_manifest_shards_stay_inside_its_folder(manifest: Path, tmp_path: Path, bad: str) -> None:
+    def point_outside(data):
+        data["shards"][0]["path"] = bad
+
+    path = _rewrite(manifest, tmp_path / "m", point_outside)
+    with pytest.raises(ManifestError, match="leaves the manifest's folder"):
+        load_manifest(path)
+    res = CliRunner().invoke(app, ["verify", str(path)])
+    assert isinstance(res.exception, UserError) and "leaves the manifest's folder" in str(res.exception)
+
+
+def test_manifest_without_shards_does_not_verify(manifest: Path, tmp_path: Path) -> None:
+    def empty(data):
+        data["shards"] = []
+        data["totals"].update(tokens=0, sequences=0, padding=0)
+
+    with pytest.raises(ManifestError, match="lists no shards"):
+        verify_manifest(_rewrite(manifest, tmp_path / "m", empty))
+
+
+def test_export_copies_only_the_tokenizer_trained_with(tmp_path: Path) -> None:
+    from longmix.formats.packed_shards import sha256_file
+    from longmix.train.export import check_tokenizer_file
+
+    secret = tmp_path / "credentials"
+    secret.write_text("[default]\naws_secret_access_key = hunter2\n")
+    # a hostile manifest records the secret's own hash: the hash matches, but it is no tokenizer
+    with pytest.raises(UserError, match="is not a tokenizer.json"):
+        check_tokenizer_file(secret, sha256_file(secret))
+    tok = make_tokenizer(tmp_path / "tok")
+    check_tokenizer_file(tok, sha256_file(tok))
+    with pytest.raises(UserError, match="not the one this run trained with"):
+        check_tokenizer_file(tok, "0" * 64)
+
+
+@pytest.fixture()
+def evil(tmp_path: Path) -> Path:
+    """A model folder whose config maps AutoModelForCausalLM to a planted module that writes a marker."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = tmp_path / "evil"
+    fields = dict(TINY_LLAMA)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(fields.pop("model_type"), **fields)).save_pretrained(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "modeling_evil.py").write_text(EVIL_CODE.format(marker=tmp_path / "MARKER"))
+    shutil.copy(make_tokenizer(tmp_path / "tok"), folder / "tokenizer.json")
+    return folder
+
+
+def test_planted_model_code_never_runs_unasked(evil: Path, tmp_path: Path) -> None:
+    from longmix.train.model import load_config
+    from longmix.train.recipe import TrainRecipe
+
+    # `yes | longmix model import EVIL`: the answer on stdin changes nothing, nothing asks
+    res = CliRunner().invoke(app, ["model", "import", str(evil), "-o", str(tmp_path / "out")], input="y\n" * 5)
+    assert isinstance(res.exception, UserError), res.output
+    assert "ships its own model code" in str(res.exception) and "--trust-remote-code" in str(res.exception)
+    res = CliRunner().invoke(app, ["eval", "context-loss", str(evil), "--data", str(evil / "config.json"),
+                                   "-o", str(tmp_path / "eval")])
+    assert isinstance(res.exception, UserError) and "--trust-remote-code" in str(res.exception)
+    recipe = TrainRecipe.model_validate({
+        "name": "t", "output": "x", "deepspeed": "x.json", "model": {"path": str(evil)},
+        "data": {"phases": [{"manifest": "m.json", "steps": 1}]},
+        "batch": {"tokens_per_step": 128, "micro_batch_tokens": 128}})
+    with pytest.raises(UserError, match="model.trust_remote_code: true"):
+        load_config(recipe.model, recipe)
+    assert not (tmp_path / "MARKER").exists() and not (tmp_path / "out").exists()
+
+
+def test_trusted_model_code_runs_when_asked(evil: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["model", "import", str(evil), "-o", str(tmp_path / "out"), "--trust-remote-code"])
+    assert res.exit_code == 0, res.output
+    assert "EvilForCausalLM" in res.output and (tmp_path / "MARKER").exists()  # its code ran, as asked
+
+
+class _Payload:
+    """What a planted pickle does when it is loaded: write a marker (a real attack would run a shell)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "planted pickle ran"))
+
+
+def test_checkpoint_pickles_load_weights_only(tmp_path: Path) -> None:
+    """Resume, universal conversion and export load checkpoints through DeepSpeed, which calls
+    torch.load(weights_only=False); inside safe_loading that is the weights-only unpickler with DeepSpeed's
+    own classes allowed, so a planted object is refused in one line and never constructed."""
+    import torch
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    from longmix.train.checkpoint import safe_loading
+
+    legit = tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    torch.save({"zero_stage": ZeroStageEnum.weights, "loss_scaler": LossScaler(1.0), "state": torch.ones(3)}, legit)
+    planted = tmp_path / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    torch.save({"state": torch.ones(3), "x": _Payload(tmp_path / "MARKER")}, planted)
+    with safe_loading(tmp_path):
+        assert torch.load(legit, weights_only=False)["zero_stage"] == ZeroStageEnum.weights
+    with pytest.raises(UserError, match="checkpoint.trust_pickles: true"), safe_loading(tmp_path):
+        torch.load(planted, weights_only=False)
+    assert not (tmp_path / "MARKER").exists()
+    assert torch.load is not None and "weights_only_load" not in torch.load.__name__  # restored after
+    with safe_loading(tmp_path, trust_pickles=True):  # the explicit opt-in unpickles in full
+        torch.load(planted, weights_only=False)
+    assert (tmp_path / "MARKER").exists()
