@@ -46,6 +46,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
     # DeepSpeed calls the deprecated torch.distributed collectives on every step.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
     cuda = torch.cuda.is_available()
+    if not cuda:  # every rank, whatever launched it: the op's own folder, and no wait on a dead build's lock
+        from longmix.train.ops import ensure_cpu_op
+
+        ensure_cpu_op()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if cuda:
