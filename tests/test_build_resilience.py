@@ -103,3 +103,35 @@ def test_dedup_of_a_folder_of_jsonl_reads_its_records(tmp_path):
     assert proc.returncode == 0, proc.stderr
     kept = pl.read_parquet(tmp_path / "out" / "near_dedup" / "shards" / "**" / "*.parquet")
     assert sorted(kept["id"].to_list()) == ["0", "1", "2", "3", "4", "x"]  # records, not one doc per file
+
+
+def test_sigterm_ends_the_build_and_its_workers(tmp_path, demo_corpus):
+    """SIGTERM (Slurm, Kubernetes, `timeout`) is Ctrl-C: one message, exit 130, and no worker outlives the build."""
+    recipe = _recipe(tmp_path, demo_corpus, "out")
+    (tmp_path / "out.yaml").write_text((tmp_path / "out.yaml").read_text().replace(
+        "part-0000[0-2].jsonl", "*.jsonl"))
+    proc = subprocess.Popen([sys.executable, "-m", "longmix.cli", "build", str(recipe)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        while not (tmp_path / "out" / "ingest" / "stage.json").exists() and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate()
+        assert proc.returncode == 130, err
+        assert "interrupted; finished tasks are kept: rerun the same command to resume" in err
+        assert "Traceback" not in err
+        import psutil
+
+        def running(p: psutil.Process) -> bool:  # a zombie waiting for init to reap it runs nothing
+            try:
+                return os.getpgid(p.pid) == proc.pid and p.status() != psutil.STATUS_ZOMBIE
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                return False
+
+        left = [p.pid for p in psutil.process_iter() if running(p)]
+        assert not left, f"processes outlived the build: {left}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

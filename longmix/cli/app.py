@@ -42,7 +42,14 @@ app.add_typer(eval.eval_app, name="eval")
 app.command("ablate")(ablate.ablate)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (Slurm, Kubernetes, `timeout`) ends the run as Ctrl-C does
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except UserError as exc:

@@ -85,9 +85,9 @@ def dedup(
         from longmix.core.recipe_io import parse_model
         from longmix.data.flow import build as run_build
         from longmix.data.recipe import Recipe
-    except BaseException:
+    except BaseException as exc:
         if started is not None:
-            started.close()
+            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
         raise
     data = {
         "name": "dedup", "output": str(output.resolve()), "seed": seed,
@@ -100,9 +100,9 @@ def dedup(
     }
     try:
         rec = parse_model(Recipe, data, "dedup options")
-    except BaseException:
+    except BaseException as exc:
         if started is not None:
-            started.close()
+            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
         raise
     reports = run_build(rec, started=started)
     print_reports(reports)

@@ -41,9 +41,9 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
         store = recipe.output_store
         if store is not None and not report_only:
             store.check_writable()  # a missing bucket or a denied write: one line now, not after the first stage
-    except BaseException:
+    except BaseException as exc:
         if started is not None:
-            started.close()
+            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
         raise
     ex = started or make_executor(executor or recipe.executor.kind, workers or recipe.executor.workers,
                                   ray_address or recipe.executor.ray_address)
@@ -52,5 +52,8 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
             ex.check_fits(stage.resources(recipe))
         return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
                         preview=report_only, where=recipe.recipe_file, checked=True)
+    except KeyboardInterrupt:
+        ex.close(interrupted=True)
+        raise
     finally:
         ex.close()

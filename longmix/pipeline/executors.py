@@ -22,7 +22,7 @@ class Executor(Protocol):
         """Yield (index into tasks, stats) as tasks finish, in any order."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, interrupted: bool = False) -> None: ...
 
 
 def _worker_init() -> None:
@@ -77,15 +77,16 @@ class LocalExecutor:
                 fut.cancel()
             self._busy = any(not fut.done() for fut in pending)
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         """Stop the workers. Idle ones (every task finished) are ended rather than left to unload their
         libraries one module at a time (0.4 s): they hold no state, as every output is written atomically,
-        markers last. With tasks still running (an error elsewhere, Ctrl-C) they finish those first."""
+        markers last. On an interrupt (Ctrl-C, SIGTERM from Slurm, Kubernetes or `timeout`) running tasks are
+        ended too: a rerun redoes them. With tasks still running after an error elsewhere, they finish first."""
         if self._pool is None:
             return
-        if self._busy:
+        if self._busy and not interrupted:
             self._pool.shutdown(cancel_futures=True)
-        else:
+        else:  # futures are left uncancelled: the pool marks them broken, which a cancelled one cannot be
             processes = list(getattr(self._pool, "_processes", {}).values())
             for proc in processes:
                 proc.terminate()
@@ -162,7 +163,7 @@ class RayExecutor:
             for ref in refs:
                 ray.cancel(ref)
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         pass  # the Ray runtime is shared by the process; shut down by the caller if it started it
 
 

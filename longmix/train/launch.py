@@ -4,6 +4,7 @@ inside one (RANK/WORLD_SIZE set by torchrun, the deepspeed launcher, srun wrappe
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import torch
 
 from longmix.train.ops import prebuild_cpu_op, use_env_extensions_dir
+
+STOP_GRACE_S = 60  # how long the ranks get to end after an interrupt before they are killed
 
 
 def under_launcher() -> bool:
@@ -33,7 +36,17 @@ def torchrun(module_args: list[str], nproc: int) -> int:
         prebuild_cpu_op(say=lambda m: print(m, file=sys.stderr, flush=True))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", *module_args]
-    return subprocess.call(cmd, env=launch_env(nproc))
+    agent = subprocess.Popen(cmd, env=launch_env(nproc))
+    try:
+        return agent.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun passes SIGTERM on to every rank and waits for them
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        raise
 
 
 def launch(recipe: Path, nproc: int, extra: list[str]) -> int:
