@@ -151,3 +151,62 @@ def test_checkpoint_pickles_load_weights_only(tmp_path: Path) -> None:
     with safe_loading(tmp_path, trust_pickles=True):  # the explicit opt-in unpickles in full
         torch.load(planted, weights_only=False)
     assert (tmp_path / "MARKER").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_inputs_that_never_end_are_refused(tmp_path: Path, kind: str) -> None:
+    """A FIFO named as an input (alone or matched by a glob), or /dev/zero, would hang the build forever."""
+    import os
+
+    from conftest import write_recipe
+
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "in.jsonl")
+        pattern = str(tmp_path / "*.jsonl")
+    else:
+        pattern = "/dev/zero"
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", [{"name": "x", "paths": [pattern]}], {})
+    res = CliRunner().invoke(app, ["check", str(recipe)])
+    assert isinstance(res.exception, UserError), res.output
+    assert ("is a FIFO" if kind == "fifo" else "is a character device") in str(res.exception)
+
+
+def test_a_damaged_checkpoint_is_passed_over(tmp_path: Path) -> None:
+    """A checkpoint whose files were cut short after it was written (a full disk, a partial copy) is named and
+    passed over for the newest intact one, before anything is unpickled."""
+    from longmix.train import checkpoint as ckpt
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4):
+        folder = root / ckpt.tag_for(step)
+        folder.mkdir(parents=True)
+        (folder / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"x" * 1000)
+        state = {"step": step, "world_size": 2, "files": ckpt.file_sizes(folder)}
+        (folder / ckpt.STATE_FILE).write_text(json.dumps(state))
+    newest = root / ckpt.tag_for(4) / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    newest.write_bytes(b"x" * 10)  # cut short
+    resume = ckpt.find_resume(root, 2)
+    assert resume is not None and resume.step == 2
+    assert resume.passed_over == ("checkpoint step_00000004 is damaged (zero_pp_rank_0_mp_rank_00_model_states.pt "
+                                  "is 10 bytes, 1,000 when written)",)
+    (root / ckpt.tag_for(2) / ckpt.STATE_FILE).write_text('{"step": 2, "wor')  # and the older state cut short
+    with pytest.raises(UserError, match="no checkpoint under .* can be resumed"):
+        ckpt.find_resume(root, 2)
+
+
+def test_a_mismatched_shard_is_refused_before_launch(manifest: Path, tmp_path: Path) -> None:
+    """A manifest whose shard has another sequence length passes load_manifest; `longmix check` and the
+    training preflight read the shards' footers and refuse it in one line before any rank starts."""
+    from helpers_train import make_tokenizer as _tok
+    from helpers_train import tiny_recipe, write_train_recipe
+
+    folder = tmp_path / "m"
+    shutil.copytree(manifest.parent, folder)
+    other = make_manifest(tmp_path / "other", _tok(tmp_path / "tok"), 128, 8_000)
+    first = json.loads((folder / "manifest.json").read_text())["shards"][0]["path"]
+    shutil.copy(other.parent / json.loads(other.read_text())["shards"][0]["path"], folder / first)
+    rec = tiny_recipe(tmp_path / "out", [{"manifest": str(folder / "manifest.json"), "steps": 1}],
+                      batch={"tokens_per_step": 128, "micro_batch_tokens": 64})
+    res = CliRunner().invoke(app, ["check", str(write_train_recipe(tmp_path / "t.yaml", **rec)), "--nproc", "2"])
+    assert isinstance(res.exception, UserError), res.output
+    assert "not a packed shard of seq_len 64" in str(res.exception)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from longmix.core.atomic import atomic_path
 from longmix.core.errors import UserError
-from longmix.formats.packed_shards import ShardInfo, check_rows, read_rows, sha256_file
+from longmix.formats.packed_shards import ShardInfo, check_rows, read_rows, sha256_file, shard_schema
 
 FORMAT = "longmix.manifest/1"
 KEY_LIBRARIES = ("longmix", "numpy", "pyarrow", "tokenizers", "pydantic", "polars")
@@ -175,6 +175,27 @@ def load_manifest(path: str | Path) -> Manifest:
             raise ManifestError(f"{path}: shard path {entry.path!r} leaves the manifest's folder; a manifest only "
                                 "names shards inside its own folder (to share shards, link their folder into it)")
     return manifest
+
+
+def check_shard_layout(path: str | Path, manifest: Manifest) -> None:
+    """Every shard is there with the packed-shard schema of the manifest's sequence length: read from the
+    files' footers only (no data, no hashing), so it runs before a training launch."""
+    path = Path(path)
+    if not manifest.shards:
+        raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
+    want = shard_schema(manifest.seq_len)
+    for entry in manifest.shards:
+        shard = path.parent / entry.path
+        if not shard.is_file():
+            raise ManifestError(f"{path}: shard {entry.path}: file is missing; restore it or re-run the pack stage")
+        try:
+            schema = pa.ipc.open_file(pa.memory_map(str(shard), "r")).schema
+        except (OSError, pa.ArrowException) as exc:
+            raise ManifestError(f"{path}: shard {entry.path}: not an Arrow IPC file ({exc})") from None
+        if not schema.equals(want):
+            ids = schema.field("input_ids").type if "input_ids" in schema.names else "no input_ids"
+            raise ManifestError(f"{path}: shard {entry.path}: not a packed shard of seq_len {manifest.seq_len} "
+                                f"(input_ids: {ids}); re-run the pack stage")
 
 
 def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:

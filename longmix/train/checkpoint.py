@@ -98,6 +98,40 @@ def read_state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / STATE_FILE).read_text())
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Every file of a checkpoint but its state file, by path relative to it: what the state records."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != STATE_FILE}
+
+
+def damage(folder: Path) -> str | None:
+    """Why a complete checkpoint cannot be resumed (its state unreadable, a recorded file missing or cut
+    short), or None. Checkpoints written before sizes were recorded are taken as they are."""
+    try:
+        state = read_state(folder)
+    except (OSError, ValueError) as exc:
+        return f"{STATE_FILE} is unreadable ({type(exc).__name__})"
+    for rel, size in (state.get("files") or {}).items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        if path.stat().st_size != size:
+            return f"{rel} is {path.stat().st_size:,} bytes, {size:,} when written"
+    return None
+
+
+def intact_checkpoints(root: Path) -> tuple[list[tuple[int, Path]], list[str]]:
+    """(complete checkpoints that are intact, oldest first; one line per damaged one that was passed over)."""
+    good, bad = [], []
+    for step, folder in complete_checkpoints(root):
+        why = damage(folder)
+        if why is None:
+            good.append((step, folder))
+        else:
+            bad.append(f"checkpoint {folder.name} is damaged ({why})")
+    return good, bad
+
+
 @dataclass(frozen=True)
 class Resume:
     step: int
@@ -105,18 +139,27 @@ class Resume:
     load_tag: str  # tag to load: the folder's name, or its universal conversion
     universal: bool
     state: dict[str, Any]
+    passed_over: tuple[str, ...] = ()  # damaged newer checkpoints, one line each
 
 
 def find_resume(root: Path, world: int) -> Resume | None:
-    """The newest complete checkpoint, and whether loading it needs the universal format."""
-    found = complete_checkpoints(root)
+    """The newest complete and intact checkpoint, and whether loading it needs the universal format; damaged
+    newer ones (a file cut short by a full disk or a copy) are passed over and named."""
+    found, damaged = intact_checkpoints(root)
     if not found:
+        if damaged:
+            raise UserError(f"no checkpoint under {root} can be resumed: {'; '.join(damaged)}; delete the damaged "
+                            "ones to start over")
         return None
     step, folder = found[-1]
     state = read_state(folder)
     universal = int(state["world_size"]) != world
     tag = folder.name + ("_universal" if universal else "")
-    return Resume(step, folder, tag, universal, state)
+    return Resume(step, folder, tag, universal, state, tuple(d for d in damaged if _newer(d, folder.name)))
+
+
+def _newer(line: str, name: str) -> bool:
+    return line.split()[1] > name  # tags are zero-padded: name order is step order
 
 
 def convert_to_universal(resume: Resume, rank: int, trust_pickles: bool = False) -> None:
@@ -159,6 +202,7 @@ def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: A
     folder = root / tag
     if dist.get_rank() == 0:
         hf_config.save_pretrained(folder / "hf_config")
+        state = {**state, "files": file_sizes(folder)}  # a file cut short later is found before loading it
         with atomic_path(folder / STATE_FILE) as tmp:
             tmp.write_text(json.dumps(state, indent=2) + "\n")
         prune(root, keep_last)

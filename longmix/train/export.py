@@ -24,7 +24,9 @@ def resolve_checkpoint(path: Path) -> Path:
     if (path / ckpt.STATE_FILE).is_file():
         return path
     for root in (path / "checkpoints", path):
-        found = ckpt.complete_checkpoints(root)
+        found, damaged = ckpt.intact_checkpoints(root)
+        for line in damaged:
+            log.warning("%s: passed over", line)
         if found:
             return found[-1][1]
     raise UserError(f"no complete checkpoint under {path}; pass a run folder or a checkpoints/step_* folder")

@@ -32,7 +32,7 @@ def preflight(recipe: Any, world: int, where: str = "") -> None:
 
 
 def _preflight(recipe: Any, world: int) -> None:
-    from longmix.formats.manifest import load_manifest
+    from longmix.formats.manifest import check_shard_layout, load_manifest
     from longmix.train.dsconfig import read_ds_json
     from longmix.train.loader import plan_phases
     from longmix.train.model import check_tokenizer_agrees, load_config, match_tokenizer
@@ -43,6 +43,7 @@ def _preflight(recipe: Any, world: int) -> None:
     for p in recipe.data.phases:
         path = recipe.resolve_manifest(p.manifest)
         manifests.append(load_manifest(path))
+        check_shard_layout(path, manifests[-1])  # before any rank starts, from the files' footers
         t = manifests[-1].tokenizer
         check_tokenizer_agrees(recipe.model, recipe, t, str(path))
         match_tokenizer(config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(path))

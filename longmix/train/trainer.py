@@ -93,6 +93,8 @@ class Trainer:
         self.total_steps = self.loader.total_steps
         self.bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and self.device.type == "cuda")
         self.resume = ckpt.find_resume(self.ckpt_root, self.world)
+        for line in self.resume.passed_over if self.resume and self.rank == 0 else ():
+            log.warning("%s: resuming from %s instead", line, self.resume.folder.name)
         if self.resume and self.resume.universal:
             ckpt.convert_to_universal(self.resume, self.rank, recipe.checkpoint.trust_pickles)
         ds_config = build_ds_config(recipe, self.plans[0], self.layout.dp, self.bf16,

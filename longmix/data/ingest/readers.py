@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -317,6 +318,10 @@ def expand_input(path: Path | str, fmt: str = "auto") -> list[tuple[Path | str, 
     mixes both is refused rather than guessed. An object-store URI is one object."""
     if is_uri(path):
         return [(path, detect_format(path) if fmt == "auto" else fmt)]
+    if path.exists() and not path.is_dir() and not path.is_file():
+        kind = "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else \
+            "a character device" if stat.S_ISCHR(path.stat().st_mode) else "not a regular file"
+        raise UserError(f"input '{path}' is {kind}: reading it may never end; longmix reads files and folders")
     if not path.is_dir():
         return [(path, detect_format(path) if fmt == "auto" else fmt)]
     if fmt == "text":
