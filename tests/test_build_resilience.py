@@ -135,3 +135,28 @@ def test_sigterm_ends_the_build_and_its_workers(tmp_path, demo_corpus):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_second_build_on_one_folder_is_refused(tmp_path, demo_corpus, caplog):
+    """Two builds writing one output folder would mix their files; the second is refused in one line naming
+    the first, and a lock whose holder was killed is taken over, saying so."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from longmix.cli.app import app
+    from longmix.core.errors import UserError
+    from longmix.core.folder_lock import LOCK_NAME, folder_lock
+
+    recipe = _recipe(tmp_path, demo_corpus, "out")
+    with folder_lock(tmp_path / "out", "build"):
+        res = CliRunner().invoke(app, ["build", str(recipe)])
+    assert isinstance(res.exception, UserError), res.output
+    assert f"in use by another longmix build (pid {os.getpid()}" in str(res.exception)
+    (tmp_path / "out" / LOCK_NAME).write_text(json.dumps(  # what a killed build leaves: its record, no flock
+        {"pid": 999999, "what": "build", "command": "longmix build out.yaml", "started": "2026-12-01 10:00:00"}))
+    with caplog.at_level("WARNING"):
+        res = CliRunner().invoke(app, ["build", str(recipe), "--until", "ingest"])
+    assert res.exit_code == 0, res.output
+    assert "taking over from a longmix build (pid 999999" in caplog.text
+    assert (tmp_path / "out" / LOCK_NAME).read_text() == ""  # released at the end

@@ -33,7 +33,10 @@ def train(
         preflight(rec, nproc, str(recipe))
         extra = (["--output", overrides["output"]] if output else []) + \
             (["--stop-at-step", str(stop_at_step)] if stop_at_step else [])
-        rc = launch(recipe, nproc, extra)
+        from longmix.core.folder_lock import folder_lock
+
+        with folder_lock(rec.output_dir, "training"):  # under torchrun/Slurm/deepspeed the launcher's job
+            rc = launch(recipe, nproc, extra)
         if rc:
             console.print(f"[red]error:[/red] training exited with code {rc} (see the rank logs above)")
             sys.exit(rc)

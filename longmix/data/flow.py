@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from longmix.core.errors import UserError
+from longmix.core.folder_lock import folder_lock
 from longmix.data.dedup.stage import ExactDedup, NearDedup
 from longmix.data.filters.stage import Filter
 from longmix.data.ingest.stage import Ingest
@@ -50,8 +51,9 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
     try:
         for stage in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
             ex.check_fits(stage.resources(recipe))
-        return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
-                        preview=report_only, where=recipe.recipe_file, checked=True)
+        with folder_lock(recipe.output_dir, "build"):
+            return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
+                            preview=report_only, where=recipe.recipe_file, checked=True)
     except KeyboardInterrupt:
         ex.close(interrupted=True)
         raise
