@@ -160,3 +160,21 @@ def test_a_second_build_on_one_folder_is_refused(tmp_path, demo_corpus, caplog):
     assert res.exit_code == 0, res.output
     assert "taking over from a longmix build (pid 999999" in caplog.text
     assert (tmp_path / "out" / LOCK_NAME).read_text() == ""  # released at the end
+
+
+def test_write_faults_are_one_line(tmp_path, demo_corpus):
+    """An output path that is a file (and, by the same handler, a full disk or a read-only folder) is one
+    line naming the path, exit 2, no traceback."""
+    import errno
+
+    from longmix.cli.app import storage_fault
+
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    proc = _cli("build", str(_recipe(tmp_path, demo_corpus, "out")))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and str(blocker) in proc.stderr
+    full = storage_fault(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.parquet")))
+    assert full == (f"no space left on the device at {tmp_path / 'x.parquet'}; finished tasks are kept: fix it and "
+                    "rerun the same command to resume")
+    assert storage_fault(OSError(errno.EIO, "I/O error")) is None  # anything else stays a crash with its trace

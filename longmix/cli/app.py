@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -55,6 +56,12 @@ def main() -> None:
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        message = storage_fault(exc)
+        if message is None:
+            raise
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as exc:
@@ -63,6 +70,22 @@ def main() -> None:
         if exc.code in (0, None):
             _exit_now()
         raise
+
+
+# Faults of the place a run writes to, the user's to fix: one line naming the path, never a traceback.
+_STORAGE_FAULTS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                   errno.ENOTDIR: "a file stands where a folder is needed", errno.EEXIST: "a file is in the way"}
+
+
+def storage_fault(exc: OSError) -> str | None:
+    """The one line for a write fault (disk full, read-only, not a folder), or None for any other OSError."""
+    what = _STORAGE_FAULTS.get(exc.errno or -1)
+    if what is None:
+        return None
+    where = f" at {exc.filename}" if exc.filename else ""
+    return (f"{what}{where}; finished tasks are kept: fix it and rerun the same command to resume"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{what}{where}: choose another output folder or fix it")
 
 
 def _exit_now() -> None:
