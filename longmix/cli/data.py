@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.core.errors import UserError
+from longmix.core.errors import BuildFailed, UserError
 from longmix.core.storage import is_uri
 
 console = Console(stderr=True)
@@ -37,10 +37,9 @@ def build(
     try:
         reports = run_build(rec, until=until, executor=executor or ("ray" if address else None), workers=workers,
                             report_only=report_only, ray_address=address)
-    except UserError as exc:
-        finished = getattr(exc, "reports", None)
-        if finished:  # what did finish explains what failed (e.g. ingest's quarantine counts)
-            print_reports(finished)
+    except BuildFailed as exc:
+        if exc.reports:  # what did finish explains what failed (e.g. ingest's quarantine counts)
+            print_reports(exc.reports)
         raise
     print_reports(reports)
     if report_only:

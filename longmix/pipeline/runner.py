@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from longmix.core.atomic import remove_stale_temps, write_json
-from longmix.core.errors import UserError
+from longmix.core.errors import BuildFailed, UserError
 from longmix.core.recipe_io import settings_hash
 from longmix.core.storage import Mirror
 from longmix.pipeline.executors import Executor
@@ -178,9 +178,10 @@ def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str |
                 raise UserError(f"no documents left after stage {stage.name} ({_reasons(report)}); "
                                 f"see {ctx.stage_dir(stage.name) / 'report.json'}")
             chain, upstream = settings, ctx.output_of(stage.name)
-    except UserError as exc:
-        exc.reports = reports  # type: ignore[attr-defined]  # what finished, for the CLI to print
+    except BuildFailed:
         raise
+    except UserError as exc:
+        raise BuildFailed(exc, reports) from None
     return reports
 
 
