@@ -87,6 +87,10 @@ class LocalExecutor:
         if self._busy and not interrupted:
             self._pool.shutdown(cancel_futures=True)
         else:  # futures are left uncancelled: the pool marks them broken, which a cancelled one cannot be
+            if interrupted:  # the pool's manager thread reports the workers it sees ended; we are exiting
+                import threading
+
+                threading.excepthook = lambda args: None
             processes = list(getattr(self._pool, "_processes", {}).values())
             for proc in processes:
                 proc.terminate()
