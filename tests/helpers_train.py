@@ -81,7 +81,7 @@ def make_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, rows_
     rows = list(pack([docs], seq_len, "best_fit", pad_id=2, eos_id=1, window=256, stats=stats))
     infos = write_shards(rows, out, seq_len, rows_per_shard=rows_per_shard)
     manifest = Manifest(
-        seq_len=seq_len, tokenizer=tokenizer_entry(tok_path), sources=SOURCES,
+        seq_len=seq_len, tokenizer=tokenizer_entry(tok_path, out), sources=SOURCES,
         shards=shard_entries(infos, out), totals=totals_from(infos, stats.docs_truncated),
         packing=stats.to_dict(), mix={}, lineage=make_lineage({"seq_len": seq_len}, {"stdlib": "test"}, 0))
     write_manifest(manifest, out / "manifest.json")

@@ -178,3 +178,41 @@ def test_write_faults_are_one_line(tmp_path, demo_corpus):
     assert full == (f"no space left on the device at {tmp_path / 'x.parquet'}; finished tasks are kept: fix it and "
                     "rerun the same command to resume")
     assert storage_fault(OSError(errno.EIO, "I/O error")) is None  # anything else stays a crash with its trace
+
+
+def test_a_full_disk_mid_build_resumes_to_the_same_bytes(tmp_path, demo_corpus, monkeypatch):
+    """The disk fills while the build writes its 40th file: the build stops with the one line that says so,
+    and the rerun after space is freed resumes to the bytes of a build that never failed."""
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from longmix.cli.app import app, storage_fault
+    from longmix.core import atomic
+
+    tok = tmp_path / "tok.json"
+    train_bpe([p.read_text()[:200_000] for p in (demo_corpus / "legal").glob("*.jsonl")], 512, tok)
+    recipe = _recipe(tmp_path, demo_corpus, "out", tokenizer={"path": str(tok)}, seq_len=256,
+                     executor={"kind": "local", "workers": 1})  # one worker: the build runs in this process
+    writes = []
+
+    class FillingDisk:
+        @staticmethod
+        def mkstemp(**kwargs):
+            writes.append(kwargs["dir"])
+            if len(writes) >= 40:
+                raise OSError(errno.ENOSPC, "No space left on device", kwargs["dir"])
+            return tempfile.mkstemp(**kwargs)
+
+    monkeypatch.setattr(atomic, "tempfile", FillingDisk)
+    failed = CliRunner().invoke(app, ["build", str(recipe)])
+    assert isinstance(failed.exception, OSError), failed.output
+    assert "near_dedup" in str(writes[-1])  # ingest and exact dedup finished; the rest resumes
+    assert storage_fault(failed.exception).startswith(f"no space left on the device at {writes[-1]}; finished tasks")
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, ["build", str(recipe)])
+    assert resumed.exit_code == 0, resumed.output
+    clean = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "reference")])
+    assert clean.exit_code == 0, clean.output
+    assert differences(tmp_path / "reference", tmp_path / "out") == []

@@ -155,3 +155,47 @@ def test_shards_roll_at_size(tmp_path):
     rec, report = _run(tmp_path, [{"name": "s", "paths": ["in/a.jsonl"]}], {"ingest": {"shard_bytes": 2000}})
     assert len(report["outputs"]) == 13  # 4 docs of 500 bytes per part
     assert sum(o["rows"] for o in report["outputs"]) == 50
+
+
+_PEAK_RSS = """
+import sys
+from pathlib import Path
+from longmix.data.flow import build
+from longmix.data.recipe import load_recipe
+report = build(load_recipe(sys.argv[1]), until="ingest", progress=False)["ingest"]
+# VmHWM: this process's own peak (ru_maxrss would carry over the forking test process's)
+peak = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
+print(json.dumps({"kept": report["kept"], "quarantined": report["quarantined"], "peak_mib": peak // 1024}))
+"""
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_an_oversized_line_is_read_in_bounded_memory(tmp_path, suffix):
+    """A 1 MB compressed file holding one 1 GiB line: the recipe check and the ingest worker read it a bounded
+    piece at a time, so memory follows max_doc_bytes (32 MiB) and not the line. Before, the whole line was
+    held first (2.2 GB peak); now the peak of the build process and its workers stays under 640 MiB, far
+    below the line itself, which must therefore never have been held whole. One worker: check and ingest run in the
+    process whose peak is read."""
+    import subprocess
+    import sys
+    import zlib
+
+    path = tmp_path / "in" / f"big.jsonl{suffix}"
+    path.parent.mkdir()
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31) if suffix == ".gz" else zstandard.ZstdCompressor().compressobj()
+    block = b"a" * (1 << 20)
+    with open(path, "wb") as f:
+        f.write(comp.compress(b'{"id": "huge", "text": "'))
+        for _ in range(1024):
+            f.write(comp.compress(block))
+        f.write(comp.compress(b'"}\n{"id": "ok", "text": "a fine document"}\n'))
+        f.write(comp.flush())
+    assert path.stat().st_size < 2 << 20
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", [{"name": "web", "paths": [str(path)]}],
+                          {"ingest": {"max_doc_bytes": 32 << 20}})
+    proc = subprocess.run([sys.executable, "-c", "import json" + _PEAK_RSS, str(recipe)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["kept"] == 1 and result["quarantined"] == {"too_large": 1}
+    assert result["peak_mib"] < 640, result

@@ -79,7 +79,7 @@ def build(
     infos = shuffle_shards([i.path for i in unshuffled], out, SEQ_LEN, rows_per_shard=10, seed=seed)
     manifest = Manifest(
         seq_len=SEQ_LEN,
-        tokenizer=tokenizer_entry(tok_path),
+        tokenizer=tokenizer_entry(tok_path, out),
         sources=SOURCES,
         shards=shard_entries(infos, out),
         totals=totals_from(infos, truncated_documents=stats.docs_truncated),
@@ -161,7 +161,8 @@ def test_same_seed_gives_byte_identical_shards(built, corpus, tmp_path: Path) ->
 
 def copy_build(built, tmp_path: Path) -> Path:
     src, _ = built
-    for f in [src, *[src.parent / s.path for s in load_manifest(src).shards]]:
+    m = load_manifest(src)
+    for f in [src, src.parent / m.tokenizer.path, *[src.parent / s.path for s in m.shards]]:
         (tmp_path / f.relative_to(src.parent)).write_bytes(f.read_bytes())
     return tmp_path / "manifest.json"
 

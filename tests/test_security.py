@@ -52,6 +52,29 @@ def test_manifest_shards_stay_inside_its_folder(manifest: Path, tmp_path: Path, 
     assert isinstance(res.exception, UserError) and "leaves the manifest's folder" in str(res.exception)
 
 
+@pytest.mark.parametrize("bad", ["/home/user/.aws/credentials", "../tok/tokenizer.json"])
+def test_manifest_tokenizer_stays_inside_its_folder(manifest: Path, tmp_path: Path, bad: str) -> None:
+    def point_outside(data):
+        data["tokenizer"]["path"] = bad
+
+    path = _rewrite(manifest, tmp_path / "m", point_outside)
+    res = CliRunner().invoke(app, ["verify", str(path)])
+    assert isinstance(res.exception, UserError) and "tokenizer path" in str(res.exception)
+    assert "leaves the manifest's folder" in str(res.exception)
+
+
+def test_a_swapped_tokenizer_is_refused_before_use(manifest: Path, tmp_path: Path) -> None:
+    from longmix.formats.manifest import check_shard_layout
+
+    path = _rewrite(manifest, tmp_path / "m", lambda data: None)
+    assert json.loads(path.read_text())["tokenizer"]["path"] == "tokenizer.json"  # pack copied it in
+    (path.parent / "tokenizer.json").write_text('{"planted": true}')
+    with pytest.raises(ManifestError, match="tokenizer tokenizer.json: sha256 mismatch"):
+        check_shard_layout(path, load_manifest(path))
+    with pytest.raises(ManifestError, match="sha256 mismatch"):
+        verify_manifest(path)
+
+
 def test_manifest_without_shards_does_not_verify(manifest: Path, tmp_path: Path) -> None:
     def empty(data):
         data["shards"] = []

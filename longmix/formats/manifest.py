@@ -78,22 +78,50 @@ class Manifest(_Model):
     lineage: Lineage
 
 
-def tokenizer_entry(path: str | Path, bos: str = "<s>", eos: str = "</s>", pad: str | None = "<pad>") -> TokenizerEntry:
-    """Describe a tokenizer.json: its sha256, vocabulary size and special ids."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # the second one only where the source has it
+
+
+def tokenizer_entry(source: str | Path, manifest_dir: str | Path, bos: str = "<s>", eos: str = "</s>",
+                    pad: str | None = "<pad>") -> TokenizerEntry:
+    """Copy a tokenizer.json (and the tokenizer_config.json beside it, an imported model's special-token settings)
+    into the manifest's folder and describe it: its sha256, vocabulary size and special ids. The manifest then
+    names only files inside its own folder, so a manifest can never point export or training at another file."""
+    import shutil
+
     from longmix.formats.tokenizer_files import load_tokenizer, special_ids
 
-    tok = load_tokenizer(path)
+    source, folder = Path(source), Path(manifest_dir)
+    tok = load_tokenizer(source)
     ids = special_ids(tok, bos, eos, pad)
     if ids.pad_id is None:
-        raise ManifestError(f"tokenizer {path} has neither {pad!r} nor {eos!r}; name a pad token")
+        raise ManifestError(f"tokenizer {source} has neither {pad!r} nor {eos!r}; name a pad token")
+    for name, src in zip(TOKENIZER_FILES, (source, source.parent / TOKENIZER_FILES[1]), strict=True):
+        target = folder / name
+        if src.is_file() and src.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
     return TokenizerEntry(
-        path=str(path),
-        sha256=sha256_file(path),
+        path=TOKENIZER_FILES[0],
+        sha256=sha256_file(folder / TOKENIZER_FILES[0]),
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
         bos_id=ids.bos_id,
         eos_id=ids.eos_id,
         pad_id=ids.pad_id,
     )
+
+
+def manifest_tokenizer(path: str | Path, manifest: Manifest) -> Path:
+    """The manifest's tokenizer.json, checked against its recorded sha256 before anything uses or copies it."""
+    path = Path(path)
+    tok = path.parent / manifest.tokenizer.path
+    if not tok.is_file():
+        raise ManifestError(f"{path}: tokenizer {manifest.tokenizer.path} is missing; restore it or re-run the "
+                            "pack stage")
+    digest = sha256_file(tok)
+    if digest != manifest.tokenizer.sha256:
+        raise ManifestError(f"{path}: tokenizer {manifest.tokenizer.path}: sha256 mismatch (manifest "
+                            f"{manifest.tokenizer.sha256[:16]}..., file {digest[:16]}...); re-run the pack stage")
+    return tok
 
 
 def shard_entries(infos: list[ShardInfo], manifest_dir: str | Path) -> list[ShardEntry]:
@@ -169,11 +197,11 @@ def load_manifest(path: str | Path) -> Manifest:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ManifestError(f"{path}: field '{where}': {err['msg']}; re-run the pack stage") from None
-    for entry in manifest.shards:
-        shard = Path(entry.path)
-        if shard.is_absolute() or ".." in shard.parts:
-            raise ManifestError(f"{path}: shard path {entry.path!r} leaves the manifest's folder; a manifest only "
-                                "names shards inside its own folder (to share shards, link their folder into it)")
+    for what, named in [("tokenizer", manifest.tokenizer.path)] + [("shard", e.path) for e in manifest.shards]:
+        inside = Path(named)
+        if inside.is_absolute() or ".." in inside.parts:
+            raise ManifestError(f"{path}: {what} path {named!r} leaves the manifest's folder; a manifest only "
+                                f"names files inside its own folder (to share shards, link their folder into it)")
     return manifest
 
 
@@ -183,6 +211,7 @@ def check_shard_layout(path: str | Path, manifest: Manifest) -> None:
     path = Path(path)
     if not manifest.shards:
         raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
+    manifest_tokenizer(path, manifest)  # one small file: hashing it costs nothing next to a launch
     want = shard_schema(manifest.seq_len)
     for entry in manifest.shards:
         shard = path.parent / entry.path
@@ -207,6 +236,7 @@ def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
     manifest = load_manifest(path)
     if not manifest.shards:
         raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
+    manifest_tokenizer(path, manifest)
     base = path.parent
     for entry in manifest.shards:
         shard = base / entry.path

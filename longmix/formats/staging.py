@@ -17,7 +17,14 @@ from pathlib import Path
 
 from longmix.core.atomic import write_json
 from longmix.core.storage import Mirror, file_info, join
-from longmix.formats.manifest import Manifest, ManifestError, load_manifest, sha256_file, verify_manifest
+from longmix.formats.manifest import (
+    TOKENIZER_FILES,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    sha256_file,
+    verify_manifest,
+)
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -38,7 +45,9 @@ def stage_manifest(uri: str) -> Path:
         stamp = mirror.local / f".{name}.staged.json"
         sizes = {s.path: (mirror.local / s.path).stat().st_size if (mirror.local / s.path).is_file() else -1
                  for s in manifest.shards}
-        if stamp.is_file() and json.loads(stamp.read_text()) == {"manifest_sha256": digest, "sizes": sizes}:
+        tokenizer = mirror.local / manifest.tokenizer.path
+        if tokenizer.is_file() and stamp.is_file() and \
+                json.loads(stamp.read_text()) == {"manifest_sha256": digest, "sizes": sizes}:
             return local
         for shard in manifest.shards:
             path = mirror.local / shard.path
@@ -47,9 +56,24 @@ def stage_manifest(uri: str) -> Path:
                 if sha256_file(path) != shard.sha256:
                     raise ManifestError(f"{uri}: shard {shard.path} in the store does not match its sha256; "
                                         "re-run the pack stage")
+        _pull_tokenizer(mirror, manifest, uri)
         sizes = {s.path: (mirror.local / s.path).stat().st_size for s in manifest.shards}
         write_json(stamp, {"manifest_sha256": digest, "sizes": sizes})
     return local
+
+
+def _pull_tokenizer(mirror: Mirror, manifest: Manifest, uri: str) -> None:
+    """The manifest's tokenizer (and the tokenizer_config.json pack copied beside it, where the store has one),
+    pulled unless the cache holds the recorded one; the readers check its sha256 again before use."""
+    path = mirror.local / manifest.tokenizer.path
+    if path.is_file() and sha256_file(path) == manifest.tokenizer.sha256:
+        return
+    if file_info(join(mirror.uri, manifest.tokenizer.path)) is None:
+        raise ManifestError(f"{uri}: tokenizer {manifest.tokenizer.path}: object is missing; restore it or re-run "
+                            "the pack stage")
+    mirror.pull(manifest.tokenizer.path)
+    if file_info(join(mirror.uri, TOKENIZER_FILES[1])) is not None:
+        mirror.pull(TOKENIZER_FILES[1])
 
 
 def verify_store_manifest(uri: str, check_content: bool = True) -> Manifest:
@@ -60,7 +84,9 @@ def verify_store_manifest(uri: str, check_content: bool = True) -> Manifest:
         mirror.local = Path(tmp)
         local = mirror.pull(name)
         try:
-            for shard in load_manifest(local).shards:
+            manifest = load_manifest(local)
+            _pull_tokenizer(mirror, manifest, uri)
+            for shard in manifest.shards:
                 if file_info(join(base, shard.path)) is None:
                     raise ManifestError(f"{local}: shard {shard.path}: object is missing; restore it or re-run "
                                         "the pack stage")

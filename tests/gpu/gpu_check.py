@@ -92,7 +92,7 @@ def synthetic_manifest(out: Path, seq_len: int, rows: int, vocab: int, seed: int
                        seg_lens=np.asarray(seg_lens, np.int32), seg_sources=np.zeros(len(seg_lens), np.int16),
                        seg_offsets=np.asarray(offsets, np.int64), pad=np.zeros(rows, np.int32))
     infos = write_shards([block], out, seq_len, rows_per_shard=max(rows, 1))
-    manifest = Manifest(seq_len=seq_len, tokenizer=tokenizer_entry(tok_path), sources=["synthetic"],
+    manifest = Manifest(seq_len=seq_len, tokenizer=tokenizer_entry(tok_path, out), sources=["synthetic"],
                         shards=shard_entries(infos, out), totals=totals_from(infos, 0), packing={}, mix={},
                         lineage=make_lineage({"seq_len": seq_len}, {"synthetic": f"seed {seed}"}, seed))
     write_manifest(manifest, out / "manifest.json")

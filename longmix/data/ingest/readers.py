@@ -72,26 +72,44 @@ class _TruncatedInput(Exception):
     """The compressed stream ended before its end marker."""
 
 
-def _decompressed_chunks(raw: io.BufferedReader, new_decompressor: Callable[[], Any]) -> Iterator[bytes]:
-    """Decompress every member/frame of a gzip or zstd file; a cut inside one raises at the end,
-    after everything readable before the cut has been yielded."""
+# A compressed input is inflated a bounded piece at a time: a 1 MB gzip of one repeated byte is a 1 GiB line,
+# and memory must follow max_doc_bytes, not the input. zlib takes an output limit; zstandard's decompressobj
+# takes none, so it is fed slices of input small enough that even its densest blocks (run-length blocks,
+# 128 KiB from 4 bytes) give at most 16 MiB per slice.
+_OUT_LIMIT = _READ_CHUNK
+_ZSTD_SLICE = 512
+
+
+def _inflate_gzip(dobj: Any, data: memoryview) -> tuple[bytes, memoryview]:
+    out = dobj.decompress(data, _OUT_LIMIT)
+    return out, memoryview(dobj.unconsumed_tail)
+
+
+def _inflate_zstd(dobj: Any, data: memoryview) -> tuple[bytes, memoryview]:
+    return dobj.decompress(data[:_ZSTD_SLICE]), data[_ZSTD_SLICE:]
+
+
+def _decompressed_chunks(raw: io.BufferedReader, new_decompressor: Callable[[], Any],
+                         inflate: Callable[[Any, memoryview], tuple[bytes, memoryview]]) -> Iterator[bytes]:
+    """Decompress every member/frame of a gzip or zstd file in bounded pieces; a cut inside one raises at the
+    end, after everything readable before the cut has been yielded."""
     dobj = new_decompressor()
     in_member = False
-    while chunk := raw.read(_READ_CHUNK):
-        while chunk:
+    while read := raw.read(_READ_CHUNK):
+        rest, more_out = memoryview(read), True
+        while len(rest) or more_out:
             try:
-                out = dobj.decompress(chunk)
+                out, rest = inflate(dobj, rest)
             except (zlib.error, zstandard.ZstdError) as exc:
                 raise _TruncatedInput(f"corrupt compressed data: {exc}") from exc
             in_member = True
+            more_out = len(out) >= _OUT_LIMIT  # zlib may still hold output for input it already took
             if out:
                 yield out
             if dobj.eof:  # the next member (gzip) or frame (zstd) starts in the unused bytes
-                chunk = dobj.unused_data
+                rest = memoryview(dobj.unused_data + bytes(rest))
                 dobj = new_decompressor()
-                in_member = False
-            else:
-                chunk = b""
+                in_member = more_out = False
     if in_member:
         raise _TruncatedInput("compressed stream ended before its end marker")
 
@@ -105,9 +123,10 @@ def _byte_chunks(path: Path | str) -> Iterator[bytes]:
     name = _name(path)
     with open_input_stream(path) as raw:
         if name.endswith(".gz"):
-            yield from _decompressed_chunks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))
+            yield from _decompressed_chunks(raw, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), _inflate_gzip)
         elif name.endswith((".zst", ".zstd")):
-            yield from _decompressed_chunks(raw, lambda: zstandard.ZstdDecompressor().decompressobj())
+            yield from _decompressed_chunks(raw, lambda: zstandard.ZstdDecompressor().decompressobj(),
+                                          _inflate_zstd)
         else:
             yield from _plain_chunks(raw)
 

@@ -76,7 +76,7 @@ class Pack(Stage):
         ingest_inputs = job.output_of("ingest").report["inputs"]
         manifest = Manifest(
             seq_len=seq_len,
-            tokenizer=tokenizer_entry(tok.path, tok.bos_token, tok.eos_token, tok.pad_token),
+            tokenizer=tokenizer_entry(tok.path, manifest_path.parent, tok.bos_token, tok.eos_token, tok.pad_token),
             sources=names,
             shards=shard_entries(shards, manifest_path.parent),
             totals=totals_from(shards, stats.docs_truncated),
