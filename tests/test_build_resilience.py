@@ -177,6 +177,11 @@ def test_write_faults_are_one_line(tmp_path, demo_corpus):
     full = storage_fault(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.parquet")))
     assert full == (f"no space left on the device at {tmp_path / 'x.parquet'}; finished tasks are kept: fix it and "
                     "rerun the same command to resume")
+    # a read-only folder cannot be made here (the tests run as root, which writes through chmod 555); the same
+    # handler names it, and the kernel's EROFS/EACCES is what a read-only mount or folder raises
+    for code, what in [(errno.EROFS, "the file system is read-only"), (errno.EACCES, "permission denied")]:
+        assert storage_fault(OSError(code, "x", "/ro/out")) == (f"{what} at /ro/out: choose another output folder "
+                                                                "or fix it")
     assert storage_fault(OSError(errno.EIO, "I/O error")) is None  # anything else stays a crash with its trace
 
 

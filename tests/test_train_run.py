@@ -86,14 +86,30 @@ def test_stopped_and_resumed_run_matches_exactly(runs) -> None:
         assert (b[s]["loss"], b[s]["grad_norm"], b[s]["lr"]) == (a[s]["loss"], a[s]["grad_norm"], a[s]["lr"]), s
 
 
-@pytest.mark.parametrize("kill", ["after_step:3", "mid_save:4", "external"])
+@pytest.mark.parametrize("kill", ["after_step:3", "mid_save:4", "external", "sigterm"])
 def test_sigkill_anywhere_resumes_from_the_newest_complete_checkpoint(runs, kill: str) -> None:
     """SIGKILL between checkpoints (after step 3; checkpoints every 2), half-way through writing one (step 4's
     DeepSpeed files written, its completion marker not), or from outside at a moment the test does not pick:
     the rerun resumes from the newest complete checkpoint, never a partial one, and every loss equals the
-    uninterrupted run's."""
+    uninterrupted run's. SIGTERM (Slurm, Kubernetes, `timeout`) sent to `longmix train` alone ends it as Ctrl-C
+    does: the launcher passes it to every rank, says how to resume, exits 130, and no rank outlives it."""
     out = runs["root"] / f"kill-{kill.replace(':', '-')}"
-    if kill == "external":
+    if kill == "sigterm":
+        cmd = [sys.executable, "-m", "longmix.cli", "train", str(runs["recipe"]), "--nproc", "2", "-o", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            while proc.poll() is None and len(_losses_if_any(out)) < 3:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate()
+            assert proc.returncode == 130, output
+            assert "interrupted; finished tasks are kept: rerun the same command to resume" in output
+            assert not _group_members(proc.pid), f"ranks outlived the run: {_group_members(proc.pid)}"
+        finally:
+            _kill_group(proc.pid)
+    elif kill == "external":
         cmd = [sys.executable, "-m", "longmix.cli", "train", str(runs["recipe"]), "--nproc", "2", "-o", str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -116,6 +132,26 @@ def test_sigkill_anywhere_resumes_from_the_newest_complete_checkpoint(runs, kill
     assert sorted(k) == sorted(a)
     for s in a:
         assert (k[s]["loss"], k[s]["grad_norm"]) == (a[s]["loss"], a[s]["grad_norm"]), (kill, s)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes (zombies waiting to be reaped run nothing) of a process group."""
+    import psutil
+
+    def member(p: psutil.Process) -> bool:
+        try:
+            return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+
+    return [p.pid for p in psutil.process_iter() if member(p)]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _losses_if_any(run: Path) -> dict[int, dict]:
