@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch first, from an exact pin: a bare `torch` would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,ray,train
+EXTRAS ?= dev,ray,train,trackers
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.longmix-installed
 DEMO := build/demo

@@ -148,9 +148,11 @@ def test_import_round_trip(smollm2: Path) -> None:
 
 def test_mix_follows_the_models_tokenizer(runs, smollm2: Path) -> None:
     from longmix.formats.manifest import load_manifest
+    from longmix.formats.packed_shards import sha256_file
 
-    tok = load_manifest(runs["manifest"]).tokenizer
-    assert tok.path == str(smollm2 / "tokenizer.json") and tok.vocab_size == 49152
+    tok = load_manifest(runs["manifest"]).tokenizer  # the model's own, copied into the mix's folder
+    assert tok.path == "tokenizer.json" and tok.vocab_size == 49152
+    assert tok.sha256 == sha256_file(smollm2 / "tokenizer.json") == sha256_file(runs["manifest"].parent / tok.path)
     # SmolLM2's tokenizer_config says add_bos_token false and EOS <|im_end|> (id 2): no BOS, EOS ends documents
     table = __import__("pyarrow").ipc.open_file(next((runs["root"] / "mix" / "tokenize").rglob("*.arrow"))).read_all()
     first = table.column("input_ids").to_pylist()[:20]
@@ -215,7 +217,8 @@ def test_manifest_of_another_tokenizer_is_refused(smollm2: Path, tmp_path: Path)
     proc = run_longmix("train", str(recipe), "--nproc", "2")
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
-    assert len(err) == 1 and "rebuild the mix with tokenizer.path" in err[0] and str(tok) in err[0], proc.stderr
+    assert len(err) == 1 and "rebuild the mix with tokenizer.path" in err[0], proc.stderr
+    assert str(manifest.parent / "tokenizer.json") in err[0], proc.stderr
     assert "sha256" in err[0] and "49,152 ids" in err[0] and not (tmp_path / "out").exists()
 
 

@@ -28,6 +28,8 @@ def recipe_kind(path: Path, data: dict[str, Any]) -> str:
 def check(
     recipe: Annotated[Path, typer.Argument(help="data recipe, training recipe or ablation suite (YAML)")],
     nproc: Annotated[int, typer.Option(min=1, help="training ranks to check the layout for")] = 1,
+    plot: Annotated[Path | None, typer.Option(help="training recipe: write its learning-rate schedule as this "
+                                              "PNG")] = None,
 ) -> None:
     """Check a recipe without running anything: sources, tokenizer, mix, manifests, model, DeepSpeed JSON."""
     kind = recipe_kind(recipe, load_with_extends(recipe))
@@ -44,10 +46,15 @@ def check(
     elif kind == "train":
         from longmix.train.preflight import preflight
         from longmix.train.recipe import load_train_recipe
+        from longmix.train.run_plan import plan_lines, plot_schedule
 
         rec = load_train_recipe(recipe)
-        preflight(rec, nproc, str(recipe))
+        plan = preflight(rec, nproc, str(recipe))
         typer.echo(f"ok: training recipe {recipe}: {len(rec.data.phases)} phase(s) on {nproc} rank(s)")
+        for line in plan_lines(plan):
+            typer.echo(line)
+        if plot:
+            typer.echo(f"  learning-rate schedule: {plot_schedule(plan, rec, plot)}")
     else:
         from longmix.ablate.runner import AblationRunner
         from longmix.ablate.suite import load_suite

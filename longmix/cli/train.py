@@ -29,14 +29,23 @@ def train(
     rec = load_train_recipe(recipe, overrides)  # validate before spawning ranks: one clear error, not N
     if not under_launcher():
         from longmix.train.preflight import preflight
+        from longmix.train.run_plan import plan_lines, plot_schedule
 
-        preflight(rec, nproc, str(recipe))
+        plan = preflight(rec, nproc, str(recipe))
+        for line in plan_lines(plan):
+            console.print(line, highlight=False, markup=False)
         extra = (["--output", overrides["output"]] if output else []) + \
             (["--stop-at-step", str(stop_at_step)] if stop_at_step else [])
         from longmix.core.folder_lock import folder_lock
 
+        stopped = rec.output_dir / "stopped.txt"  # rank 0's one line when the run stopped itself (train/guard.py)
         with folder_lock(rec.output_dir, "training"):  # under torchrun/Slurm/deepspeed the launcher's job
+            stopped.unlink(missing_ok=True)
+            plot_schedule(plan, rec, rec.output_dir / "lr_schedule.png")
             rc = launch(recipe, nproc, extra)
+        if stopped.is_file():  # the run stopped itself (the ranks ended cleanly to leave this one line)
+            console.print(f"[red]error:[/red] {stopped.read_text().strip()}", highlight=False, soft_wrap=True)
+            sys.exit(3)
         if rc:
             console.print(f"[red]error:[/red] training exited with code {rc} (see the rank logs above)")
             sys.exit(rc)
@@ -60,3 +69,15 @@ def export(
         raise UserError(f"--dtype must be float32 or bfloat16, not {dtype!r}")
     folder = run_export(checkpoint, output, dtype, trust_pickles)
     console.print(f"exported {folder} to {output}")
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="training run folder (the recipe's output:)")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for the PNGs and report.md "
+                                                "(default: <run>/report)")] = None,
+) -> None:
+    """A training run's loss, learning rate, throughput and gradient-norm curves as PNGs plus a markdown summary,
+    from metrics.jsonl alone."""
+    from longmix.train.run_report import write_report
+
+    console.print(f"wrote {write_report(run, output)}")

@@ -190,8 +190,10 @@ def convert_to_universal(resume: Resume, rank: int, trust_pickles: bool = False)
         raise RuntimeError(f"universal checkpoint conversion of {resume.folder} failed: {message}")
 
 
-def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: Any, keep_last: int) -> Path:
-    """Save on every rank; rank 0 writes the config and the state (last), then prunes old checkpoints."""
+def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: Any, keep_last: int,
+         first_bad_step: int | None = None) -> Path:
+    """Save on every rank; rank 0 writes the config and the state (last), then prunes old checkpoints (never the
+    newest one from before the run's first non-finite step)."""
     from deepspeed.checkpoint import UNIVERSAL_CHECKPOINT_INFO
 
     tag = tag_for(step)
@@ -205,14 +207,26 @@ def save(engine: Any, root: Path, step: int, state: dict[str, Any], hf_config: A
         state = {**state, "files": file_sizes(folder)}  # a file cut short later is found before loading it
         with atomic_path(folder / STATE_FILE) as tmp:
             tmp.write_text(json.dumps(state, indent=2) + "\n")
-        prune(root, keep_last)
+        prune(root, keep_last, first_bad_step)
     dist.barrier()
     return folder
 
 
-def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` complete checkpoints (and their universal copies)."""
+def last_before(root: Path, step: int | None) -> tuple[int, Path] | None:
+    """The newest complete checkpoint taken before ``step`` (the run's first bad step), if any."""
+    if step is None:
+        return None
+    return next(((s, f) for s, f in reversed(complete_checkpoints(root)) if s < step), None)
+
+
+def prune(root: Path, keep_last: int, first_bad_step: int | None = None) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints (and their universal copies), keeping the
+    last one taken before the first non-finite step: it may be the only good weights the run has."""
     found = complete_checkpoints(root)
-    for _, folder in found[:-keep_last]:
+    keep = last_before(root, first_bad_step)
+    for step_folder in found[:-keep_last]:
+        if step_folder == keep:
+            continue
+        _, folder = step_folder
         shutil.rmtree(folder.parent / (folder.name + "_universal"), ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)

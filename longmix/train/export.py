@@ -48,6 +48,11 @@ def check_tokenizer_file(path: Path, sha256: str | None) -> None:
         raise UserError(f"{path} is not a tokenizer.json; nothing was copied into the export") from None
 
 
+def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity."""
+    return [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
 def export(path: Path, out: Path, dtype: str = "float32", trust_pickles: bool = False) -> Path:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -64,6 +69,11 @@ def export(path: Path, out: Path, dtype: str = "float32", trust_pickles: bool = 
         raise UserError(f"{folder / 'hf_config'}: {str(exc).strip().splitlines()[0]}") from None
     with ckpt.safe_loading(folder, trust_pickles):
         sd = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    bad = non_finite(sd)
+    if bad:  # a diverged run's weights: nothing is written
+        others = [str(f) for _, f in ckpt.complete_checkpoints(folder.parent) if f != folder]
+        raise UserError(f"{folder} holds non-finite weights ({len(bad)} of {len(sd)} tensors, first {bad[0]}); "
+                        f"export an earlier checkpoint: {', '.join(others) or 'none is left'}")
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)

@@ -38,13 +38,36 @@ def step_flops(n_matmul_params: int, config: Any, tokens: int, attn_pairs: int) 
     return 6.0 * n_matmul_params * tokens + 6.0 * config.num_hidden_layers * d_attn * attn_pairs
 
 
-def peak_flops_per_device(override_tflops: float | None) -> float | None:
-    """Peak FLOP/s of this device: the recipe's value, else a known GPU's, else None (MFU not reported)."""
+def peak_flops_per_device(override_tflops: float | None, dtype: torch.dtype = torch.float32) -> tuple[float, str]:
+    """(peak FLOP/s of this device, where the figure comes from): the recipe's value, else a known GPU's
+    datasheet, else a measured one (an unknown GPU, any CPU), so MFU is reported everywhere."""
     if override_tflops:
-        return override_tflops * 1e12
+        return override_tflops * 1e12, "logging.peak_tflops"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         for key, tflops in PEAK_TFLOPS.items():
             if key in name:
-                return tflops * 1e12
-    return None
+                return tflops * 1e12, f"{key} datasheet"
+    return measured_matmul_flops(dtype), "measured"
+
+
+def measured_matmul_flops(dtype: torch.dtype, n: int = 1024, seconds: float = 0.3) -> float:
+    """The best FLOP/s of square n x n matmuls on this device over about `seconds`, with the threads this process
+    has (one OpenMP thread per rank on a CPU shared by two ranks): the attainable peak that a CPU's MFU divides
+    by, since a CPU has no datasheet figure a training step could reach."""
+    import time
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while True:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
+        if time.perf_counter() > deadline:
+            return best

@@ -20,8 +20,12 @@ def under_launcher() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+SELF_LAUNCHED = "LONGMIX_SELF_LAUNCHED"  # set for the ranks `longmix train --nproc` starts itself
+
+
 def launch_env(nproc: int) -> dict[str, str]:
     env = use_env_extensions_dir(dict(os.environ))
+    env[SELF_LAUNCHED] = "1"
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would otherwise probe for a GPU accelerator
         # One process per share of the cores: oversubscribed OpenMP threads slow every rank down.

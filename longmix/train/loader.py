@@ -19,7 +19,7 @@ from longmix.core.errors import UserError
 from longmix.formats.manifest import Manifest, load_manifest, verify_manifest
 from longmix.formats.packed_rows import PackedRows
 from longmix.formats.packed_shards import read_rows
-from longmix.train import masking
+from longmix.train import breakdown, masking
 from longmix.train.recipe import TrainRecipe
 
 
@@ -51,6 +51,12 @@ class PhaseData:
             lens.append(rows.seg_lens[rows.seg_offsets[r] : rows.seg_offsets[r + 1]])
             pads[j] = rows.pad[r]
         return lens, pads
+
+    def sources(self, idx: np.ndarray) -> list[np.ndarray]:
+        """doc_sources of the rows at ``idx``: the source index of each segment (-1 for padding)."""
+        shard, local = self._locate(idx)
+        return [self.shards[s].seg_sources[self.shards[s].seg_offsets[r] : self.shards[s].seg_offsets[r + 1]]
+                for s, r in zip(shard.tolist(), local.tolist(), strict=True)]
 
     def tokens(self, idx: np.ndarray) -> np.ndarray:
         """input_ids of the rows at ``idx`` (n, seq_len) uint32, copied out of the memory map."""
@@ -86,6 +92,7 @@ class MicroBatch:
     input_ids: np.ndarray
     position_ids: np.ndarray
     targets: np.ndarray
+    groups: np.ndarray  # per position: source x length bucket of its segment (train/breakdown.py), -1 if unpredicted
 
 
 @dataclass
@@ -191,7 +198,8 @@ class Loader:
         for sl in self.rank_slices(step):
             ids = data.tokens(rows[sl])
             ids, pos, tgt = masking.build_arrays(ids, [lens[i] for i in sl], pads[sl], self.doc_masking)
-            micro.append(MicroBatch(rows[sl], ids, pos, tgt))
+            groups = breakdown.token_groups([lens[i] for i in sl], data.sources(rows[sl]), tgt, L)
+            micro.append(MicroBatch(rows[sl], ids, pos, tgt, groups))
         return StepBatch(k, micro, int(predicted), int(len(rows) * L - pads.sum()), int(pairs))
 
     def holdout(self, k: int, per_forward: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -200,17 +208,26 @@ class Loader:
         Padded with fully ignored copies of a holdout row so that every rank runs the same number of
         forwards of ``per_forward`` rows (ZeRO-3 gathers weights collectively: a rank cannot sit out).
         """
+        rows, padded = self._holdout_rows(k, per_forward)
+        data = self.phases[k]
+        lens, pads = data.meta(padded)
+        ids, pos, tgt = masking.build_arrays(data.tokens(padded), lens, pads, self.doc_masking)
+        tgt[len(rows) :] = masking.IGNORE
+        return rows, ids, pos, tgt
+
+    def _holdout_rows(self, k: int, per_forward: int) -> tuple[np.ndarray, np.ndarray]:
         every = self._split[k][0]
         n_fwd = -(-len(every) // (self.world * per_forward))
         rows = every[self.rank :: self.world]
         fill = n_fwd * per_forward - len(rows)
+        return rows, np.concatenate([rows, np.repeat(every[:1], fill)]).astype(np.int64)
+
+    def holdout_groups(self, k: int, per_forward: int, targets: np.ndarray) -> np.ndarray:
+        """Per-position groups (source x length bucket) of ``holdout(k, per_forward)``'s rows."""
+        _, padded = self._holdout_rows(k, per_forward)
         data = self.phases[k]
-        padded = np.concatenate([rows, np.repeat(every[:1], fill)]).astype(np.int64)
-        lens, pads = data.meta(padded)
-        ids, pos, tgt = masking.build_arrays(data.tokens(padded), lens, pads, self.doc_masking)
-        if fill:
-            tgt[len(rows) :] = masking.IGNORE
-        return rows, ids, pos, tgt
+        lens, _ = data.meta(padded)
+        return breakdown.token_groups(lens, data.sources(padded), targets, data.seq_len)
 
     def state(self, step: int) -> dict:
         """Loader state saved in a checkpoint: the next step plus the plan it must match on resume."""

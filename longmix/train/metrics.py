@@ -10,9 +10,12 @@ from rich.console import Console
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool, resume_step: int) -> None:
-        self.path, self.enabled = path, enabled
-        self.console = Console(stderr=True)
+    """Where every record goes: metrics.jsonl (the source of truth, read by `longmix report`), the console, and
+    the recipe's experiment trackers."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int, trackers: Any = None) -> None:
+        self.path, self.enabled, self.trackers = path, enabled, trackers
+        self.console = Console(stderr=True, soft_wrap=True)  # one line per record, also in a log file
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._truncate_after(resume_step)
@@ -30,17 +33,45 @@ class MetricsLog:
             return
         with open(self.path, "a") as fh:  # json writes floats with repr: they read back bit-exact
             fh.write(json.dumps(record) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(record)
         if console:
             self.console.print(_format(record), highlight=False)
+
+    def warn(self, record: dict[str, Any]) -> None:
+        """A warning about a step (a loss spike, a non-finite step): in metrics.jsonl and on the console."""
+        if self.enabled:
+            self.write(record, console=False)
+            self.console.print(f"[yellow]warning:[/yellow] step {record['step']}: {record['detail']}", highlight=False)
 
     def info(self, text: str) -> None:
         if self.enabled:
             self.console.print(text, highlight=False)
 
+    def flush(self) -> None:
+        if self.trackers is not None:
+            self.trackers.flush()
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
+
 
 def _format(r: dict[str, Any]) -> str:
     if "eval_loss" in r:
-        return f"step {r['step']:>6}  eval_loss {r['eval_loss']:.4f}  ({r['eval_tokens']:,} tokens, phase {r['phase']})"
+        line = f"step {r['step']:>6}  eval_loss {r['eval_loss']:.4f}  ({r['eval_tokens']:,} tokens, phase {r['phase']})"
+        for key, what in (("eval_loss_by_source", "by source"), ("eval_loss_by_bucket", "by document length"),
+                          ("eval_loss_by_band", "by position")):
+            if r.get(key):
+                line += f"\n         {what}: " + "  ".join(f"{k} {v:.4f}" for k, v in r[key].items())
+        return line
     mfu = f"  mfu {r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else ""
+    gnorm = f"{r['grad_norm']:.3f}" if r.get("grad_norm") is not None else "n/a"
+    eta = f"  eta {_clock(r['eta_s'])}" if r.get("eta_s") is not None else ""
     return (f"step {r['step']:>6}/{r['total_steps']}  phase {r['phase']}  loss {r['loss']:.4f}  lr {r['lr']:.2e}  "
-            f"gnorm {r['grad_norm']:.3f}  {r['tokens_per_s']:,.0f} tok/s{mfu}")
+            f"gnorm {gnorm}  {r['tokens_per_s']:,.0f} tok/s{mfu}{eta}")
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

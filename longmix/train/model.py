@@ -8,6 +8,7 @@ the per-document mask from restarting position ids, and packed documents would a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -176,6 +177,7 @@ def check_tokenizer_agrees(mc: ModelConfig, recipe: TrainRecipe, tokenizer: Any,
         from tokenizers import Tokenizer
 
         n = Tokenizer.from_file(str(theirs)).get_vocab_size(with_added_tokens=True)
-        raise UserError(f"{where} was built with tokenizer {tokenizer.path} ({tokenizer.vocab_size:,} ids, sha256 "
+        raise UserError(f"{where} was built with tokenizer {Path(where).parent / tokenizer.path} "
+                        f"({tokenizer.vocab_size:,} ids, sha256 "
                         f"{tokenizer.sha256[:12]}) but the model {recipe.resolve(mc.path)} uses {theirs} ({n:,} ids, "
                         f"sha256 {digest[:12]}); rebuild the mix with tokenizer.path: {recipe.resolve(mc.path)}")

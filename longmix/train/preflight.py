@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longmix.core.errors import UserError
+from longmix.train.run_plan import RunPlan, make_plan
 from longmix.train.sequence_parallel import check as sp_check
 
 
@@ -20,23 +21,26 @@ class _PhaseSize:
         return self.sequences
 
 
-def preflight(recipe: Any, world: int, where: str = "") -> None:
+def preflight(recipe: Any, world: int, where: str = "") -> RunPlan:
     """The DeepSpeed JSON, the model, every phase's manifest, the tokenizer's agreement with the model, the
-    batch layout on `world` ranks and the sequence-parallel limits; errors name `where` (the recipe file)."""
+    batch layout on `world` ranks and the sequence-parallel limits; errors name `where` (the recipe file).
+    Returns the run plan those checks worked out."""
     try:
-        _preflight(recipe, world)
+        return _preflight(recipe, world)
     except UserError as exc:
         if where:
             raise UserError(f"{where}: {exc}") from None
         raise
 
 
-def _preflight(recipe: Any, world: int) -> None:
+def _preflight(recipe: Any, world: int) -> RunPlan:
     from longmix.formats.manifest import check_shard_layout, load_manifest
     from longmix.train.dsconfig import read_ds_json
     from longmix.train.loader import plan_phases
     from longmix.train.model import check_tokenizer_agrees, load_config, match_tokenizer
+    from longmix.train.trackers import check_installed
 
+    check_installed(recipe.logging.report_to)
     read_ds_json(recipe)
     config = load_config(recipe.model, recipe)
     manifests = []
@@ -50,4 +54,5 @@ def _preflight(recipe: Any, world: int) -> None:
     sp = recipe.parallel.sequence_parallel_size
     if sp > 1:
         sp_check(sp, world, config, [m.seq_len for m in manifests], config._attn_implementation)
-    plan_phases(recipe, [_PhaseSize(m.seq_len, m.totals.sequences) for m in manifests], world // sp)
+    plans = plan_phases(recipe, [_PhaseSize(m.seq_len, m.totals.sequences) for m in manifests], world // sp)
+    return make_plan(recipe, world, config, plans)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from longmix.core.recipe_io import Strict, load_with_extends, parse_model
 
@@ -113,10 +113,32 @@ class CheckpointConfig(Strict):
                                 "known ones (unpickled in full: only for checkpoints you wrote yourself)")
 
 
+class GuardConfig(Strict):
+    """When a run has diverged (train/guard.py): Megatron and NeMo stop on a NaN loss; so does longmix."""
+
+    max_bad_steps: int = Field(3, ge=1, description="steps in a row with a non-finite loss or gradient norm "
+                               "before the run stops (one can be a skipped overflow step)")
+    spike_factor: float = Field(3.0, gt=1, description="warn when the loss exceeds this multiple of its median")
+    spike_window: int = Field(50, ge=2, description="steps in that moving median")
+
+
 class LoggingConfig(Strict):
     every_steps: int = Field(1, gt=0)
     eval_every_steps: int | None = Field(None, gt=0, description="default: at each checkpoint")
     peak_tflops: float | None = Field(None, gt=0, description="per device, for MFU; default: known GPUs")
+    loss_breakdown: bool = Field(True, description="loss by source and length bucket every logged step, and by "
+                                 "position band at eval (train/breakdown.py)")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="experiment trackers, as in HF Trainer (rank 0 logs; a resume continues "
+        "the same run)")
+    wandb_project: str = Field("longmix", description="W&B project (offline run when there is no W&B login)")
+    mlflow_tracking_uri: str | None = Field(None, description="default: a SQLite store, <run>/mlflow.db")
+    mlflow_experiment: str = "longmix"
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [] if v in (None, "none") else [v] if isinstance(v, str) else v
 
 
 class TrainRecipe(Strict):
@@ -133,6 +155,7 @@ class TrainRecipe(Strict):
     deepspeed_overrides: dict[str, Any] = Field(default_factory=dict, description="merged into the JSON")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     checkpoint: CheckpointConfig = CheckpointConfig()
+    guard: GuardConfig = GuardConfig()
     logging: LoggingConfig = LoggingConfig()
     base_dir: str = Field(".", description="set by the loader: the recipe's folder")
 

@@ -46,3 +46,21 @@ def check_supported(config: object) -> None:
         if value not in (None, 0, 1, 1.0, False):
             raise UserError(f"model.tiled_loss: this model post-processes its logits ({field}={value}), which the "
                             "tiled head does not reproduce; set model.tiled_loss: false")
+
+
+@torch.no_grad()
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Per-token cross-entropy (0 where ignored), detached, in chunks of tokens so the fp32 copy of the logits
+    is never made whole: for the loss breakdowns (train/breakdown.py), never for the gradient."""
+    flat, t = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    return torch.cat([F.cross_entropy(flat[i : i + chunk].float(), t[i : i + chunk], ignore_index=IGNORE,
+                                      reduction="none") for i in range(0, t.shape[0], chunk)])
+
+
+@torch.no_grad()
+def tiled_token_losses(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
+                       tile_tokens: int) -> torch.Tensor:
+    """token_losses of ``head(hidden)`` tile by tile (one more head matmul per token, no gradient)."""
+    flat_h, flat_t = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    return torch.cat([token_losses(head(flat_h[s : s + tile_tokens]), flat_t[s : s + tile_tokens], tile_tokens)
+                      for s in range(0, flat_h.shape[0], tile_tokens)])

@@ -25,16 +25,19 @@ from longmix.core.errors import UserError
 from longmix.train import checkpoint as ckpt
 from longmix.train import flex_attention
 from longmix.train import sequence_parallel as sp_mod
+from longmix.train.breakdown import GroupSums, band_names, position_bands, step_breakdown
 from longmix.train.dsconfig import build_ds_config
 from longmix.train.faults import crash_point
 from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
+from longmix.train.guard import Diverged, DivergenceGuard, describe
 from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
 from longmix.train.masking import IGNORE
 from longmix.train.metrics import MetricsLog
 from longmix.train.model import build_model, check_tokenizer_agrees, load_config, match_tokenizer, param_groups
 from longmix.train.recipe import TrainRecipe
 from longmix.train.schedule import lr_factor
-from longmix.train.tiled_loss import check_supported, tiled_cross_entropy_sum
+from longmix.train.tiled_loss import check_supported, tiled_cross_entropy_sum, tiled_token_losses, token_losses
+from longmix.train.trackers import Trackers, git_revision
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +138,28 @@ class Trainer:
         self.step = 0
         if self.resume:
             self._load()
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.rank == 0, self.step)
-        self.peak = peak_flops_per_device(recipe.logging.peak_tflops)
+        g = recipe.guard
+        self.guard = DivergenceGuard(g.max_bad_steps, g.spike_factor, g.spike_window,
+                                     first_bad_step=self.resume.state.get("first_bad_step") if self.resume else None)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.rank == 0, self.step, self._trackers())
+        self.peak, self.peak_source = peak_flops_per_device(recipe.logging.peak_tflops,
+                                                            torch.bfloat16 if self.bf16 else torch.float32)
+
+    def _trackers(self) -> Trackers | None:
+        """The recipe's experiment trackers on rank 0, given the recipe, each manifest's lineage and the git
+        revision as the run's config."""
+        names = self.recipe.logging.report_to
+        if self.rank != 0 or not names:
+            return None
+        config = {"recipe": self.recipe.model_dump(mode="json"), "git_revision": git_revision(), "world_size":
+                  self.world, "manifests": [{"path": str(ph.path), "sources": ph.manifest.sources,
+                                             "mix": (ph.manifest.mix or {}).get("sources"),
+                                             "seed": ph.manifest.lineage.seed,
+                                             "tokenizer_sha256": ph.manifest.tokenizer.sha256,
+                                             "recipe_sha256": ph.manifest.lineage.recipe_sha256}
+                                            for ph in self.phases]}
+        self.out.mkdir(parents=True, exist_ok=True)
+        return Trackers(names, self.out, config, self.step, self.recipe.logging, enabled=True)
 
     def _load(self) -> None:
         assert self.resume is not None
@@ -161,69 +184,127 @@ class Trainer:
         return [torch.from_numpy(np.ascontiguousarray(self.layout.shard(a))).to(self.device) for a in arrays]
 
     def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor,
-                     full_pos: np.ndarray | None = None) -> torch.Tensor:
+                     full_pos: np.ndarray | None = None,
+                     breakdowns: list[tuple[GroupSums, torch.Tensor]] = ()) -> torch.Tensor:
         """Sum of token losses. No attention_mask on purpose: documents are found from position_ids.
         ``full_pos`` (whole rows, before any sequence-parallel split) gives FlexAttention its documents, from
-        which it builds one block mask per window for the whole forward."""
+        which it builds one block mask per window for the whole forward. Each (sums, groups) of ``breakdowns``
+        gets the per-token losses added by group (detached: the gradient only ever sees the sum)."""
         if self.flex and full_pos is not None:
             with flex_attention.use_documents(torch.from_numpy(full_pos).to(self.device)):
-                return self._forward_sum(ids, pos, tgt)
+                return self._forward_sum(ids, pos, tgt, None, breakdowns)
         if self.tile is None:
             logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
+            if breakdowns:
+                per_token = token_losses(logits, tgt)
+                for sums, groups in breakdowns:
+                    sums.add(per_token, groups)
             return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
                                    ignore_index=IGNORE, reduction="sum")
         # The last hidden state is returned as an output (not captured on the side) so that DeepSpeed's
         # backward hooks, which it registers on the forward's outputs, fire when the loss reaches it.
         out = self.engine(input_ids=ids, position_ids=pos, use_cache=False, output_hidden_states=True,
                           logits_to_keep=self._no_logits)
+        if breakdowns:
+            per_token = tiled_token_losses(self.head, out.hidden_states[-1], tgt, self.tile)
+            for sums, groups in breakdowns:
+                sums.add(per_token, groups)
         return tiled_cross_entropy_sum(self.head, out.hidden_states[-1], tgt, self.tile)
 
-    def train_step(self, batch: StepBatch) -> float:
-        """One optimizer step over this rank's micro-batches; returns the global mean token loss."""
+    def _group_sums(self, phase: int) -> GroupSums | None:
+        if not self.recipe.logging.loss_breakdown:
+            return None
+        return GroupSums(len(self.phases[phase].manifest.sources) * len(band_names(self.plans[phase].seq_len)))
+
+    def train_step(self, batch: StepBatch) -> tuple[float, GroupSums | None]:
+        """One optimizer step over this rank's micro-batches; returns the global mean token loss and the global
+        loss sums per source x length bucket."""
         loss_sum = torch.zeros((), dtype=torch.float64)
+        sums = self._group_sums(batch.phase)
         # ZeRO-3's reduce-scatter averages gradients over all ranks (sequence-parallel ones included, see
         # dsconfig): scaling by world makes the result Σ loss / N_global.
         scale = self.world / batch.global_predicted
         for mb in batch.micro:
-            ids, pos, tgt = self._tensors(mb.input_ids, mb.position_ids, mb.targets)
-            s = self._forward_sum(ids, pos, tgt, mb.position_ids)
+            ids, pos, tgt, groups = self._tensors(mb.input_ids, mb.position_ids, mb.targets, mb.groups)
+            s = self._forward_sum(ids, pos, tgt, mb.position_ids, [(sums, groups)] if sums else [])
             self.engine.backward(s * scale, scale_wrt_gas=False)
             self.engine.step()
             loss_sum += s.detach().double().cpu()
         dist.all_reduce(loss_sum)
-        return float(loss_sum) / batch.global_predicted
+        if sums is not None:
+            sums.all_reduce(self.device)
+        return float(loss_sum) / batch.global_predicted, sums
 
     @torch.no_grad()
     def evaluate(self, phase: int) -> dict[str, Any] | None:
         if self.recipe.data.holdout_sequences == 0:
             return None
-        mb = self.plans[phase].micro_seqs
+        mb, seq_len = self.plans[phase].micro_seqs, self.plans[phase].seq_len
         _, ids, pos, tgt = self.loader.holdout(phase, mb)
+        sums = self._group_sums(phase)
+        bands = GroupSums(len(band_names(seq_len))) if sums else None
+        if sums:
+            groups, band = self.loader.holdout_groups(phase, mb, tgt), position_bands(pos, tgt, seq_len)
         totals = torch.zeros(2, dtype=torch.float64)
         self.engine.eval()
         for i in range(0, len(ids), mb):
             t = self._tensors(ids[i : i + mb], pos[i : i + mb], tgt[i : i + mb])
-            totals[0] += self._forward_sum(*t, pos[i : i + mb]).double().cpu()
+            split = [(sums, *self._tensors(groups[i : i + mb])), (bands, *self._tensors(band[i : i + mb]))] \
+                if sums else []
+            totals[0] += self._forward_sum(*t, pos[i : i + mb], split).double().cpu()
             totals[1] += (t[2] != IGNORE).sum().item()
         self.engine.train()
         dist.all_reduce(totals)
-        return {"step": self.step, "phase": phase, "eval_loss": float(totals[0] / totals[1]),
-                "eval_tokens": int(totals[1])}
+        record = {"step": self.step, "phase": phase, "eval_loss": float(totals[0] / totals[1]),
+                  "eval_tokens": int(totals[1])}
+        if sums and bands:
+            sums.all_reduce(self.device)
+            bands.all_reduce(self.device)
+            split_by = step_breakdown(sums, self.phases[phase].manifest.sources, seq_len)
+            record.update({f"eval_{k}": v for k, v in split_by.items()})
+            record["eval_loss_by_band"], record["eval_tokens_by_band"] = bands.by(band_names(seq_len), 1, 0)
+        return record
 
     def save(self) -> None:
         state = {"step": self.step, "world_size": self.world, "sequence_parallel_size": self.layout.sp,
                  "loader": self.loader.state(self.step),
                  "tokenizer": self.phases[-1].manifest.tokenizer.path,
                  "tokenizer_sha256": self.phases[-1].manifest.tokenizer.sha256,
-                 "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name}
-        ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last)
+                 "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name,
+                 "first_bad_step": self.guard.first_bad_step}
+        ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last,
+                  self.guard.first_bad_step)
+
+    def _weights_finite(self) -> bool:
+        """Every rank checks its own partition of the weights (ZeRO-3's ds_tensor); any non-finite one anywhere
+        and no rank saves."""
+        bad = torch.zeros(1, device=self.device)
+        for p in self.engine.module.parameters():
+            if not torch.isfinite(getattr(p, "ds_tensor", p)).all():
+                bad += 1
+                break
+        dist.all_reduce(bad)
+        return not bool(bad.item())
+
+    def _stop(self, why: str) -> None:
+        """End the run in one line naming the step and the checkpoint to go back to; every rank gets here at the
+        same step (the guard's inputs are global), rank 0 says it."""
+        last = ckpt.last_before(self.ckpt_root, self.guard.first_bad_step or self.step + 1)
+        back = (f"the last finite checkpoint is {last[1]} (step {last[0]}), kept out of rotation; lower optim.lr "
+                "and rerun to resume from it" if last else "no checkpoint was taken before it; lower optim.lr and "
+                "start over")
+        message = f"training diverged: {why}; {back}"
+        if self.rank == 0:
+            self.metrics.write({"step": self.step, "stopped": message}, console=False)
+            (self.out / "stopped.txt").write_text(message + "\n")
+        raise Diverged(message)
 
     def run(self, stop_at_step: int | None = None) -> None:
         r = self.recipe
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.json").write_text(r.model_dump_json(indent=2) + "\n")
-        start = self.step
+        start = self._started_at = self.step
         par = f" (sequence parallel {self.layout.sp} x data parallel {self.layout.dp})" if self.layout.sp > 1 else ""
         self.metrics.info(f"[bold]{r.name}[/bold]: {self.world} ranks{par}, {self.total_steps} steps, "
                           f"{r.batch.tokens_per_step:,} tokens/step" + (f", resumed at step {start}" if start else ""))
@@ -233,41 +314,73 @@ class Trainer:
             self._set_batch_shape(self.step)
             batch = self.loader.step(self.step)
             lr = self.scheduler.get_last_lr()[0]
-            loss = self.train_step(batch)
+            loss, sums = self.train_step(batch)
             self.step += 1
             crash_point("after_step", self.step)
             dt = time.perf_counter() - t_step
-            self._log(batch, loss, lr, dt, time.perf_counter() - t0)
+            gnorm = self.engine.get_global_grad_norm()
+            gnorm = float(gnorm) if gnorm is not None else None
+            verdict = self.guard.observe(self.step, loss, gnorm)
+            self._log(batch, loss, lr, gnorm, dt, time.perf_counter() - t0, sums, force=verdict.bad)
+            crash_point("after_log", self.step)  # logged (trackers included), not yet checkpointed
+            if verdict.spike:
+                self.metrics.warn({"step": self.step, "warning": "loss_spike", "detail": verdict.spike})
+            if verdict.bad:
+                g = self.recipe.guard
+                self.metrics.warn({"step": self.step, "warning": "non_finite", "detail": describe(loss, gnorm) +
+                                   f" ({self.guard.bad_in_a_row} of guard.max_bad_steps={g.max_bad_steps} in a row)"})
+                if verdict.stop:
+                    first = self.step - self.guard.bad_in_a_row + 1
+                    self._stop(f"{describe(loss, gnorm)} at step {self.step}, {self.guard.bad_in_a_row} non-finite "
+                               f"steps in a row since step {first} (guard.max_bad_steps={g.max_bad_steps})")
             at_ckpt = self.step % r.checkpoint.every_steps == 0 or self.step in (self.total_steps, stop_at_step)
             eval_every = r.logging.eval_every_steps or r.checkpoint.every_steps
             if self.step % eval_every == 0 or self.step == self.total_steps:
                 ev = self.evaluate(batch.phase)
                 if ev:
                     self.metrics.write(ev)
-            if at_ckpt:
+            if at_ckpt and verdict.bad:
+                self.metrics.info(f"step {self.step}: no checkpoint (its loss or gradient norm is not finite)")
+            elif at_ckpt:
+                if not self._weights_finite():
+                    self._stop(f"the weights are no longer finite after step {self.step}")
                 self.save()
+                self.metrics.flush()  # what the trackers hold up to a checkpoint survives any kill after it
         dist.barrier()
 
-    def _log(self, batch: StepBatch, loss: float, lr: float, dt: float, elapsed: float) -> None:
-        if self.step % self.recipe.logging.every_steps and self.step != self.total_steps:
+    def _log(self, batch: StepBatch, loss: float, lr: float, gnorm: float | None, dt: float, elapsed: float,
+             sums: GroupSums | None, force: bool = False) -> None:
+        if self.step % self.recipe.logging.every_steps and self.step != self.total_steps and not force:
             return
         plan = self.plans[batch.phase]
         seq_tokens = plan.seqs_per_step * plan.seq_len
         flops = step_flops(self.n_matmul, self.hf_config, batch.global_tokens, batch.global_attn_pairs)
-        gnorm = self.engine.get_global_grad_norm()
         self.metrics.write({
             "step": self.step, "total_steps": self.total_steps, "phase": batch.phase, "seq_len": plan.seq_len,
-            "loss": loss, "lr": lr, "grad_norm": float(gnorm) if gnorm is not None else None,
+            "loss": loss, "lr": lr, "grad_norm": gnorm,
             "tokens": seq_tokens, "predicted_tokens": batch.global_predicted, "step_time_s": dt,
             "tokens_per_s": seq_tokens / dt, "tflops_per_device": flops / dt / self.world / 1e12,
-            "mfu": flops / dt / self.world / self.peak if self.peak else None, "elapsed_s": elapsed,
+            "mfu": flops / dt / self.world / self.peak, "elapsed_s": elapsed,
+            # from the mean step time of this start (the first steps' compile and warm-up included)
+            "eta_s": elapsed / (self.step - self._started_at) * (self.total_steps - self.step),
+            **(step_breakdown(sums, self.phases[batch.phase].manifest.sources, plan.seq_len) if sums else {}),
         })
 
 
 def train(recipe: TrainRecipe, stop_at_step: int | None = None) -> None:
     """Entry point on each rank (under a launcher)."""
+    from longmix.train.launch import SELF_LAUNCHED
+
     trainer = Trainer(recipe)
-    trainer.run(stop_at_step)
+    try:
+        trainer.run(stop_at_step)
+    except Diverged:
+        # Under longmix's own launcher the ranks end quietly and the launcher prints rank 0's one line (from
+        # <run>/stopped.txt) and exits 3; under torchrun, Slurm or DeepSpeed's launcher they exit 3 themselves.
+        if os.environ.get(SELF_LAUNCHED) != "1":
+            raise
+    finally:
+        trainer.metrics.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

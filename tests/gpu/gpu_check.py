@@ -259,9 +259,9 @@ def _bare_loop(recipe_path: Path, steps: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
     dt = statistics.median(times[2:] or times[-1:])
     flops = step_flops(matmul_params(model), plain, batch.global_tokens, batch.global_attn_pairs)
-    peak = peak_flops_per_device(None)
+    peak, source = peak_flops_per_device(None, next(model.parameters()).dtype)  # as the trainer computes it
     out = {"attn": plain._attn_implementation, "tokens_per_s": ids.numel() / dt, "tflops_per_device": flops / dt / 1e12,
-           "mfu": flops / dt / peak if peak else None}
+           "mfu": flops / dt / peak, "peak_source": source}
     if cuda:
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
