@@ -75,7 +75,8 @@ def synthetic_step(L: int, dp: int, dp_rank: int, vocab: int, seed: int):
     ids, pos, tgt = masking.build_arrays(ids, [lens], np.array([0]), True)
     predicted = masking.predicted_count(lens, 0, L, True) * dp
     pairs = masking.attention_pairs(lens, 0, L, True) * dp
-    return StepBatch(0, [MicroBatch(np.array([0]), ids, pos, tgt)], predicted, L * dp, pairs)
+    groups = np.full_like(tgt, -1)  # no breakdown: synthetic rows have no sources
+    return StepBatch(0, [MicroBatch(np.array([0]), ids, pos, tgt, groups)], predicted, L * dp, pairs)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -97,7 +98,7 @@ def worker(args: argparse.Namespace) -> None:
     rows = [{"seq_len": 0, "peak_gib": peak_gib()}]  # after setup: model, optimizer, libraries
     L = 2048
     while L <= args.max_len:
-        loss = trainer.train_step(synthetic_step(L, lay.dp, lay.dp_rank, args.vocab, 0))
+        loss, _ = trainer.train_step(synthetic_step(L, lay.dp, lay.dp_rank, args.vocab, 0))
         rows.append({"seq_len": L, "peak_gib": peak_gib(), "loss": loss})
         if trainer.rank == 0:
             print(f"  seq_len {L}: peak {rows[-1]['peak_gib']:.2f} GiB per rank", file=sys.stderr, flush=True)

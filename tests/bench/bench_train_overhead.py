@@ -59,7 +59,7 @@ def interleaved(args: argparse.Namespace) -> None:
         for _ in range(block):  # (a) the trainer's step, as in Trainer.run
             t = time.perf_counter()
             sb = loader.step(trainer.step)
-            loss = trainer.train_step(sb)
+            loss, _ = trainer.train_step(sb)
             trainer.step += 1
             trainer._log(sb, loss, 0.0, time.perf_counter() - t, 0.0)
             times["longmix"].append(time.perf_counter() - t)
