@@ -78,3 +78,45 @@ def test_ranks_cover_each_row_once_and_resume_exactly(manifest: Path) -> None:
     assert taken + [int(item["row"]) for item in again] == whole
     with pytest.raises(ValueError, match="does not fit"):
         PackedIterable(manifest, 0, 2, seed=5).load_state_dict(first.state_dict())
+
+
+@pytest.mark.slow
+def test_hf_trainer_first_step_loss_equals_longmix_train(manifest: Path, tmp_path: Path) -> None:
+    """HF's Trainer, fed the dataset API the rows of `longmix train`'s first step, starts from the same checkpoint
+    at the same loss (per-document attention in both: position restarts, no attention_mask, no cache)."""
+    import json
+
+    from helpers_train import run_longmix, tiny_recipe, write_train_recipe
+    from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from longmix.train.loader import Loader, plan_phases
+    from longmix.train.recipe import load_train_recipe
+    from longmix.train.trainer import read_metrics
+
+    torch.manual_seed(0)
+    cfg = dict(TINY_LLAMA)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+    model.save_pretrained(tmp_path / "base")
+    rec = tiny_recipe(tmp_path / "run", [{"manifest": str(manifest), "steps": 1}], data={"holdout_sequences": 0})
+    rec["model"] = {"path": str(tmp_path / "base"), "attn_implementation": "sdpa"}
+    recipe_path = write_train_recipe(tmp_path / "r.yaml", **rec)
+    proc = run_longmix("train", str(recipe_path), "--nproc", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r)
+
+    recipe = load_train_recipe(recipe_path)
+    ds = PackedDataset(manifest)
+    _, rows = Loader(recipe, [ds.data], plan_phases(recipe, [ds.data], 2), 0, 2).global_rows(0)
+    keys = ("input_ids", "labels", "position_ids")
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=len(rows), max_steps=1,
+                             logging_steps=1, learning_rate=1e-4, report_to=[], use_cpu=True, save_strategy="no",
+                             dataloader_drop_last=False, seed=0)
+    hf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", attn_implementation="sdpa")
+    hf_model.config.use_cache = False
+    trainer = Trainer(model=hf_model, args=args, train_dataset=torch.utils.data.Subset(ds, rows.tolist()),
+                      data_collator=lambda items: {k: torch.stack([i[k] for i in items]) for k in keys})
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    trainer.train()
+    hf = next(h for h in trainer.state.log_history if "loss" in h)
+    assert hf["loss"] == pytest.approx(ours["loss"], rel=1e-6), json.dumps(trainer.state.log_history)
+    assert hf["grad_norm"] == pytest.approx(ours["grad_norm"], rel=1e-4)  # the same gradient, too
