@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -89,3 +90,23 @@ def inspect(
     m = load_manifest(manifest)
     written = run_inspect(m, manifest, plots or manifest.parent / "plots", stdout_console())
     console.print("plots: " + ", ".join(str(p) for p in written))
+
+
+class ExportFormat(str, Enum):
+    megatron = "megatron"
+
+
+def export_data(
+    manifest: Annotated[Path, typer.Argument(help="manifest.json of a built mix")],
+    to: Annotated[ExportFormat, typer.Option("--to", help="megatron: Megatron's indexed dataset (.bin + .idx), "
+                                             "one document per segment")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the files")],
+) -> None:
+    """Write a mix in another trainer's format, with the mix's lineage beside it (docs/interop.md)."""
+    from longmix.formats.manifest import verify_manifest
+    from longmix.formats.megatron import write_indexed
+
+    m = verify_manifest(manifest)  # an unverifiable manifest is one line before anything is written
+    summary = write_indexed(manifest, m, output / "mix", say=lambda line: console.print(line, highlight=False))
+    console.print(f"exported {summary['documents']:,} documents, {summary['tokens']:,} tokens ({summary['dtype']}) "
+                  f"of {manifest} as {to.value} to {output}", highlight=False)
