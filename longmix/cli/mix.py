@@ -93,20 +93,39 @@ def inspect(
 
 
 class ExportFormat(str, Enum):
+    mds = "mds"
     megatron = "megatron"
+    hf = "hf"
+    olmo = "olmo"
+
+
+class TokenType(str, Enum):
+    auto = "auto"
+    uint16 = "uint16"
+    uint32 = "uint32"
+    uint64 = "uint64"
+    int32 = "int32"
+    int64 = "int64"
 
 
 def export_data(
-    manifest: Annotated[Path, typer.Argument(help="manifest.json of a built mix")],
-    to: Annotated[ExportFormat, typer.Option("--to", help="megatron: Megatron's indexed dataset (.bin + .idx), "
-                                             "one document per segment")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the files")],
+    manifest: Annotated[str, typer.Argument(help="manifest.json of a built mix (a path or a store URI)")],
+    to: Annotated[ExportFormat, typer.Option("--to", help="mds: MosaicML streaming shards (ProLong's columns); "
+                                             "megatron: an indexed dataset (.bin + .idx); hf: a `datasets` folder "
+                                             "(Parquet + card); olmo: OLMo-core token files + document indices")],
+    output: Annotated[str, typer.Option("--output", "-o", help="folder (or store URI) for the files")],
+    dtype: Annotated[TokenType, typer.Option("--dtype", help="token id type; auto: the format's own choice "
+                                             "for the vocabulary")] = TokenType.auto,
 ) -> None:
     """Write a mix in another trainer's format, with the mix's lineage beside it (docs/interop.md)."""
+    from longmix.core.storage import is_uri
+    from longmix.formats.export.run import export_mix
     from longmix.formats.manifest import verify_manifest
-    from longmix.formats.megatron import write_indexed
+    from longmix.formats.staging import stage_manifest
 
-    m = verify_manifest(manifest)  # an unverifiable manifest is one line before anything is written
-    summary = write_indexed(manifest, m, output / "mix", say=lambda line: console.print(line, highlight=False))
-    console.print(f"exported {summary['documents']:,} documents, {summary['tokens']:,} tokens ({summary['dtype']}) "
-                  f"of {manifest} as {to.value} to {output}", highlight=False)
+    local = stage_manifest(manifest) if is_uri(manifest) else Path(manifest)
+    m = verify_manifest(local)  # an unverifiable manifest is one line before anything is written
+    summary = export_mix(local, m, to.value, output, dtype.value,
+                         say=lambda line: console.print(line, highlight=False))
+    console.print(f"exported {summary['rows']:,} rows, {summary['documents']:,} documents, {summary['tokens']:,} "
+                  f"tokens ({summary['dtype']}) of {manifest} as {to.value} to {output}", highlight=False)
