@@ -81,13 +81,25 @@ def test_ranks_cover_each_row_once_and_resume_exactly(manifest: Path) -> None:
 
 
 @pytest.mark.slow
+def _documented_script():
+    """docs/examples/hf_trainer.py, the HF Trainer script docs/interop.md shows, as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "hf_trainer.py"
+    spec = importlib.util.spec_from_file_location("hf_trainer_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_hf_trainer_first_step_loss_equals_longmix_train(manifest: Path, tmp_path: Path) -> None:
-    """HF's Trainer, fed the dataset API the rows of `longmix train`'s first step, starts from the same checkpoint
-    at the same loss (per-document attention in both: position restarts, no attention_mask, no cache)."""
+    """The documented HF Trainer script, fed `longmix train`'s first-step rows through the dataset API, starts
+    from the same checkpoint at the same loss and gradient norm (per-document attention in both: position
+    restarts, no attention_mask, no cache), then runs 3 steps."""
     import json
 
     from helpers_train import run_longmix, tiny_recipe, write_train_recipe
-    from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from longmix.train.loader import Loader, plan_phases
     from longmix.train.recipe import load_train_recipe
@@ -107,16 +119,12 @@ def test_hf_trainer_first_step_loss_equals_longmix_train(manifest: Path, tmp_pat
     recipe = load_train_recipe(recipe_path)
     ds = PackedDataset(manifest)
     _, rows = Loader(recipe, [ds.data], plan_phases(recipe, [ds.data], 2), 0, 2).global_rows(0)
-    keys = ("input_ids", "labels", "position_ids")
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=len(rows), max_steps=1,
-                             logging_steps=1, learning_rate=1e-4, report_to=[], use_cpu=True, save_strategy="no",
-                             dataloader_drop_last=False, seed=0)
-    hf_model = AutoModelForCausalLM.from_pretrained(tmp_path / "base", attn_implementation="sdpa")
-    hf_model.config.use_cache = False
-    trainer = Trainer(model=hf_model, args=args, train_dataset=torch.utils.data.Subset(ds, rows.tolist()),
-                      data_collator=lambda items: {k: torch.stack([i[k] for i in items]) for k in keys})
+    first = torch.utils.data.Subset(ds, rows.tolist() * 3)  # the first step's rows, three times over
+    trainer = _documented_script().build_trainer(str(manifest), str(tmp_path / "base"), str(tmp_path / "hf"),
+                                                 steps=3, batch_size=len(rows), dataset=first)
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
     trainer.train()
-    hf = next(h for h in trainer.state.log_history if "loss" in h)
-    assert hf["loss"] == pytest.approx(ours["loss"], rel=1e-6), json.dumps(trainer.state.log_history)
-    assert hf["grad_norm"] == pytest.approx(ours["grad_norm"], rel=1e-4)  # the same gradient, too
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 3 and all(np.isfinite(h["loss"]) for h in logged)
+    assert logged[0]["loss"] == pytest.approx(ours["loss"], rel=1e-6), json.dumps(trainer.state.log_history)
+    assert logged[0]["grad_norm"] == pytest.approx(ours["grad_norm"], rel=1e-4)  # the same gradient, too

@@ -14,13 +14,27 @@ layout streaming documents for partitioned writers.
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from longmix.core.streaming_import import import_streaming_module
 from longmix.formats.export.shard_docs import ShardDocs
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """streaming logs routine warnings on the root logger ("Directory ... exists", "A temporary folder is
+    created"): they are not the user's concern, and the export prints its own line per file."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 class MdsExport:
@@ -41,7 +55,7 @@ class MdsExport:
                    "doc_sources": "ndarray:int16"}
         tok, doc = docs.row_slices()
         tokens = docs.tokens.astype(dtype)
-        with self.writer(out=str(tmp), columns=columns, compression=None, size_limit=1 << 27) as w:
+        with _quiet(), self.writer(out=str(tmp), columns=columns, compression=None, size_limit=1 << 27) as w:
             for r in range(docs.rows):
                 lens = docs.doc_lens[doc[r]:doc[r + 1]]
                 ends = np.cumsum(lens)
@@ -55,7 +69,8 @@ class MdsExport:
 
     def finish(self, out: Path, n: int, dtype: np.dtype) -> list[str]:
         merge_index = import_streaming_module("streaming.base.util").merge_index
-        merge_index([str(out / f"shard-{i:05d}" / "index.json") for i in range(n)], str(out), keep_local=True)
+        with _quiet():
+            merge_index([str(out / f"shard-{i:05d}" / "index.json") for i in range(n)], str(out), keep_local=True)
         return ["index.json"]
 
     def cleanup(self) -> None:
