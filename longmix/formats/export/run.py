@@ -107,16 +107,15 @@ def export_mix(manifest_path: Path, manifest: Manifest, fmt: str, output: str, d
     manifest_sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     identity = {"format": fmt, "dtype": dtype.name, "manifest_sha256": manifest_sha}
     work = out / WORK
+    info = lineage(manifest, manifest_sha)
+    exporter = make_exporter(fmt, work, manifest, info)  # a missing library fails here, before any writing
     if (out / SIDECAR).is_file() and (work / "export.json").is_file():
         _claim(out, identity)
-        summary = json.loads((out / SIDECAR).read_text())
-        make_exporter(fmt, work, manifest, {}).cleanup()  # in case a kill came between the sidecar and cleanup
+        exporter.cleanup()  # in case a kill came between the sidecar and the cleanup
         say(f"{output} already holds this export; nothing to write")
-        return summary
+        return json.loads((out / SIDECAR).read_text())
     _claim(out, identity)
     remove_stale_temps(out)
-    info = lineage(manifest, manifest_sha)
-    exporter = make_exporter(fmt, work, manifest, info)
     n = len(manifest.shards)
     per_source = np.zeros(len(manifest.sources), np.int64)
     totals = {"rows": 0, "documents": 0, "tokens": 0}
