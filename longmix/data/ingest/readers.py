@@ -1,4 +1,6 @@
-"""Streaming readers for raw inputs: JSONL (plain, .gz, .zst), Parquet, and folders of text files.
+"""Streaming readers for raw inputs: JSONL (plain, .gz, .zst), Parquet, and folders of text files; Hugging Face
+datasets folders (hf.py) and MDS folders (mds.py) beside them. `expand_input` and `read_records` are the one
+way in for every format.
 
 Readers never raise on a bad record: they yield `Bad` with the origin and raw bytes, and the
 ingest stage sends it to quarantine. Memory stays bounded by one record (capped) at a time.
@@ -11,7 +13,6 @@ import json
 import stat
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +23,26 @@ import zstandard
 
 from longmix.core.errors import UserError
 from longmix.core.storage import is_uri, open_input_file, open_input_stream
+from longmix.data.ingest.hf import hf_data_files, is_hf_folder, read_hf
+from longmix.data.ingest.mds import is_mds_folder, mds_shards, read_mds
+from longmix.data.ingest.records import Bad, Good, batch_records, missing_column
 
 _READ_CHUNK = 1 << 20
-
-
-@dataclass
-class Good:
-    text: str
-    id: str | None
-    meta: dict[str, Any]
-    origin_file: str
-    origin_pos: int
-    raw_bytes: int
-
-    @property
-    def origin(self) -> str:
-        return f"{self.origin_file}:{self.origin_pos}" if self.origin_pos >= 0 else self.origin_file
-
-
-@dataclass
-class Bad:
-    reason: str
-    detail: str
-    origin_file: str
-    origin_pos: int  # 1-based line for JSONL, 0-based row for Parquet, -1 for a whole file
-    raw: bytes = field(repr=False, default=b"")
 
 
 def _name(path: Path | str) -> str:
     return path.rsplit("/", 1)[-1].lower() if is_uri(path) else Path(path).name.lower()
 
 
+def folder_format(path: Path) -> str:
+    """hf (a datasets save_to_disk folder), mds (an MDS index.json) or text."""
+    return "hf" if is_hf_folder(path) else "mds" if is_mds_folder(path) else "text"
+
+
 def detect_format(path: Path | str) -> str:
     name = _name(path)
     if not is_uri(path) and Path(path).is_dir():
-        return "text"
+        return folder_format(Path(path))
     if name.endswith(".parquet"):
         return "parquet"
     for ext in (".jsonl", ".json", ".ndjson"):
@@ -65,7 +51,8 @@ def detect_format(path: Path | str) -> str:
             return "jsonl"
     if name.endswith((".txt", ".md", ".py", ".rst")):
         return "text"
-    raise UserError(f"cannot tell the format of '{path}': set `format:` (jsonl, parquet or text) for its source")
+    raise UserError(f"cannot tell the format of '{path}': set `format:` (jsonl, parquet, text, hf or mds) for "
+                    "its source")
 
 
 class _TruncatedInput(Exception):
@@ -236,8 +223,7 @@ def read_parquet(path: Path | str, text_field: str, id_field: str | None, cap: i
         yield Bad("unreadable_file", f"not a readable Parquet file: {exc}", name, -1)
         return
     if text_field not in pf.schema_arrow.names:
-        raise UserError(f"{name}: no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); "
-                        "set `text_field:` for this source")
+        raise UserError(missing_column(name, text_field, pf.schema_arrow.names))
     row = 0
     for rg in range(pf.num_row_groups):
         try:
@@ -247,34 +233,8 @@ def read_parquet(path: Path | str, text_field: str, id_field: str | None, cap: i
             yield Bad("corrupt_row_group", f"row group {rg} ({n} rows) unreadable: {exc}", name, row)
             row += n
             continue
-        for rec in table.to_pylist():
-            yield _parquet_record(rec, text_field, id_field, name, row, cap)
-            row += 1
-
-
-def _parquet_record(rec: dict, text_field: str, id_field: str | None, name: str, row: int, cap: int) -> Good | Bad:
-    text = rec.pop(text_field)
-    raw_repr = json.dumps({text_field: text if not isinstance(text, bytes) else None, **rec}, default=str)
-    raw = text if isinstance(text, bytes) else raw_repr.encode("utf-8", "surrogatepass")
-    if text is None:
-        return Bad("missing_text", f"'{text_field}' is null", name, row, raw)
-    if isinstance(text, bytes):
-        if len(text) > cap:
-            return Bad("too_large", f"{len(text)} bytes > max_doc_bytes={cap}; first {cap} kept", name, row,
-                       text[:cap])
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return Bad("invalid_utf8", str(exc), name, row, raw)
-    if not isinstance(text, str):
-        return Bad("text_not_string", f"'{text_field}' is {type(text).__name__}", name, row, raw)
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > cap:
-        return Bad("too_large", f"{size} bytes > max_doc_bytes={cap}; first {cap} kept", name, row,
-                   text.encode("utf-8", "surrogatepass")[:cap])
-    doc_id = rec.pop(id_field, None) if id_field else None
-    meta = json.loads(json.dumps(rec, default=str))
-    return Good(text, None if doc_id is None else str(doc_id), meta, name, row, size)
+        yield from batch_records(table, text_field, id_field, name, row, cap)
+        row += table.num_rows
 
 
 def read_text_files(root: Path, files: list[str], cap: int) -> Iterator[Good | Bad]:
@@ -301,16 +261,23 @@ def list_text_files(root: Path) -> list[str]:
 
 
 def read_records(path: Path | str, fmt: str, text_field: str = "text", id_field: str | None = None,
-                 cap: int = 64 << 20, files: list[str] | None = None) -> Iterator[Good | Bad]:
-    """The one entry point by format: JSONL (plain or compressed), Parquet, or text files (a folder's files,
-    `files` of it when given; a single text file on its own). JSONL and Parquet may be object-store URIs."""
+                 cap: int = 64 << 20, files: list[str] | None = None, split: str = "train",
+                 detokenizer: str | None = None) -> Iterator[Good | Bad]:
+    """The one entry point by format: JSONL (plain or compressed), Parquet, text files (a folder's files,
+    `files` of it when given; a single text file on its own), a Hugging Face datasets folder (`split` of it;
+    `files` of that when given) or an MDS folder (`files`: some of its shards; `detokenizer`: the
+    tokenizer.json of pre-tokenized shards). JSONL and Parquet may be object-store URIs."""
     if fmt == "jsonl":
         return read_jsonl(path, text_field, id_field, cap)
     if fmt == "parquet":
         return read_parquet(path, text_field, id_field, cap)
     if is_uri(path):
-        raise UserError(f"'{path}': text inputs must be local folders; store JSONL or Parquet objects instead")
+        raise UserError(f"'{path}': {fmt} inputs must be local folders; store JSONL or Parquet objects instead")
     path = Path(path)
+    if fmt == "hf":
+        return read_hf(path, text_field, id_field, cap, split, files)
+    if fmt == "mds":
+        return read_mds(path, text_field, id_field, cap, detokenizer, files)
     if path.is_dir():
         return read_text_files(path, files if files is not None else list_text_files(path), cap)
     return read_text_files(path.parent, [path.name], cap)
@@ -330,19 +297,30 @@ def data_format(path: Path | str) -> str | None:
     return None
 
 
-def expand_input(path: Path | str, fmt: str = "auto") -> list[tuple[Path | str, str]]:
+def expand_input(path: Path | str, fmt: str = "auto", split: str = "train") -> list[tuple[Path | str, str]]:
     """An input as (path, format) pairs, decided the same way everywhere (ingest, dedup, tokenizer and
-    classifier training). A file: itself. A folder: its JSONL/Parquet files, each on its own, when it holds
-    only those; one text folder (every file a document) when it holds none or `fmt` is text; a folder that
-    mixes both is refused rather than guessed. An object-store URI is one object."""
+    classifier training). A file: itself. A folder: a Hugging Face datasets folder or an MDS folder when `fmt`
+    says so, or (auto) when it holds state.json / dataset_dict.json / an MDS index.json: itself, its layout
+    (and `split`) checked here; else its JSONL/Parquet files, each on its own, when it holds only those; one
+    text folder (every file a document) when it holds none or `fmt` is text; a folder that mixes both is
+    refused rather than guessed. An object-store URI is one object."""
     if is_uri(path):
+        if fmt in ("hf", "mds"):
+            raise UserError(f"'{path}': {fmt} inputs must be local folders")
         return [(path, detect_format(path) if fmt == "auto" else fmt)]
     if path.exists() and not path.is_dir() and not path.is_file():
         kind = "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else \
             "a character device" if stat.S_ISCHR(path.stat().st_mode) else "not a regular file"
         raise UserError(f"input '{path}' is {kind}: reading it may never end; longmix reads files and folders")
     if not path.is_dir():
+        if fmt in ("hf", "mds") and path.exists():
+            raise UserError(f"input '{path}' is a file; format {fmt} reads a folder (name the dataset's folder)")
         return [(path, detect_format(path) if fmt == "auto" else fmt)]
+    if fmt == "auto" and (found := folder_format(path)) != "text":
+        fmt = found
+    if fmt in ("hf", "mds"):
+        input_files(path, fmt, split)  # the layout, the split and the names the metadata lists, checked now
+        return [(path, fmt)]
     if fmt == "text":
         return [(path, "text")]
     files = [p for p in sorted(path.rglob("*")) if p.is_file() and not any(
@@ -353,7 +331,23 @@ def expand_input(path: Path | str, fmt: str = "auto") -> list[tuple[Path | str, 
     if tabular and others:
         shown = ", ".join(str(p.relative_to(path)) for p in others[:3]) + (" ..." if len(others) > 3 else "")
         raise UserError(f"folder '{path}' mixes JSONL/Parquet files with {len(others)} other file(s) ({shown}); "
-                        f"name the data files with a glob (e.g. '{path}/*.jsonl') or set format: text")
+                        f"name the data files with a glob (e.g. '{path}/*.jsonl') or set format: text (format: hf for "
+                        "a Hugging Face dataset folder)")
     if fmt in ("jsonl", "parquet") and not tabular:
         raise UserError(f"folder '{path}' holds no {fmt} files")
     return tabular or [(path, "text")]
+
+
+def input_files(path: Path | str, fmt: str, split: str = "train") -> list[str] | None:
+    """The files of a folder input, relative to it, that ingest hands to its tasks (`files` of read_records):
+    a text folder's files, a datasets folder's data files of `split`, an MDS folder's shards. None: the input
+    is read whole (a file, an object)."""
+    if is_uri(path) or not Path(path).is_dir():
+        return None
+    if fmt == "text":
+        return list_text_files(Path(path))
+    if fmt == "hf":
+        return hf_data_files(Path(path), split)
+    if fmt == "mds":
+        return [s.file for s in mds_shards(Path(path))]
+    return None

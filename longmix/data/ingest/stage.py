@@ -9,8 +9,9 @@ from typing import Any
 
 from longmix.core.errors import UserError
 from longmix.core.storage import file_info, is_uri
+from longmix.data.ingest.mds import check_mds
 from longmix.data.ingest.normalize import content_hash, normalize_text
-from longmix.data.ingest.readers import Bad, Good, expand_input, list_text_files, read_records
+from longmix.data.ingest.readers import Bad, Good, expand_input, input_files, read_records
 from longmix.data.ingest.settings import SourceConfig
 from longmix.data.recipe import Recipe
 from longmix.formats.documents import ShardWriter, write_quarantine
@@ -21,8 +22,10 @@ from longmix.pipeline.tasks import Task
 
 def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, text_field: str,
                 id_field: str | None, max_doc_bytes: int, shard_bytes: int, out_dir: str, rel_stem: str,
-                quarantine_path: str, compression: str = "zstd") -> dict[str, Any]:
-    """One input file (or one group of text files) -> document shard parts + a quarantine file."""
+                quarantine_path: str, compression: str = "zstd", split: str = "train",
+                detokenizer: str | None = None) -> dict[str, Any]:
+    """One input file (or one group of text files, one data file of a datasets folder, one MDS shard) ->
+    document shard parts + a quarantine file."""
     counts = Counts()
     writer = ShardWriter(Path(out_dir), rel_stem, shard_bytes, compression=compression)
     bad_rows: list[dict[str, Any]] = []
@@ -32,7 +35,8 @@ def ingest_task(*, source: str, fmt: str, path: str, files: list[str] | None, te
         bad_rows.append({"source": source, "origin_file": bad.origin_file, "origin_pos": bad.origin_pos,
                          "reason": bad.reason, "detail": bad.detail, "raw": bad.raw})
 
-    for rec in read_records(path if is_uri(path) else Path(path), fmt, text_field, id_field, max_doc_bytes, files):
+    for rec in read_records(path if is_uri(path) else Path(path), fmt, text_field, id_field, max_doc_bytes, files,
+                            split, detokenizer):
         counts.saw(source, rec.raw_bytes if isinstance(rec, Good) else len(rec.raw))
         if isinstance(rec, Bad):
             quarantine(rec)
@@ -66,15 +70,35 @@ SAMPLE_FILES, SAMPLE_RECORDS = 3, 20
 
 def source_inputs(recipe: Recipe, source: SourceConfig) -> list[tuple[Path, str]]:
     """The source's inputs as (path, format): its patterns' matches, folders expanded (readers.expand_input)."""
-    return [pair for path in recipe.source_files(source) for pair in expand_input(path, source.format)]
+    return [pair for path in recipe.source_files(source) for pair in expand_input(path, source.format, source.split)]
 
 
-def check_readable(index: int, source: SourceConfig, inputs: list[tuple[Path, str]], cap: int) -> None:
+def detokenizer_path(recipe: Recipe, source: SourceConfig) -> str | None:
+    return None if source.detokenizer is None else str(recipe.resolve(source.detokenizer))
+
+
+def check_source(index: int, recipe: Recipe, source: SourceConfig, inputs: list[tuple[Path, str]]) -> None:
+    """What is known before reading a record: the detokenizer exists, and every MDS input either has the text
+    column or token ids with a detokenizer to decode them."""
+    detok = detokenizer_path(recipe, source)
+    if detok is not None and not Path(detok).is_file():
+        raise UserError(f"sources[{index}] ({source.name}): detokenizer {detok} not found")
+    for path, fmt in inputs:
+        if fmt == "mds":
+            try:
+                check_mds(Path(path), source.text_field, detok)
+            except UserError as exc:
+                raise UserError(f"sources[{index}] ({source.name}): {exc}") from None
+
+
+def check_readable(index: int, source: SourceConfig, inputs: list[tuple[Path, str]], cap: int,
+                   detokenizer: str | None = None) -> None:
     """Fail fast unless the first records of the source's first files hold at least one usable document: a
     wrong text field, a JSON array, a .gz that is not gzip or empty files show here, not after the build."""
     seen: list[tuple[Path, list[Good | Bad]]] = []
     for path, fmt in inputs[:SAMPLE_FILES]:
-        records = list(islice(read_records(path, fmt, source.text_field, source.id_field, cap), SAMPLE_RECORDS))
+        records = list(islice(read_records(path, fmt, source.text_field, source.id_field, cap, split=source.split,
+                                           detokenizer=detokenizer), SAMPLE_RECORDS))
         if any(isinstance(r, Good) and r.text.strip() for r in records):
             return
         seen.append((path, records))
@@ -116,9 +140,10 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
     for source in recipe.sources:
         k = 0
         for path, fmt in source_inputs(recipe, source):
-            if fmt == "text" and not is_uri(path) and Path(path).is_dir():
-                names = list_text_files(path)
-                groups = [names[i: i + cfg.files_per_task] for i in range(0, len(names), cfg.files_per_task)]
+            names = input_files(path, fmt, source.split)
+            if names is not None:  # a folder: text files in groups, a dataset's data files or shards one by one
+                per_task = cfg.files_per_task if fmt == "text" else 1
+                groups = [names[i: i + per_task] for i in range(0, len(names), per_task)]
                 fingerprint.append(_fingerprint(path, names))
             else:
                 groups = [None]
@@ -132,6 +157,7 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
                     "out_dir": str(out_dir), "rel_stem": f"shards/{source.name}/{k:05d}",
                     "quarantine_path": str(out_dir / "quarantine" / f"{tid}.parquet"),
                     "compression": recipe.documents.compression,
+                    "split": source.split, "detokenizer": detokenizer_path(recipe, source),
                 }, marker=str(out_dir / "_tasks" / f"{tid}.json"),
                     cost=fingerprint[-1]["bytes"] // len(groups)))
                 k += 1
@@ -158,7 +184,9 @@ class Ingest(Stage):
     def check(self, recipe: Recipe) -> None:
         # Every pattern matches, every format is known, and each source's first records are usable.
         for i, source in enumerate(recipe.sources):
-            check_readable(i, source, source_inputs(recipe, source), recipe.stages.ingest.max_doc_bytes)
+            inputs = source_inputs(recipe, source)
+            check_source(i, recipe, source, inputs)
+            check_readable(i, source, inputs, recipe.stages.ingest.max_doc_bytes, detokenizer_path(recipe, source))
 
     def check_output(self, recipe: Recipe, report: dict[str, Any]) -> None:
         """A source that kept nothing is an error, not a source that silently vanishes from the mix."""
@@ -172,7 +200,12 @@ class Ingest(Stage):
         # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow. So is
         # the shards' compression, which every later stage writes with too (the hash chain reruns them).
         _, fingerprint = plan_tasks(recipe, Path("."))
-        return [recipe.stages.ingest, [s.model_dump() for s in recipe.sources], fingerprint, recipe.documents]
+        # `split` and `detokenizer` enter only when set (a recipe written before they existed keeps its hash);
+        # a detokenizer's file is fingerprinted like an input, since the documents are what it decodes.
+        sources = [s.model_dump(exclude={k for k in ("split", "detokenizer") if k not in s.model_fields_set})
+                   for s in recipe.sources]
+        detoks = [_fingerprint(Path(d), None) for s in recipe.sources if (d := detokenizer_path(recipe, s))]
+        return [recipe.stages.ingest, sources, fingerprint, recipe.documents, *([detoks] if detoks else [])]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         tasks, fingerprint = plan_tasks(job.recipe, job.dir)
