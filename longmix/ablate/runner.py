@@ -220,8 +220,8 @@ class AblationRunner:
             r = e.ruler
             hay = haystack_texts([self.suite.resolve(p) for p in r.haystack] if r.haystack else data, e.seed,
                                  r.lengths)
-            built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, hay), r.tasks or list(TASKS),
-                                  r.lengths, r.depths, r.samples, e.seed)
+            built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, hay, r.style), r.tasks or list(TASKS),
+                                  r.lengths, r.depths or [None], r.samples, e.seed)
             out["ruler"] = summarize(score_samples(built, generate_all(loaded, built, 1, f"ruler {name}")),
                                      r.threshold)
         if e.probes:

@@ -49,7 +49,8 @@ class RulerSpec(Strict):
     haystack: list[str] | None = Field(None, description="real text for the essay haystacks (default: eval.data)")
     tasks: list[str] | None = Field(None, description="default: all")
     lengths: list[int] = Field([1024, 2048], min_length=1)
-    depths: list[float] = [0.0, 0.5, 1.0]
+    depths: list[float] | None = Field(None, description="NIAH target depths (0-1); default: at random, as RULER")
+    style: Literal["ruler", "lm-eval"] = Field("ruler", description="NVIDIA RULER's prompts, or lm-eval's variant")
     samples: int = Field(2, ge=1)
     threshold: float = 85.6
 

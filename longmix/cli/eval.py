@@ -258,7 +258,10 @@ def ruler_cmd(
     tasks: Annotated[str | None, typer.Option(help="comma-separated (default: all): niah_single_1, niah_single_2, "
                                               "niah_single_3, niah_multikey, niah_multivalue, niah_multiquery, "
                                               "vt, cwe, fwe")] = None,
-    depths: Annotated[str, typer.Option(help="needle depths of the NIAH tasks, comma-separated")] = "0,0.5,1",
+    depths: Annotated[str, typer.Option(help="NIAH target-needle depths in [0, 1], comma-separated, for a depth x "
+                                        "length grid; random: placed at random, as RULER does")] = "random",
+    style: Annotated[str, typer.Option(help="ruler: NVIDIA RULER's prompts; lm-eval: lm-evaluation-harness "
+                                       "0.4.13's variant of them (for comparing with that harness)")] = "ruler",
     samples: Annotated[int, typer.Option(min=1, help="prompts per task x length (x depth for NIAH)")] = 4,
     threshold: Annotated[float, typer.Option(help="score that counts as effective (RULER: Llama-2-7B at 4K)")] = 85.6,
     seed: Annotated[int, typer.Option()] = 0,
@@ -274,6 +277,7 @@ def ruler_cmd(
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
     from longmix.eval.ruler import (
+        STYLES,
         TASKS,
         Generator,
         build_samples,
@@ -285,19 +289,22 @@ def ruler_cmd(
     from longmix.eval.ruler_run import generate_all
 
     lens = [int(v) for v in _floats(lengths, "--lengths")]
-    deps = _floats(depths, "--depths")
+    deps: list[float | None] = [None] if depths.strip() == "random" else list(_floats(depths, "--depths"))
     names = [t.strip() for t in tasks.split(",")] if tasks else list(TASKS)
     if not lens or min(lens) < 64:
         raise UserError("--lengths must list lengths of at least 64 tokens")
-    if not deps or not all(0 <= d <= 1 for d in deps):
-        raise UserError("--depths must lie in [0, 1]")
+    if not deps or not all(d is None or 0 <= d <= 1 for d in deps):
+        raise UserError("--depths must lie in [0, 1] (or be random)")
+    if style not in STYLES:
+        raise UserError(f"--style must be one of {', '.join(STYLES)}")
     if bad := sorted(set(names) - set(TASKS)):
         raise UserError(f"unknown --tasks {', '.join(bad)}; choose from {', '.join(TASKS)}")
     fillers = haystack_texts(haystack, seed, lens)
     output.mkdir(parents=True, exist_ok=True)
 
     def run(loaded: Any, name: str) -> dict[str, Any]:
-        built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, fillers), names, lens, deps, samples, seed)
+        built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, fillers, style), names, lens, deps, samples,
+                              seed)
         results = score_samples(built, generate_all(loaded, built, batch_size, f"ruler {name}"))
         summary = summarize(results, threshold)
         _ruler_outputs(name, summary, threshold, output)
@@ -306,6 +313,7 @@ def ruler_cmd(
     report = each_checkpoint(checkpoints, run, tokenizer=tokenizer, device=device, dtype=dtype, rope_theta=rope_theta,
                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     write_json(output / "ruler.json", {"seed": seed, "lengths": lens, "depths": deps, "samples": samples,
+                                       "style": style, "template": "base (completion, no chat template)",
                                        "checkpoints": report})
     console.print(f"wrote {output / 'ruler.json'} and heatmaps in {output}")
 

@@ -1,26 +1,36 @@
-"""RULER-style synthetic long-context tasks (Hsieh et al. 2024, NVIDIA RULER), generated offline from a seed.
+"""RULER's synthetic long-context tasks (Hsieh et al. 2024; NVIDIA RULER), generated offline from a seed,
+as RULER builds them (templates and word lists in `ruler_templates.py`):
 
-Every prompt is built in token ids to exactly the requested length: instruction + context + question with
-an answer prefix (completion style, so base models answer too). Tasks, as RULER defines them:
-
-- ``niah_single_1`` / ``_2`` / ``_3``: one needle "One of the special magic {numbers|words|uuids} for KEY is:
-  VALUE." at a stated depth; haystack: noise sentences (1) or real text (2, 3).
+- ``niah_single_1`` / ``_2`` / ``_3``: one needle "One of the special magic {numbers|uuids} for KEY is: VALUE."
+  in RULER's repeated noise sentence (1) or in real text (2, 3); keys are adjective-noun pairs of English words.
 - ``niah_multikey``: the needle plus three distractor needles with other keys, real-text haystack.
 - ``niah_multivalue``: four needles with the same key and different values; all four are asked for.
 - ``niah_multiquery``: four needles with different keys; all four keys are asked at once.
-- ``vt`` (variable tracking): a chain ``VAR A = 12345``, ``VAR B = VAR A``, ... spread through noise; name every
-  variable bound to the value.
-- ``cwe`` (common words): a numbered list where 10 words recur often and the rest rarely; name the 10.
-- ``fwe`` (frequent words): coded words with Zipf(2) frequencies; name the three most frequent.
+- ``vt`` (variable tracking): one worked example, then a chain ``VAR ABCDE = 12345``, ``VAR FGHIJ = VAR ABCDE``,
+  ... spread through noise lines; name every variable bound to the value.
+- ``cwe`` (common words): one worked example, then a numbered list of real English words where 10 recur
+  (30x against 3x from 4K tokens, 6x against 1x below, as RULER counts them); name the 10.
+- ``fwe`` (frequent words): coded six-letter words with Zipf(2) counts, the most frequent of them RULER's
+  "..." noise; name the next three.
 
-Scoring is RULER's ``string_match_all``: the share of expected strings that occur in the output
-(case-insensitive), times 100. The effective length is the longest length up to which every length's mean
-over tasks stays above a threshold (RULER uses 85.6, Llama-2-7B's score at 4K).
+A prompt is the task text followed by its answer prefix (RULER's base template: completion style, no chat
+template), sized so that it plus the task's answer budget (RULER's `tokens_to_generate`) fits the length.
+``style="lm-eval"`` builds lm-evaluation-harness 0.4.13's variant of the same tasks instead (its CWE prompt
+omits the worked example it sizes for, its FWE prompt fills the whole length, its VT keeps RULER's old
+"assgined" and other spacing), for a like-for-like comparison with that harness.
+
+Longmix's one addition: NIAH ``depths`` place the target needle at a stated relative depth (RULER draws the
+position at random, which is ``depth=None``, the default).
+
+Scoring is RULER's: the output stripped, control characters as newlines, then ``string_match_all``, the share
+of expected strings that occur in it (case-insensitive), times 100. The effective length is the longest length
+up to which every length's mean over tasks stays above a threshold (RULER uses 85.6, Llama-2-7B's score at 4K).
 """
 
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,27 +39,19 @@ from typing import Any
 import numpy as np
 
 from longmix.core.errors import UserError
+from longmix.eval import ruler_templates as T
 
 NIAH_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey", "niah_multivalue",
               "niah_multiquery")
 TASKS = (*NIAH_TASKS, "vt", "cwe", "fwe")
+STYLES = ("ruler", "lm-eval")
 DEFAULT_THRESHOLD = 85.6
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-MAX_NEW_TOKENS = {"niah_single_1": 16, "niah_single_2": 16, "niah_single_3": 40, "niah_multikey": 16,
-                  "niah_multivalue": 64, "niah_multiquery": 64, "vt": 32, "cwe": 96, "fwe": 32}
 
 _KIND = {"niah_single_1": "number", "niah_single_2": "number", "niah_single_3": "uuid", "niah_multikey": "number",
          "niah_multivalue": "number", "niah_multiquery": "number"}
-_ADJECTIVES = ("ancient", "bitter", "brave", "calm", "clever", "crimson", "curious", "damp", "eager", "fancy",
-               "fierce", "gentle", "golden", "grumpy", "hollow", "humble", "icy", "jolly", "kind", "lively",
-               "lonely", "lucky", "mellow", "misty", "noisy", "odd", "pale", "proud", "quiet", "rapid", "rusty",
-               "shy", "silent", "silver", "sleepy", "smooth", "sour", "steep", "sticky", "swift", "tame", "tidy",
-               "tiny", "vast", "wary", "wicked", "wild", "witty", "young", "zealous")
-_NOUNS = ("anchor", "apple", "badge", "basket", "beacon", "blanket", "bottle", "bridge", "bucket", "button",
-          "candle", "canyon", "carpet", "castle", "cherry", "cloud", "compass", "cookie", "crystal", "desert",
-          "dragon", "engine", "falcon", "feather", "forest", "garden", "glacier", "hammer", "harbor", "helmet",
-          "island", "jacket", "kettle", "ladder", "lantern", "meadow", "mirror", "needle", "orchard", "pebble",
-          "pepper", "pillow", "planet", "rabbit", "ribbon", "saddle", "tunnel", "violin", "wagon", "window")
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
@@ -73,9 +75,14 @@ class RulerResult:
     score: float
 
 
+def postprocess(output: str) -> str:
+    """RULER's clean-up of a prediction (scripts/eval/evaluate.py): strip, control characters as newlines."""
+    return re.sub(r"[\x00-\x1f]", "\n", output.strip()).strip()
+
+
 def string_match_all(output: str, answers: Sequence[str]) -> float:
     """RULER's metric for NIAH, VT, CWE and FWE: 100 x the share of answers found in the output, ignoring case."""
-    out = output.lower()
+    out = postprocess(output).lower()
     return 100.0 * sum(a.lower() in out for a in answers) / len(answers)
 
 
@@ -114,195 +121,250 @@ def haystack_texts(paths: list[Any], seed: int, lengths: Sequence[int]) -> list[
 
 
 class Generator:
-    """Builds token-exact prompts from a tokenizer (``tokenizers.Tokenizer``), an optional BOS id and real
-    haystack texts."""
+    """Builds RULER prompts with a tokenizer (``tokenizers.Tokenizer``), an optional BOS id and real haystack
+    texts (the essay haystack of ``niah_single_2/3`` and the multi-needle tasks)."""
 
-    def __init__(self, tokenizer: Any, bos_id: int | None, haystack: list[str]):
+    def __init__(self, tokenizer: Any, bos_id: int | None, haystack: list[str], style: str = "ruler"):
+        if style not in STYLES:
+            raise UserError(f"unknown RULER prompt style '{style}'; choose from {', '.join(STYLES)}")
         self.tok = tokenizer
         self.bos = [bos_id] if bos_id is not None else []
-        self.essay = np.asarray(self.ids("\n\n".join(haystack)), dtype=np.int64) if haystack else np.zeros(0, int)
-        self.noise = np.asarray(self.ids(NOISE), dtype=np.int64)
-        self.pad = self.ids("\n")[-1:]  # fills the last few tokens a whole list item would not fit in
+        self.style = style
+        self.essay = " ".join(haystack).split()  # RULER's essay haystack: its first n words
 
     def ids(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    # -- haystacks and values
-    def _haystack(self, kind: str, n: int, rng: random.Random) -> list[int]:
-        if kind == "noise":
-            reps = -(-n // len(self.noise))
-            return np.tile(self.noise, reps)[:n].tolist()
-        if n > len(self.essay):
-            raise UserError(f"haystack too small: {len(self.essay):,} tokens for a {n:,}-token context; pass more "
-                            "--haystack files")
-        start = rng.randrange(0, len(self.essay) - n + 1)
-        return self.essay[start:start + n].tolist()
+    def n_tokens(self, text: str) -> int:
+        return len(self.ids(text))
 
+    # -- sizing and assembly
+    def _largest(self, task: str, length: int, build: Callable[[int], tuple[str, int]], lo: int, hi: int,
+                 step: int = 1) -> tuple[int, str]:
+        """The most units n (lo <= n <= hi, lo plus a multiple of `step`) whose prompt `build(n)` -> (text,
+        tokens it must leave free) fits `length` tokens with the BOS, and that prompt."""
+        def fits(n: int) -> tuple[bool, str]:
+            text, reserve = build(n)
+            return len(self.bos) + self.n_tokens(text) + reserve <= length, text
+
+        ok, best = fits(lo)
+        best_n = lo
+        if not ok:
+            raise UserError(f"length {length} is too short for RULER's {task} prompt and its answer budget")
+        a, b = 0, (hi - lo) // step  # the largest k with fits(lo + k * step), by bisection
+        while a < b:
+            mid = (a + b + 1) // 2
+            ok, text = fits(lo + mid * step)
+            if ok:
+                a, best, best_n = mid, text, lo + mid * step
+            else:
+                b = mid - 1
+        return best_n, best
+
+    def _join(self, task: str, body: str, answer: str) -> str:
+        """RULER: the task text, then the answer prefix as it is; lm-eval: the stripped prefix after the
+        task's target delimiter."""
+        if self.style == "ruler":
+            return body + answer
+        return body + T.LM_EVAL_DELIMITER.get(task, " ") + answer.strip()
+
+    def _sample(self, task: str, length: int, depth: float | None, text: str, answers: list[str]) -> RulerSample:
+        return RulerSample(task, length, depth, self.bos + self.ids(text), answers, T.ANSWER_TOKENS[task])
+
+    # -- needle in a haystack
     @staticmethod
-    def _key(rng: random.Random, taken: set[str]) -> str:
-        while True:
-            k = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
-            if k not in taken:
-                taken.add(k)
-                return k
+    def _keys(rng: random.Random, n: int) -> list[str]:
+        adjectives, nouns = T.wonderwords("adjective"), T.wonderwords("noun")
+        keys: list[str] = []
+        while len(keys) < n:
+            k = f"{rng.choice(adjectives)}-{rng.choice(nouns)}"
+            if k not in keys:
+                keys.append(k)
+        return keys
 
     @staticmethod
     def _value(kind: str, rng: random.Random) -> str:
         if kind == "uuid":
             return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        return str(rng.randrange(1_000_000, 10_000_000))
+        return str(rng.randint(1_000_000, 9_999_999))
 
-    def _fit(self, head: list[int], question: list[int], length: int, what: str) -> int:
-        n = length - len(self.bos) - len(head) - len(question)
-        if n < 1:
-            raise UserError(f"length {length} is too short for the {what} prompt")
-        return n
-
-    # -- tasks
-    def niah(self, task: str, length: int, depth: float, rng: random.Random) -> RulerSample:
+    def niah(self, task: str, length: int, depth: float | None, rng: random.Random) -> RulerSample:
         kind = _KIND[task]
-        noun = {"number": "numbers", "uuid": "uuids"}[kind]
-        taken: set[str] = set()
-        keys = [self._key(rng, taken)]
-        if task == "niah_multikey":
-            keys += [self._key(rng, taken) for _ in range(3)]  # distractors
-        elif task == "niah_multiquery":
-            keys += [self._key(rng, taken) for _ in range(3)]
-        n_values = 4 if task == "niah_multivalue" else 1
-        needles: list[tuple[str, str]] = []  # (key, value), the target (first) one at `depth`
-        for i, k in enumerate(keys):
-            for _ in range(n_values if i == 0 else 1):
-                needles.append((k, self._value(kind, rng)))
+        type_v = {"number": "numbers", "uuid": "uuids"}[kind]
+        keys = self._keys(rng, 4 if task in ("niah_multikey", "niah_multiquery") else 1)
+        per_key = 4 if task == "niah_multivalue" else 1
+        needles = [(k, self._value(kind, rng)) for i, k in enumerate(keys) for _ in range(per_key if i == 0 else 1)]
         asked = keys if task == "niah_multiquery" else keys[:1]
         answers = [v for k, v in needles if k in asked]
-        head = self.ids(f"Some special magic {noun} are hidden within the following text. Make sure to memorize "
-                        f"it. I will quiz you about the {noun} afterwards.\n")
-        what = ", ".join(asked)
-        if len(answers) == 1:  # RULER's wording: singular for one value, plural otherwise
-            one = noun[:-1]
-            question = self.ids(f"\nWhat is the special magic {one} for {what} mentioned in the provided text? "
-                                f"The special magic {one} for {what} mentioned in the provided text is")
-        else:
-            question = self.ids(f"\nWhat are all the special magic {noun} for {what} mentioned in the provided "
-                                f"text? The special magic {noun} for {what} mentioned in the provided text are")
-        needle_ids = [self.ids(f"\nOne of the special magic {noun} for {k} is: {v}.\n") for k, v in needles]
-        n = self._fit(head, question, length, task) - sum(len(x) for x in needle_ids)
-        if n < 1:
-            raise UserError(f"length {length} is too short for {task}")
-        hay = self._haystack("noise" if task == "niah_single_1" else "essay", n, rng)
-        depths = [depth] + [rng.random() for _ in needle_ids[1:]]
-        order = sorted(range(len(needle_ids)), key=lambda i: (depths[i], i))
-        context: list[int] = []
-        last = 0
-        for i in order:
-            cut = int(round(depths[i] * n))
-            context += hay[last:cut] + needle_ids[i]
-            last = cut
-        context += hay[last:]
-        return RulerSample(task, length, depth, self.bos + head + context + question, answers, MAX_NEW_TOKENS[task])
+        template, answer, shown_v = T.NIAH_TEMPLATE, T.NIAH_ANSWER, type_v
+        if len(answers) == 1:  # RULER's singular wording for one needle asked
+            template = template.replace("Some", "A").replace("are all", "is").replace("are", "is")
+            answer, shown_v = answer.replace("are", "is"), type_v[:-1]
+        query = ", ".join(asked)
+        needle_texts = [T.NEEDLE.format(type_needle_v=type_v, key=k, value=v) for k, v in needles]
+        # Where each needle goes, as a fraction of the haystack: the target at `depth` when one is stated,
+        # every other one (and the target when none is) drawn at random, as RULER does.
+        where = [depth if depth is not None else rng.random()] + [rng.random() for _ in needle_texts[1:]]
+        noise = task == "niah_single_1"
 
-    def vt(self, length: int, rng: random.Random, hops: int = 4) -> RulerSample:
-        value = str(rng.randrange(10_000, 100_000))
+        def build(n: int) -> tuple[str, int]:
+            if noise:  # n repeated noise lines, the needles inserted between them
+                parts = [T.NOISE] * n
+                sep = "\n"
+            else:  # the first n words of the essays, the needles inserted between sentences
+                parts = _SENTENCE_END.split(" ".join(self.essay[:n]))
+                sep = " "
+            for pos, text in sorted(zip((round(f * len(parts)) for f in where), needle_texts, strict=True),
+                                    key=lambda p: -p[0]):
+                parts.insert(pos, text)
+            body = template.format(type_needle_v=shown_v, context=sep.join(parts), query=query)
+            full = self._join(task, body, answer.format(type_needle_v=shown_v, query=query))
+            if self.style == "lm-eval":  # it sizes the text without its answer prefix, plus the answers
+                return full, T.ANSWER_TOKENS[task] + 1 + self.n_tokens(" " + " ".join(answers)) - \
+                    self.n_tokens(full[len(body):])
+            return full, T.ANSWER_TOKENS[task]
+
+        if noise:
+            step = 25 if self.style == "lm-eval" and length >= 4096 else 5 if self.style == "lm-eval" else 1
+            _, text = self._largest(task, length, build, 1, max(1, length // 8), step)
+        else:
+            if len(self.essay) < length:
+                raise UserError(f"haystack too small: {len(self.essay):,} words for a {length:,}-token context; "
+                                "pass more --haystack files")
+            _, text = self._largest(task, length, build, 1, min(len(self.essay), length * 2))
+        return self._sample(task, length, depth, text, answers)
+
+    # -- variable tracking
+    @staticmethod
+    def _names(rng: random.Random, n: int, size: int) -> list[str]:
         names: list[str] = []
-        while len(names) < hops + 1:
-            v = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
+        while len(names) < n:
+            v = "".join(rng.choices(_UPPER, k=size))
             if v not in names:
                 names.append(v)
-        lines = [f"VAR {names[0]} = {value}"] + [f"VAR {names[i]} = VAR {names[i - 1]}" for i in range(1, hops + 1)]
-        head = self.ids("Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n")
-        question = self.ids(f"\nQuestion: Find all variables that are assigned the value {value} in the text above. "
-                            f"Answer: According to the chain(s) of variable assignment in the text above, "
-                            f"{len(names)} variables are assigned the value {value}, they are:")
-        line_ids = [self.ids(f" {ln}.") for ln in lines]
-        n = self._fit(head, question, length, "vt") - sum(len(x) for x in line_ids)
-        if n < 1:
-            raise UserError(f"length {length} is too short for vt")
-        hay = self._haystack("noise", n, rng)
-        cuts = [int(round(n * (i + 1) / (len(line_ids) + 1))) for i in range(len(line_ids))]  # in chain order
-        context, last = [], 0
-        for cut, ids in zip(cuts, line_ids, strict=True):
-            context += hay[last:cut] + ids
-            last = cut
-        context += hay[last:]
-        return RulerSample("vt", length, None, self.bos + head + context + question, names, MAX_NEW_TOKENS["vt"])
+        return names
 
-    def _list_prompt(self, task: str, length: int, head_text: str, question_text: str,
-                     items: Callable[[int], list[str]], answers: list[str]) -> RulerSample:
-        """A context made of as many list items as fit (``items(n)`` gives n in their final order), the rest
-        filled with newline tokens before the question."""
-        head, question = self.ids(head_text), self.ids(question_text)
-        budget = self._fit(head, question, length, task)
-        lo, hi = 1, max(2, budget)  # items per prompt: the most whose encoding fits
-        best: list[int] | None = None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            ids = self.ids(" ".join(items(mid)))
-            if len(ids) <= budget:
-                best, lo = ids, mid + 1
-            else:
-                hi = mid - 1
-        if best is None:
-            raise UserError(f"length {length} is too short for {task}")
-        context = best + self.pad * (budget - len(best))
-        return RulerSample(task, length, None, self.bos + head + context + question, answers, MAX_NEW_TOKENS[task])
+    def _vt_text(self, names: list[str], value: str, n_noise: int, rng: random.Random) -> tuple[str, str]:
+        """The task text (a chain through `n_noise` noise lines) and its answer prefix."""
+        chain = [f"VAR {names[0]} = {value}"] + [f"VAR {names[j + 1]} = VAR {names[j]} "
+                                                 for j in range(len(names) - 1)]
+        at = sorted(rng.sample(range(max(n_noise, len(chain))), len(chain)))
+        if self.style == "ruler":
+            lines = [T.NOISE] * n_noise
+            for j, pos in enumerate(at):
+                lines.insert(pos + j, chain[j])
+            context = "\n".join(lines)
+        else:  # lm-eval (RULER before May 2025): lines end in a newline and are joined with spaces
+            lines = [T.NOISE + "\n"] * n_noise
+            for j, pos in enumerate(at):
+                lines.insert(pos + j, chain[j])
+            context = " ".join(lines).replace(". \n", ".\n")
+        answer = T.VT_ANSWER if self.style == "ruler" else T.VT_ANSWER_LM_EVAL
+        return T.VT_TEMPLATE.format(context=context, query=value), answer.format(num_v=len(names), query=value)
 
+    def _vt_example(self, rng: random.Random) -> str:
+        """RULER's worked example: three-letter names, sized to 500 tokens, answered; value 12345 (a fresh value
+        per prompt in RULER; lm-eval draws one)."""
+        names = self._names(rng, 5, 3)
+        value = "12345" if self.style == "ruler" else str(rng.randint(10_000, 99_998))
+        n = 1
+        while True:  # grow by 5 noise lines, as RULER sizes the example
+            body, answer = self._vt_text(names, value, n + 5, random.Random(f"vt-example:{n}"))
+            if self.n_tokens(body + answer) + (0 if self.style == "ruler" else 30) > 500:
+                break
+            n += 5
+        body, answer = self._vt_text(names, value, n, random.Random(f"vt-example:{n}"))
+        return body + answer + (" " if self.style == "lm-eval" else "") + " ".join(names)
+
+    def vt(self, length: int, rng: random.Random, hops: int = 4) -> RulerSample:
+        example = self._vt_example(random.Random("vt-example"))
+        names = self._names(rng, hops + 1, 5)
+        value = str(rng.randint(10_000, 99_998))
+        # each prompt renames the example's variables (and, in RULER, gives it a value of its own)
+        old = example.split("they are: ")[-1].split()
+        for a, b in zip(old, self._names(rng, len(old), 3), strict=True):
+            example = re.sub(rf"\b{a}\b", b, example)
+        if self.style == "ruler":
+            example = example.replace("12345", str(rng.randint(10_000, 99_998))) + "\n\n"
+        else:
+            example = example + "\n\n\n\n"
+        layout = rng.getrandbits(64)
+
+        def build(n: int) -> tuple[str, int]:
+            body, answer = self._vt_text(names, value, n, random.Random(layout))
+            return example + self._join("vt", body, answer), T.ANSWER_TOKENS["vt"]
+
+        _, text = self._largest("vt", length, build, 1, max(1, length // 8), 10 if self.style == "lm-eval" else 1)
+        return self._sample("vt", length, None, text, names)
+
+    # -- common words
     def cwe(self, length: int, rng: random.Random, n_common: int = 10) -> RulerSample:
-        pool = [f"{a}{b}" for a in ("", "re", "un") for b in _NOUNS + _ADJECTIVES]
-        rng.shuffle(pool)
-        common, rare = pool[:n_common], pool[n_common:]
-        seed = rng.randrange(1 << 30)
+        words = T.cwe_words()
+        common_x, rare_x, ex_words, ex_common_x, ex_rare_x = (30, 3, 40, 10, 3) if length >= 4096 else (6, 1, 20, 3, 1)
 
-        def items(n: int) -> list[str]:
-            # about a third of the items are the common words, each at least 3x as often as any rare word
-            r = random.Random(seed)
-            per_common = max(3, n // (3 * n_common))
-            words = [w for w in common for _ in range(per_common)]
-            rare_n = max(0, n - len(words))
-            per_rare = max(1, min(per_common // 3, rare_n // len(rare) + 1))
-            words += [rare[i // per_rare % len(rare)] for i in range(rare_n)]
-            r.shuffle(words)
-            return [f"{i + 1}. {w}" for i, w in enumerate(words)]
+        def word_list(n: int, cx: int, rx: int, r: random.Random) -> tuple[str, list[str]]:
+            chosen = r.sample(words, n)
+            listed = chosen[:n_common] * cx + chosen[n_common:] * rx
+            r.shuffle(listed)
+            return " ".join(f"{i + 1}. {w}" for i, w in enumerate(listed)), chosen[:n_common]
 
-        return self._list_prompt(
-            "cwe", length, "Below is a numbered list of words. In these words, some appear more often than others. "
-            "Memorize the ones that appear most often.\n",
-            f"\nQuestion: What are the {n_common} most common words in the above list? Answer: The top "
-            f"{n_common} words that appear most often in the list are:", items, common)
+        ex_context, ex_common = word_list(ex_words, ex_common_x, ex_rare_x, rng)
+        answered = " ".join(f"{i + 1}. {w}" for i, w in enumerate(ex_common))
+        example = (T.CWE_TEMPLATE.format(context=ex_context, num_cw=n_common) + T.CWE_ANSWER.format(num_cw=n_common)
+                   + (" " if self.style == "ruler" else "") + answered)
+        draw = rng.getrandbits(64)
+        answer = T.CWE_ANSWER.format(num_cw=n_common)
 
-    def fwe(self, length: int, rng: random.Random) -> RulerSample:
-        vocab: list[str] = []
-        while len(vocab) < 60:
-            w = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 6)))
-            if w not in vocab:
-                vocab.append(w)
-        seed = rng.randrange(1 << 30)
+        def build(n: int) -> tuple[str, int]:
+            context, _ = word_list(n, common_x, rare_x, random.Random(draw))
+            body = T.CWE_TEMPLATE.format(context=context, num_cw=n_common)
+            if self.style == "ruler":
+                return example + "\n" + self._join("cwe", body, answer), T.ANSWER_TOKENS["cwe"]
+            # lm-eval sizes for the example and the answers but leaves the example out of the prompt
+            extra = self.n_tokens(example + "\n") + self.n_tokens(" " + " ".join(common_of(n)))
+            return self._join("cwe", body, answer), T.ANSWER_TOKENS["cwe"] + extra
 
-        def items(n: int) -> list[str]:
-            # Zipf(2) counts, kept strictly decreasing over the top four so the answer is unambiguous
-            weights = np.array([1 / (k + 1) ** 2 for k in range(len(vocab))])
-            counts = np.maximum(1, np.floor(weights / weights.sum() * n)).astype(int)
-            for k in range(3, 0, -1):
-                counts[k - 1] = max(counts[k - 1], counts[k] + 1)
-            words = [w for w, c in zip(vocab, counts, strict=True) for _ in range(c)][:max(n, 4)]
-            random.Random(seed).shuffle(words)
-            return words
+        def common_of(n: int) -> list[str]:
+            return word_list(n, common_x, rare_x, random.Random(draw))[1]
 
-        return self._list_prompt(
-            "fwe", length, "Read the following coded text and track the frequency of each coded word. Find the "
-            "three most frequently appeared coded words.\n",
-            "\nQuestion: What are the three most frequently appeared words in the above coded text? Answer: "
-            "According to the coded text above, the three most frequently appeared words are:", items, vocab[:3])
+        n, text = self._largest("cwe", length, build, n_common + 1, min(len(words), length),
+                                10 if self.style == "lm-eval" else 1)
+        return self._sample("cwe", length, None, text, common_of(n))
+
+    # -- frequent words
+    def fwe(self, length: int, rng: random.Random, alpha: float = 2.0) -> RulerSample:
+        from scipy.special import zeta
+
+        size = (length - T.ANSWER_TOKENS["fwe"]) // 50 if self.style == "ruler" else length // 50
+        vocab: set[str] = set()
+        while len(vocab) < max(size, 4):
+            vocab.add("".join(rng.choices(_LOWER, k=6)))
+        ranked = sorted(vocab)
+        random.Random(42).shuffle(ranked)
+        ranked[0] = "..."  # the most frequent "word" is RULER's noise, which the question says to ignore
+        weights = np.arange(1, len(ranked) + 1, dtype=np.float64) ** -alpha / zeta(alpha)
+
+        def build(n: int) -> tuple[str, int]:
+            counts = (n * weights).astype(int)
+            words = [w for w, c in zip(ranked, counts, strict=True) for _ in range(c)]
+            random.Random(42).shuffle(words)
+            body = T.FWE_TEMPLATE.format(context=" ".join(words))
+            return self._join("fwe", body, T.FWE_ANSWER), T.ANSWER_TOKENS["fwe"] if self.style == "ruler" else 0
+
+        _, text = self._largest("fwe", length, build, 8, length * 2,
+                                max(1, length // 32) if self.style == "lm-eval" else 1)
+        return self._sample("fwe", length, None, text, ranked[1:4])
 
     def sample(self, task: str, length: int, depth: float | None, rng: random.Random) -> RulerSample:
         if task in NIAH_TASKS:
-            return self.niah(task, length, 0.5 if depth is None else depth, rng)
+            return self.niah(task, length, depth, rng)
         return {"vt": self.vt, "cwe": self.cwe, "fwe": self.fwe}[task](length, rng)
 
 
-def build_samples(gen: Generator, tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
+def build_samples(gen: Generator, tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[float | None],
                   samples: int, seed: int) -> list[RulerSample]:
     """Every (task, length[, depth]) cell's prompts, each cell from its own seeded stream (a cell's prompts do
-    not depend on which other cells are asked for)."""
+    not depend on which other cells are asked for). A NIAH depth of None places needles at random (RULER)."""
     if bad := sorted(set(tasks) - set(TASKS)):
         raise UserError(f"unknown RULER task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
     out = []
@@ -334,7 +396,7 @@ def summarize(results: list[RulerResult], threshold: float = DEFAULT_THRESHOLD) 
     mean = [float(np.mean([table[t][i] for t in tasks])) for i in range(len(lengths))]
     depth_grids = {}
     for t in tasks:
-        if t in NIAH_TASKS:
+        if t in NIAH_TASKS and all(r.depth is not None for r in results if r.task == t):  # a stated depth grid
             depths = sorted({r.depth for r in results if r.task == t})
             depth_grids[t] = {"depths": depths, "score": [
                 [float(np.mean([r.score for r in results if r.task == t and r.length == L and r.depth == d]))

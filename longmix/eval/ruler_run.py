@@ -1,4 +1,4 @@
-"""Running RULER prompts through a model: greedy continuations of equal-length prompts, batched per cell."""
+"""Running RULER prompts through a model: greedy continuations, batched per (task, length) cell."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from longmix.models.loading import Loaded
 
 
 def generate_all(loaded: Loaded, samples: list[RulerSample], batch_size: int, label: str = "ruler") -> list[str]:
-    """One output per sample, in order; prompts of one (task, length) batch together (they have equal length)."""
+    """One output per sample, in order; prompts of one (task, length) cell batch together."""
     outputs: list[str] = [""] * len(samples)
     with progress(label, len(samples)) as advance:
         i = 0
