@@ -57,7 +57,7 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
                      {"finding": "copies are cheaper than their sources", "paper": "-",
                       "metric": "dep_source@0-256 - dep@0-256", "arm": "natural", "expect": "higher"}],
         "quick": {"train_tokens": 2048, "max_len": 256, "max_docs": 2, "table_contexts": [32, 128, 256],
-                  "task_lengths": [256], "task_samples": 1},
+                  "task_lengths": [512], "task_samples": 1},  # RULER keeps 128 tokens for the answer
         "arms": [
             {"name": "natural"},
             {"name": "remove-long", "data": {"stages": {"mix": {"sources": {
@@ -72,6 +72,14 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
                                                "tests": {"share": 0.3}}}}}},
         ],
     }
+    (tmp / "tasks").mkdir()  # an lm-eval task over local data: short-task retention, offline
+    (tmp / "ab.jsonl").write_text("".join(json.dumps({"question": f"Is {i} even?", "answer": i % 2}) + "\n"
+                                          for i in range(4)))
+    (tmp / "tasks" / "ab.yaml").write_text(
+        "task: tiny_ab\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(tmp / "ab.jsonl") +
+        "\ntest_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\n"
+        "doc_to_choice: ['yes', 'no']\ndoc_to_target: '{{answer}}'\nmetric_list:\n  - metric: acc\n")
+    suite["eval"]["harness"] = {"tasks": ["tiny_ab"], "include_path": ["tasks"]}
     path = tmp / "suite.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     return path
@@ -80,6 +88,8 @@ def tiny_suite(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path) -> P
 @pytest.mark.slow
 def test_quick_suite_reports_caches_and_arms_differ_only_in_overrides(tiny_suite: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the harness task's data is local
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     suite = load_suite(tiny_suite, quick=True)
     summary = AblationRunner(suite).run()
     out = Path(summary["output"])
@@ -95,10 +105,12 @@ def test_quick_suite_reports_caches_and_arms_differ_only_in_overrides(tiny_suite
         assert r["training"]["steps"] == 2 and r["training"]["flops_per_rank"] > 0
         assert r["eval"]["n_docs"] == 2 and all(v is not None for v in r["eval"]["context_ranges"].values())
         # the task evaluations named in the suite, shrunk by --quick to one length and one sample
-        assert r["eval"]["ruler"]["tasks"] == ["niah_single_2", "fwe"] and r["eval"]["ruler"]["lengths"] == [256]
-        assert r["eval"]["probes"]["passkey"]["lengths"] == [256]
+        assert r["eval"]["ruler"]["tasks"] == ["niah_single_2", "fwe"] and r["eval"]["ruler"]["lengths"] == [512]
+        assert r["eval"]["probes"]["passkey"]["lengths"] == [512]
         assert r["eval"]["context_gain"]["window"] == 64 and r["eval"]["context_gain"]["n_docs"] == 2
-    for section in ("## RULER tasks", "## Retrieval probes", "## Context gain", "effective length"):
+        assert r["eval"]["harness"]["tasks"]["tiny_ab"]["n"] == 4  # lm-eval's numbers beside longmix's
+    for section in ("## RULER tasks", "## Retrieval probes", "## Context gain", "effective length",
+                    "## Standard tasks (lm-evaluation-harness)"):
         assert section in md, section
     assert (report / "ruler_0.png").is_file()
     # dependency loss by distance, and the verdicts computed from the runs (one seed: the sign only)

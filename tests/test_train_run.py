@@ -179,13 +179,17 @@ def test_resume_on_one_rank_from_two_rank_checkpoint(runs) -> None:
 
 
 def test_export_reloads_with_identical_logits(runs, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from longmix.formats.manifest import load_manifest
     from longmix.train.loader import PhaseData
 
     hf = tmp_path / "hf"
     _ok(run_longmix("export", str(runs["A"]), "-o", str(hf)))
     assert (hf / "model.safetensors").is_file() and (hf / "tokenizer.json").is_file()
+    # other tools (lm-eval, vLLM) need the special tokens to know where sequences start and stop
+    tok, entry = AutoTokenizer.from_pretrained(hf), load_manifest(runs["m256"]).tokenizer
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (entry.bos_id, entry.eos_id, entry.pad_id)
     model = AutoModelForCausalLM.from_pretrained(hf, attn_implementation="sdpa").eval()
     model.config.use_cache = False
     # The trainer's final eval loss was computed on the ZeRO-3 model over phase 1's holdout rows.
@@ -207,6 +211,25 @@ def test_export_reloads_with_identical_logits(runs, tmp_path: Path) -> None:
     x = torch.from_numpy(ids[:1])
     with torch.no_grad():
         assert torch.equal(model(input_ids=x).logits, again(input_ids=x).logits)
+
+
+def test_export_without_the_runs_tokenizer_is_one_line(runs, tmp_path: Path) -> None:
+    """The mix's tokenizer moved away: export refuses before writing anything, instead of an export no other
+    tool can load."""
+    from typer.testing import CliRunner
+
+    from longmix.cli.app import app
+    from longmix.core.errors import UserError
+
+    tok = runs["m256"].parent / "tokenizer.json"
+    moved = tmp_path / "tokenizer.json"
+    shutil.move(tok, moved)
+    try:
+        res = CliRunner().invoke(app, ["export", str(runs["A"]), "-o", str(tmp_path / "hf")])
+    finally:
+        shutil.move(moved, tok)
+    assert isinstance(res.exception, UserError) and "tokenizer this run trained with is gone" in str(res.exception)
+    assert not (tmp_path / "hf").exists()
 
 
 def test_abf_continuation_from_export(runs, tmp_path: Path) -> None:

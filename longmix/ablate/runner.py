@@ -208,6 +208,14 @@ class AblationRunner:
         res.pop("per_position_loss", None)  # thousands of floats per arm; the bins carry the curve
         res["context_ranges"] = range_losses(res, e.table_contexts)
         res.update(self._tasks(loaded, data, name))
+        if e.harness:
+            from longmix.eval.harness import run_harness
+
+            h = e.harness
+            del loaded  # lm-eval loads the checkpoint its own way
+            paths = [self.suite.resolve(p) for p in h.include_path or []]
+            res["harness"] = run_harness(hf, h.tasks, include_path=paths, limit=h.limit, num_fewshot=h.num_fewshot,
+                                         seed=e.seed)
         return res
 
     def _tasks(self, loaded: Any, data: list[Path], name: str) -> dict[str, Any]:

@@ -89,6 +89,16 @@ class DependencySpec(Strict):
     skip_repeat: int = Field(2, ge=0, description="unscored first tokens of a copied passage")
 
 
+class HarnessSpec(Strict):
+    """lm-evaluation-harness tasks per arm (longmix eval harness): short-task retention beside the long-context
+    numbers. Offline, only tasks over local data run (`include_path`, docs/evaluation.md)."""
+
+    tasks: list[str] = Field(min_length=1)
+    include_path: list[str] | None = Field(None, description="folders of task YAMLs (relative to the suite)")
+    limit: int | None = Field(None, ge=1, description="documents per task (default: all)")
+    num_fewshot: int | None = Field(None, ge=0)
+
+
 class FindingSpec(Strict):
     """One finding of the paper and how this suite tests it; its verdict is computed from results.json."""
 
@@ -128,6 +138,7 @@ class EvalSpec(Strict):
     probes: ProbeSpec | None = None
     context_gain: GainSpec | None = None
     dependency: DependencySpec | None = None
+    harness: HarnessSpec | None = None
 
 
 class QuickSpec(Strict):

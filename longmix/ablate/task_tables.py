@@ -75,8 +75,28 @@ def gain_section(summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def harness_section(summary: dict[str, Any]) -> list[str]:
+    """lm-eval's numbers per arm: each task's metrics with their standard errors."""
+    evals = [(n, e["harness"]) for n, e in _evals(summary) if e.get("harness")]
+    if not evals:
+        return []
+    columns = [(t, m) for t, entry in evals[0][1]["tasks"].items() for m in entry["metrics"]]
+    lines = ["## Standard tasks (lm-evaluation-harness)", "",
+             f"lm-eval {evals[0][1]['lm_eval_version']}, HF backend, value ± standard error.", "",
+             "| arm | " + " | ".join(f"{t} {m}" for t, m in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, h in evals:
+        cells = []
+        for t, m in columns:
+            entry = h["tasks"].get(t, {"metrics": {}, "stderr": {}})
+            v, se = entry["metrics"].get(m), entry["stderr"].get(m)
+            cells.append("-" if v is None else f"{v:.3f}" + (f" ± {se:.3f}" if se is not None else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def task_sections(summary: dict[str, Any], folder: Path) -> list[str]:
-    return ruler_section(summary, folder) + probes_section(summary) + gain_section(summary)
+    return ruler_section(summary, folder) + probes_section(summary) + gain_section(summary) + \
+        harness_section(summary)
 
 
 def dependency_section(summary: dict[str, Any], folder: Path) -> list[str]:

@@ -138,3 +138,26 @@ def plot_dependency_gap(distances: list[int], gaps: dict[str, list[float]], out:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def plot_harness(results: list[dict[str, Any]], out: Path) -> Path:
+    """Each task's first metric per checkpoint, with its standard error: lm-eval's numbers at a glance."""
+    plt = _plt()
+    tasks = sorted({t for r in results for t in r["tasks"]})
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(tasks) * len(results)), 3.6))
+    width = 0.8 / max(1, len(results))
+    for i, r in enumerate(results):
+        vals, errs = [], []
+        for t in tasks:
+            entry = r["tasks"].get(t, {"metrics": {}, "stderr": {}})
+            metric = next(iter(entry["metrics"]), None)
+            vals.append(entry["metrics"].get(metric, np.nan) if metric else np.nan)
+            errs.append(entry["stderr"].get(metric, 0.0) if metric else 0.0)
+        ax.bar(np.arange(len(tasks)) + i * width, vals, width, yerr=errs, capsize=3, label=r["name"])
+    ax.set_xticks(np.arange(len(tasks)) + width * (len(results) - 1) / 2)
+    ax.set_xticklabels([f"{t}\n({next(iter(results[0]['tasks'].get(t, {}).get('metrics', {})), '')})"
+                        for t in tasks], fontsize=8)
+    ax.set_ylabel("score (lm-eval)")
+    ax.set_title("lm-evaluation-harness tasks")
+    ax.legend(fontsize=8)
+    return _save(fig, out)

@@ -7,9 +7,11 @@ model is materialized only once, on CPU, to write it with ``save_pretrained``.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,6 +50,49 @@ def check_tokenizer_file(path: Path, sha256: str | None) -> None:
         raise UserError(f"{path} is not a tokenizer.json; nothing was copied into the export") from None
 
 
+def run_tokenizer(folder: Path, state: dict) -> Path:
+    """The tokenizer the run trained with, checked; an export without it would load in no other tool."""
+    if not state.get("tokenizer"):
+        raise UserError(f"{folder} records no tokenizer; it was saved by a longmix older than tokenizer tracking")
+    tok = Path(state.get("tokenizer_dir", "")) / state["tokenizer"]
+    if not tok.is_file():
+        raise UserError(f"the tokenizer this run trained with is gone: {tok} (sha256 "
+                        f"{str(state.get('tokenizer_sha256'))[:12]}); restore it beside the mix's manifest, then "
+                        "export")
+    check_tokenizer_file(tok, state.get("tokenizer_sha256"))
+    return tok
+
+
+def special_tokens(tok: Path, state: dict) -> dict[str, str]:
+    """bos/eos/pad as token strings: from the checkpoint's record of the mix's special ids (older checkpoints:
+    the manifest beside the tokenizer)."""
+    from tokenizers import Tokenizer
+
+    ids = state.get("special_tokens")
+    if ids is None:
+        from longmix.formats.manifest import load_manifest
+
+        entry = load_manifest(Path(state["tokenizer_dir"]) / "manifest.json").tokenizer
+        ids = {"bos_id": entry.bos_id, "eos_id": entry.eos_id, "pad_id": entry.pad_id}
+    vocab = Tokenizer.from_file(str(tok))
+    return {name: vocab.id_to_token(ids[f"{name}_id"]) for name in ("bos", "eos", "pad")
+            if ids.get(f"{name}_id") is not None and vocab.id_to_token(ids[f"{name}_id"]) is not None}
+
+
+def write_tokenizer(tok: Path, state: dict, config: Any, out: Path) -> None:
+    """tokenizer.json and a tokenizer_config.json naming the special tokens, so AutoTokenizer, lm-eval and
+    vLLM know where sequences start and stop. An imported checkpoint's own tokenizer_config.json (its chat
+    template, its settings) is kept, with the special tokens filled in where it lacks them."""
+    shutil.copy2(tok, out / "tokenizer.json")
+    own = tok.parent / "tokenizer_config.json"
+    settings = json.loads(own.read_text()) if tok.name == "tokenizer.json" and own.is_file() else {}
+    settings.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    for name, token in special_tokens(tok, state).items():
+        settings.setdefault(f"{name}_token", token)
+    settings.setdefault("model_max_length", getattr(config, "max_position_embeddings", None) or 1 << 30)
+    (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+
+
 def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
     """Names of the tensors holding a NaN or an infinity."""
     return [name for name, t in state_dict.items() if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -59,10 +104,7 @@ def export(path: Path, out: Path, dtype: str = "float32", trust_pickles: bool = 
 
     folder = resolve_checkpoint(path)
     state = ckpt.read_state(folder)
-    tok = Path(state.get("tokenizer_dir", "")) / state.get("tokenizer", "")
-    copy_tok = bool(state.get("tokenizer")) and tok.is_file()
-    if copy_tok:  # before anything is written
-        check_tokenizer_file(tok, state.get("tokenizer_sha256"))
+    tok = run_tokenizer(folder, state)  # before anything is written
     try:  # the config longmix saved; classes are transformers' own (no code from the folder runs)
         config = AutoConfig.from_pretrained(folder / "hf_config", trust_remote_code=False)
     except ValueError as exc:
@@ -89,10 +131,6 @@ def export(path: Path, out: Path, dtype: str = "float32", trust_pickles: bool = 
     model.generation_config.use_cache = True
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    if copy_tok:
-        shutil.copy2(tok, out / "tokenizer.json")
-        own = tok.parent / "tokenizer_config.json"  # an imported checkpoint's special-token settings
-        if tok.name == "tokenizer.json" and own.is_file():
-            shutil.copy2(own, out / "tokenizer_config.json")
+    write_tokenizer(tok, state, config, out)
     log.info("exported step %s of %s to %s", state["step"], folder.parent.parent, out)
     return folder

@@ -270,6 +270,8 @@ class Trainer:
                  "loader": self.loader.state(self.step),
                  "tokenizer": self.phases[-1].manifest.tokenizer.path,
                  "tokenizer_sha256": self.phases[-1].manifest.tokenizer.sha256,
+                 "special_tokens": {k: getattr(self.phases[-1].manifest.tokenizer, k)
+                                    for k in ("bos_id", "eos_id", "pad_id")},
                  "tokenizer_dir": str(self.phases[-1].path.parent), "recipe": self.recipe.name,
                  "first_bad_step": self.guard.first_bad_step}
         ckpt.save(self.engine, self.ckpt_root, self.step, state, self.hf_config, self.recipe.checkpoint.keep_last,
