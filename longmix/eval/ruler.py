@@ -240,7 +240,7 @@ class Generator:
         names: list[str] = []
         while len(names) < n:
             v = "".join(rng.choices(_UPPER, k=size))
-            if v not in names:
+            if v not in names and v != "VAR":  # never the keyword of the statements
                 names.append(v)
         return names
 
@@ -282,8 +282,8 @@ class Generator:
         value = str(rng.randint(10_000, 99_998))
         # each prompt renames the example's variables (and, in RULER, gives it a value of its own)
         old = example.split("they are: ")[-1].split()
-        for a, b in zip(old, self._names(rng, len(old), 3), strict=True):
-            example = re.sub(rf"\b{a}\b", b, example)
+        new = dict(zip(old, self._names(rng, len(old), 3), strict=True))
+        example = re.sub(r"\b(" + "|".join(old) + r")\b", lambda m: new[m.group(1)], example)  # in one pass
         if self.style == "ruler":
             example = example.replace("12345", str(rng.randint(10_000, 99_998))) + "\n\n"
         else:
