@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.cli import ablate, check, data, eval, filters, mix, model, train
+from longmix.cli import ablate, check, data, eval, filters, manifest, model, tokenizer, train
 from longmix.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,10 +33,10 @@ app.command("demo-longdep")(data.demo_longdep)
 app.command("demo-lowq")(data.demo_lowq)
 app.add_typer(filters.quality_app, name="quality")
 app.add_typer(filters.langid_app, name="langid")
-app.add_typer(mix.tokenizer_app, name="tokenizer")
-app.command("verify")(mix.verify)
-app.command("export-data")(mix.export_data)
-app.command("inspect")(mix.inspect)
+app.add_typer(tokenizer.tokenizer_app, name="tokenizer")
+app.command("verify")(manifest.verify)
+app.command("export-data")(manifest.export_data)
+app.command("inspect")(manifest.inspect)
 app.command("train")(train.train)
 app.command("export")(train.export)
 app.command("report")(train.report)

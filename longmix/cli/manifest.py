@@ -1,8 +1,7 @@
-"""CLI commands of the mix side: `tokenizer train`, `verify`, `inspect`."""
+"""Commands on a built mix's manifest: `verify`, `inspect`, `export-data`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -10,61 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.core.errors import UserError
-
-tokenizer_app = typer.Typer(no_args_is_help=True, help="Train or look at tokenizers.")
 console = Console(stderr=True)
-
-
-def _texts(inputs: list[Path], text_field: str, max_docs: int | None) -> Iterator[str]:
-    from longmix.data.ingest.normalize import normalize_text
-    from longmix.data.ingest.readers import Good, expand_input, read_records
-
-    n = 0
-    for path in inputs:
-        for f, fmt in expand_input(path):
-            for rec in read_records(f, fmt, text_field):
-                if isinstance(rec, Good):
-                    yield normalize_text(rec.text)
-                    n += 1
-                    if max_docs and n >= max_docs:
-                        return
-
-
-@tokenizer_app.command("train")
-def tokenizer_train(
-    inputs: Annotated[list[Path], typer.Argument(help="JSONL/Parquet files or folders of them (or of .txt)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="tokenizer.json to write")],
-    vocab_size: Annotated[int, typer.Option(min=260, help="vocabulary size, special tokens included")] = 8192,
-    text_field: Annotated[str, typer.Option(help="field holding the text")] = "text",
-    max_docs: Annotated[int | None, typer.Option(min=1, help="train on at most this many documents")] = None,
-) -> None:
-    """Train a byte-level BPE tokenizer (<s>, </s>, <pad>) on the spot; real runs bring their model's own."""
-    from longmix.data.tokenize.encode import train_bpe
-
-    for p in inputs:
-        if not p.exists():
-            raise UserError(f"input '{p}' not found")
-    seen = [0]
-
-    def counted() -> Iterator[str]:
-        for text in _texts(inputs, text_field, max_docs):
-            if text.strip():
-                seen[0] += 1
-                yield text
-
-    tok = train_bpe(counted(), vocab_size, None)
-    if not seen[0]:
-        raise UserError(f"no usable text in {', '.join(map(str, inputs))} (text field '{text_field}'); "
-                        "nothing written")
-    from longmix.data.tokenize.encode import save_tokenizer
-
-    save_tokenizer(tok, output)
-    got = tok.get_vocab_size()
-    if got < 0.9 * vocab_size:
-        console.print(f"[yellow]warning:[/yellow] the vocabulary came out at {got:,} of the {vocab_size:,} asked "
-                      f"for: {seen[0]:,} documents hold too little distinct text", highlight=False)
-    typer.echo(f"tokenizer with {got:,} tokens (from {seen[0]:,} documents) written to {output}")
 
 
 def verify(manifest: Annotated[str, typer.Argument(help="manifest.json (a path or a store URI)")]) -> None:
