@@ -385,5 +385,13 @@ def train(recipe: TrainRecipe, stop_at_step: int | None = None) -> None:
         trainer.metrics.close()
 
 
+def end_process_group() -> None:
+    """End the rank's process group after a successful run, not in the interpreter's teardown: a gloo group
+    left to static destructors can abort a rank at exit ("terminate called without an active exception",
+    seen once on a loaded machine after --stop-at-step). Not after a failure: another rank may be gone."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln]
