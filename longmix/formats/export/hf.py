@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from longmix.core.atomic import atomic_path
 from longmix.formats.export.shard_docs import ShardDocs
+from longmix.formats.manifest import Manifest
 from longmix.formats.packed_rows import ranges
 
 
@@ -33,8 +34,8 @@ class HfExport:
     name = "hf"
     dtypes = ("int32", "int64", "uint16", "uint32")  # int32 first: what HF collators expect
 
-    def __init__(self, work: Path, sources: list[str], card: dict[str, Any]) -> None:
-        self.sources = sources
+    def __init__(self, work: Path, manifest: Manifest, card: dict[str, Any]) -> None:
+        self.sources = manifest.sources
         self.card = card
 
     def shard_files(self, i: int, n: int) -> list[str]:

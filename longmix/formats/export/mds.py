@@ -19,11 +19,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from longmix.core.streaming_import import import_streaming_module
 from longmix.formats.export.shard_docs import ShardDocs
+from longmix.formats.manifest import Manifest
 
 
 @contextmanager
@@ -41,7 +43,7 @@ class MdsExport:
     name = "mds"
     dtypes = ("uint16", "uint32", "int64")
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, manifest: Manifest, card: dict[str, Any]) -> None:
         self.tmp = work / "tmp"
         self.writer = import_streaming_module("streaming.base.format.mds.writer").MDSWriter  # fails before work
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from longmix.core.atomic import atomic_path
 from longmix.formats.export.shard_docs import ShardDocs
+from longmix.formats.manifest import Manifest
 
 HEADER = b"MMIDIDX\x00\x00"
 DTYPE_CODES = {"uint8": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5, "uint16": 8}
@@ -34,7 +36,7 @@ class MegatronExport:
     name = "megatron"
     dtypes = ("uint16", "int32", "int64")
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, manifest: Manifest, card: dict[str, Any]) -> None:
         self.parts = work / "parts"  # inside the export's progress folder
 
     def shard_files(self, i: int, n: int) -> list[str]:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from longmix.core.atomic import atomic_path
 from longmix.formats.export.shard_docs import ShardDocs
+from longmix.formats.manifest import Manifest
 
 
 class OlmoExport:
     name = "olmo"
     dtypes = ("uint16", "uint32", "uint64")  # OLMo-core's MemMapDType, smallest first
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, manifest: Manifest, card: dict[str, Any]) -> None:
         pass
 
     def shard_files(self, i: int, n: int) -> list[str]:

@@ -31,6 +31,8 @@ FORMATS = ("mds", "megatron", "hf", "olmo")
 
 
 class Exporter(Protocol):
+    """What each format module provides (made with the progress folder, the manifest and the lineage)."""
+
     name: str
     dtypes: tuple[str, ...]
 
@@ -62,20 +64,17 @@ def _shares(mix: dict[str, Any]) -> dict[str, float] | None:
     return {k: round(v, 6) for k, v in out.items()}
 
 
-def make_exporter(fmt: str, work: Path, manifest: Manifest, card: dict[str, Any]) -> Exporter:
-    if fmt == "megatron":
-        from longmix.formats.export.megatron import MegatronExport
-        return MegatronExport(work)
-    if fmt == "olmo":
-        from longmix.formats.export.olmo import OlmoExport
-        return OlmoExport(work)
-    if fmt == "hf":
-        from longmix.formats.export.hf import HfExport
-        return HfExport(work, manifest.sources, card)
-    if fmt == "mds":
-        from longmix.formats.export.mds import MdsExport
-        return MdsExport(work)
-    raise UserError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
+def exporter_class(fmt: str) -> type:
+    """The class that writes `fmt` (each module imports its format's library only when it is made)."""
+    from longmix.formats.export.hf import HfExport
+    from longmix.formats.export.mds import MdsExport
+    from longmix.formats.export.megatron import MegatronExport
+    from longmix.formats.export.olmo import OlmoExport
+
+    classes = {"mds": MdsExport, "megatron": MegatronExport, "hf": HfExport, "olmo": OlmoExport}
+    if fmt not in classes:
+        raise UserError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
+    return classes[fmt]
 
 
 def _claim(out: Path, identity: dict[str, Any]) -> None:
@@ -96,7 +95,7 @@ def export_mix(manifest_path: Path, manifest: Manifest, fmt: str, output: str, d
                say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Write the (verified) mix at `manifest_path` as `fmt` into `output` (a folder or a store URI); returns the
     summary that the sidecar holds."""
-    dtype = token_dtype(fmt, _allowed(fmt), dtype_name, manifest.tokenizer.vocab_size)  # before any writing
+    dtype = token_dtype(fmt, exporter_class(fmt).dtypes, dtype_name, manifest.tokenizer.vocab_size)  # before writing
     mirror = Mirror(output) if is_uri(output) else None
     if mirror is not None:
         mirror.check_writable()
@@ -108,7 +107,7 @@ def export_mix(manifest_path: Path, manifest: Manifest, fmt: str, output: str, d
     identity = {"format": fmt, "dtype": dtype.name, "manifest_sha256": manifest_sha}
     work = out / WORK
     info = lineage(manifest, manifest_sha)
-    exporter = make_exporter(fmt, work, manifest, info)  # a missing library fails here, before any writing
+    exporter: Exporter = exporter_class(fmt)(work, manifest, info)  # a missing library fails here, before writing
     if (out / SIDECAR).is_file() and (work / "export.json").is_file():
         _claim(out, identity)
         exporter.cleanup()  # in case a kill came between the sidecar and the cleanup
@@ -152,17 +151,3 @@ def export_mix(manifest_path: Path, manifest: Manifest, fmt: str, output: str, d
     if mirror is not None:
         mirror.push_missing("", last=(SIDECAR,))
     return summary
-
-
-def _allowed(fmt: str) -> tuple[str, ...]:
-    from longmix.formats.export.hf import HfExport
-    from longmix.formats.export.mds import MdsExport
-    from longmix.formats.export.megatron import MegatronExport
-    from longmix.formats.export.olmo import OlmoExport
-
-    table = {"megatron": MegatronExport.dtypes, "olmo": OlmoExport.dtypes, "hf": HfExport.dtypes,
-             "mds": MdsExport.dtypes}
-    if fmt not in table:
-        raise UserError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
-    return table[fmt]
-
