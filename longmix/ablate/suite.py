@@ -103,7 +103,7 @@ class FindingSpec(Strict):
     """One finding of the paper and how this suite tests it; its verdict is computed from results.json."""
 
     finding: str
-    paper: str = Field(description="the paper's number, quoted from shared/paper-facts.md")
+    paper: str = Field(description="the paper's number, quoted from its tables")
     metric: str = Field(description="see longmix.ablate.verdicts, e.g. loss@1024-2048 or dep@256-2048")
     expect: Literal["lower", "higher", "similar", "not_higher", "not_lower", "increasing"]
     arm: str | None = None

@@ -196,7 +196,7 @@ def verdict_table(summary: dict[str, Any]) -> list[str]:
     lines = ["## Verdicts", "",
              "Generated from results.json: the difference is metric(arm) - metric(reference), paired by seed, "
              "mean [95% t-interval] (n seeds). The paper's numbers are quoted from its tables "
-             "(shared/paper-facts.md).", "",
+             "(Xiong et al. 2023).", "",
              "| finding | paper | metric | ours | verdict | why |", "|---|---|---|---|---|---|"]
     for v in found:
         what = (" < ".join(v["arms"]) if v["expect"] == "increasing" else
