@@ -92,8 +92,8 @@ def storage_fault(exc: OSError) -> str | None:
 
 def _exit_now() -> None:
     """A finished data command has written and closed everything: skip unloading polars, pyarrow, scipy
-    and numba one module at a time (0.35 s). Not where Ray or torch run (their exit hooks stop clusters and
-    process groups), nor while a child process lives."""
+    and numba one module at a time (0.6 s of every command, tests/bench/bench_cli_exit.py). Not where Ray or
+    torch run (their exit hooks stop clusters and process groups), nor while a child process lives."""
     import multiprocessing
 
     if "ray" in sys.modules or "torch" in sys.modules or multiprocessing.active_children():

@@ -69,8 +69,9 @@ def dedup(
 ) -> None:
     """Exact + MinHash near-dedup of JSONL/Parquet files, on their own."""
     import os
+    from contextlib import nullcontext
 
-    from longmix.pipeline.executors import LocalExecutor
+    from longmix.pipeline.executors import open_executor
 
     for p in inputs:
         if not p.exists():
@@ -78,32 +79,25 @@ def dedup(
     if workers is not None and workers < 1:
         raise UserError("--workers must be at least 1")
     # The local workers start now and load their libraries while this process imports the flow (~1 s).
-    started = LocalExecutor(workers or os.cpu_count() or 1) if executor == "local" and not address else None
-    try:
+    early = open_executor("local", workers or os.cpu_count() or 1) if executor == "local" and not address else None
+    with early or nullcontext() as started:
         from longmix.cli.report_view import print_reports
         from longmix.core.recipe_io import parse_model
         from longmix.data.flow import build as run_build
         from longmix.data.recipe import Recipe
-    except BaseException as exc:
-        if started is not None:
-            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
-        raise
-    data = {
-        "name": "dedup", "output": str(output.resolve()), "seed": seed,
-        "executor": {"kind": "ray" if address else executor, **({"workers": workers} if workers else {}),
-                     **({"ray_address": address} if address else {})},
-        "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
-                     "text_field": text_field, "id_field": id_field or None}],
-        "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "keep": keep}},
-        "documents": {"compression": compression},
-    }
-    try:
+
+        data = {
+            "name": "dedup", "output": str(output.resolve()), "seed": seed,
+            "executor": {"kind": "ray" if address else executor, **({"workers": workers} if workers else {}),
+                         **({"ray_address": address} if address else {})},
+            "sources": [{"name": "input", "paths": [str(p.resolve()) for p in inputs],
+                         "text_field": text_field, "id_field": id_field or None}],
+            "stages": {"near_dedup": {"threshold": threshold, "num_perm": num_perm, "ngram": ngram,
+                                      "keep": keep}},
+            "documents": {"compression": compression},
+        }
         rec = parse_model(Recipe, data, "dedup options")
-    except BaseException as exc:
-        if started is not None:
-            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
-        raise
-    reports = run_build(rec, started=started)
+        reports = run_build(rec, started=started)
     print_reports(reports)
     console.print(f"kept documents in {rec.output_dir / 'near_dedup' / 'shards'}; removed lists in "
                   f"{rec.output_dir}/*/removed.parquet")

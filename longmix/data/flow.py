@@ -18,7 +18,7 @@ from longmix.data.pack.stage import Pack
 from longmix.data.recipe import Recipe
 from longmix.data.sample.stage import Sample
 from longmix.data.tokenize.stage import Tokenize
-from longmix.pipeline.executors import Executor, RayExecutor, make_executor
+from longmix.pipeline.executors import Executor, RayExecutor, open_executor
 from longmix.pipeline.runner import StageContext, check_flow, run_flow
 from longmix.pipeline.stage import Stage
 
@@ -33,29 +33,24 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
     """Returns the report of every stage that ran (or had finished before), in flow order.
 
     report_only: run up to the filter stage, then only report what the filters would drop.
-    started: an executor the caller started already (the CLI starts the workers before it imports this
-    module, so they load their libraries meanwhile); build closes it."""
+    started: an executor the caller opened already (the CLI starts the workers before it imports this
+    module, so they load their libraries meanwhile) and closes; otherwise build opens and closes its own."""
     if report_only and (until != "filter" or not recipe.stages.filter.enabled):
         raise UserError("--report-only needs --until filter and 'stages.filter.enabled: true' in the recipe")
-    try:
-        active = check_flow(FLOW, recipe, until, recipe.recipe_file)  # before an executor (or Ray) starts
-        store = recipe.output_store
-        if store is not None and not report_only:
-            store.check_writable()  # a missing bucket or a denied write: one line now, not after the first stage
-    except BaseException as exc:
-        if started is not None:
-            started.close(interrupted=isinstance(exc, KeyboardInterrupt))
-        raise
-    ex = started or make_executor(executor or recipe.executor.kind, workers or recipe.executor.workers,
-                                  ray_address or recipe.executor.ray_address)
-    try:
+    active = check_flow(FLOW, recipe, until, recipe.recipe_file)  # before an executor (or Ray) starts
+    store = recipe.output_store
+    if store is not None and not report_only:
+        store.check_writable()  # a missing bucket or a denied write: one line now, not after the first stage
+
+    def run(ex: Executor) -> dict[str, dict[str, Any]]:
         for stage in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
             ex.check_fits(stage.resources(recipe))
         with folder_lock(recipe.output_dir, "build"):
             return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
                             preview=report_only, where=recipe.recipe_file, checked=True)
-    except KeyboardInterrupt:
-        ex.close(interrupted=True)
-        raise
-    finally:
-        ex.close()
+
+    if started is not None:
+        return run(started)
+    with open_executor(executor or recipe.executor.kind, workers or recipe.executor.workers,
+                       ray_address or recipe.executor.ray_address) as ex:
+        return run(ex)

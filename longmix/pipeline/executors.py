@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from longmix.core.errors import UserError
@@ -53,11 +54,15 @@ class LocalExecutor:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._busy = False  # a task may still be running (a run left early)
+        self._workers: list[mp.process.BaseProcess] = []
         if workers > 1:
+            before = set(mp.active_children())
             self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
                                              initializer=_worker_init)
             for _ in range(workers):
                 self._pool.submit(_warm)
+            # A spawn pool starts all its workers at the first submit: they are this process's new children.
+            self._workers = [p for p in mp.active_children() if p not in before]
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
         if self.workers == 1:
@@ -91,13 +96,12 @@ class LocalExecutor:
                 import threading
 
                 threading.excepthook = lambda args: None
-            processes = list(getattr(self._pool, "_processes", {}).values())
-            for proc in processes:
+            for proc in self._workers:
                 proc.terminate()
-            for proc in processes:
+            for proc in self._workers:
                 proc.join()
             self._pool.shutdown()
-        self._pool = None
+        self._pool, self._workers = None, []
 
 
 class RayExecutor:
@@ -193,3 +197,17 @@ def make_executor(kind: str, workers: int, ray_address: str | None = None) -> Ex
     if kind == "ray":
         return RayExecutor(workers, ray_address)
     raise UserError(f"unknown executor '{kind}': use local or ray")
+
+
+@contextmanager
+def open_executor(kind: str, workers: int, ray_address: str | None = None) -> Iterator[Executor]:
+    """The one owner of an executor's life: started on entry, closed on exit; on Ctrl-C or SIGTERM its
+    running tasks are ended too (a rerun redoes them), after any other error they finish first."""
+    ex = make_executor(kind, workers, ray_address)
+    try:
+        yield ex
+    except KeyboardInterrupt:
+        ex.close(interrupted=True)
+        raise
+    finally:
+        ex.close()
