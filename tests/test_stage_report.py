@@ -77,3 +77,33 @@ def test_a_stage_reads_only_what_it_requires_and_what_is_exported() -> None:
         job.output_of("second")
     with pytest.raises(RuntimeError, match="does not export"):
         job.output_of("first").export("tokens")
+
+
+class _Fake(Stage):
+    def __init__(self, name: str, key: str) -> None:
+        self.name, self.key = name, key  # type: ignore[misc]
+
+    def enabled(self, recipe: dict) -> bool:
+        return self.key in recipe
+
+    def prepare(self, recipe: dict) -> object:
+        if recipe[self.key] is None:
+            from longmix.core.errors import UserError
+
+            raise UserError("cannot prepare")
+        return recipe[self.key]
+
+    def settings(self, recipe: dict, plan: object) -> list:
+        return [plan]
+
+
+def test_common_stages_follow_the_settings_hash_chain() -> None:
+    """What an ablation arm shares with its upstream recipe: the leading stages with the same chained hash."""
+    from longmix.pipeline.runner import common_stages
+
+    flow = [_Fake("ingest", "i"), _Fake("tokenize", "t"), _Fake("longdep", "l"), _Fake("mix", "m")]
+    shared = {"i": 1, "t": 2, "m": None}  # the shared recipe cannot prepare the mix (no seq_len)
+    assert common_stages(flow, {"i": 1, "t": 2, "m": 5}, shared) == ["ingest", "tokenize"]
+    assert common_stages(flow, {"i": 1, "t": 2, "l": 0, "m": 5}, shared) == ["ingest", "tokenize"]
+    assert common_stages(flow, {"i": 1, "t": 3, "m": 5}, shared) == ["ingest"]
+    assert common_stages(flow, {"i": 0, "t": 2, "m": 5}, shared) == []  # a changed upstream changes every hash

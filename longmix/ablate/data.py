@@ -41,7 +41,8 @@ def build_data(recipe: dict[str, Any], output: Path, shared_root: Path, progress
 
     key = upstream_key(recipe)
     shared = shared_root / f"upstream-{settings_hash(key)}"
-    up = parse_model(Recipe, {**recipe, "output": str(shared), "name": "shared-upstream"}, f"upstream of {output}")
+    # The shared recipe leaves out what arms vary, so the stages it runs alike with the arm are the upstream.
+    up = parse_model(Recipe, {**key, "output": str(shared), "name": "shared-upstream"}, f"upstream of {output}")
     rec = parse_model(Recipe, {**recipe, "output": str(output)}, str(output))
     common = common_stages(FLOW, rec, up)  # the stages the arm runs exactly as the shared recipe does
     if common:
