@@ -43,9 +43,9 @@ def build(
         raise
     print_reports(reports)
     if report_only:
-        from longmix.data.filters.dry_run import print_report_only
+        from longmix.cli.report_view import print_filter_preview
 
-        print_report_only(reports["filter"], Console())
+        print_filter_preview(reports["filter"], Console())
         return
     typer.echo(f"outputs in {rec.output}" if is_uri(rec.output) else f"outputs in {rec.output_dir}")  # stdout,
     # unwrapped: scripts read it

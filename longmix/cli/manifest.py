@@ -28,12 +28,19 @@ def inspect(
     plots: Annotated[Path | None, typer.Option("--plots", help="folder for PNG plots (default: beside it)")] = None,
 ) -> None:
     """Print the mix table (target vs achieved per source x bucket) and write plots."""
-    from longmix.cli.report_view import stdout_console
-    from longmix.data.mix.inspect import inspect as run_inspect
+    from longmix.cli.report_view import mix_table, stdout_console
+    from longmix.data.mix.inspect import MIX_COLUMNS, mix_rows, shortfall_lines, summary_lines, write_plots
     from longmix.formats.manifest import load_manifest
 
     m = load_manifest(manifest)
-    written = run_inspect(m, manifest, plots or manifest.parent / "plots", stdout_console())
+    out = stdout_console()
+    title, rows = mix_rows(m)
+    out.print(mix_table(title, MIX_COLUMNS, rows))
+    for line in summary_lines(m):
+        out.print(line, markup=False)
+    for line in shortfall_lines(m):
+        out.print(line, style="red", markup=False)
+    written = write_plots(m, manifest, plots or manifest.parent / "plots")
     console.print("plots: " + ", ".join(str(p) for p in written))
 
 

@@ -37,17 +37,18 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
     module, so they load their libraries meanwhile) and closes; otherwise build opens and closes its own."""
     if report_only and (until != "filter" or not recipe.stages.filter.enabled):
         raise UserError("--report-only needs --until filter and 'stages.filter.enabled: true' in the recipe")
-    active = check_flow(FLOW, recipe, until, recipe.recipe_file)  # before an executor (or Ray) starts
+    # Every stage prepared (once for the run) and checked before an executor (or Ray) starts.
+    active = check_flow(FLOW, recipe, until, recipe.recipe_file)
     store = recipe.output_store
     if store is not None and not report_only:
         store.check_writable()  # a missing bucket or a denied write: one line now, not after the first stage
 
     def run(ex: Executor) -> dict[str, dict[str, Any]]:
-        for stage in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
-            ex.check_fits(stage.resources(recipe))
+        for p in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
+            ex.check_fits(p.stage.resources(recipe))
         with folder_lock(recipe.output_dir, "build"):
             return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
-                            preview=report_only, where=recipe.recipe_file, checked=True)
+                            preview=report_only, where=recipe.recipe_file, prepared=active)
 
     if started is not None:
         return run(started)

@@ -12,8 +12,8 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from longmix.core.recipe_io import settings_hash
 from longmix.core.storage import Mirror
 from longmix.pipeline.executors import Executor
 from longmix.pipeline.progress import task_progress
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob, StageOutput
 from longmix.pipeline.stats import check_reconciles, merge
 from longmix.pipeline.tasks import Task, read_marker
@@ -124,26 +125,32 @@ class StageContext:
             self.store.pull_missing(stage)
         return [r for r in results if r is not None]
 
-    def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None) -> dict[str, Any]:
+    def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None,
+                  plan: Any = None) -> StageReport:
         """The stage's finished report if it ran before with these settings; otherwise run it and write one."""
-        report = self.finished_report(stage.name, settings)
-        if report is None:
+        found = self.finished_report(stage.name, settings)
+        if found is not None:
+            report = StageReport.from_json(found)
+        else:
             started = time.time()
-            job = StageJob(self, stage, recipe, settings, upstream)
+            job = StageJob(self, stage, recipe, settings, upstream, plan)
             extras = stage.run(job)
             # The counted tasks' stats make the counts; a stage without tasks reports counts of its own.
-            body = {"stage": stage.name, **merge(job.task_stats), **extras, "settings_hash": settings}
+            merged = merge(job.task_stats if job.own_counts is None else [job.own_counts])
+            nodes = None
             if job.task_stats:  # where the tasks ran (one node, or several on a Ray cluster)
-                body["nodes"] = dict(sorted(Counter(s.get("node", "?") for s in job.task_stats).items()))
-            report = self.write_stage_report(stage.name, body, started)
-        self._outputs[stage.name] = StageOutput(stage.name, report, self.stage_dir(stage.name))
+                nodes = dict(sorted(Counter(s.get("node", "?") for s in job.task_stats).items()))
+            report = self.write_stage_report(StageReport.from_merged(stage.name, merged, extras, settings, nodes),
+                                             started)
+        self._outputs[stage.name] = StageOutput(stage.name, report, self.stage_dir(stage.name), plan, stage.exports)
         return report
 
-    def write_stage_report(self, stage: str, report: dict[str, Any], started: float) -> dict[str, Any]:
+    def write_stage_report(self, report: StageReport, started: float) -> StageReport:
         """Check that the counts reconcile, add the time taken, write report.json (= stage done)."""
-        report = {**report, "seconds": round(time.time() - started, 3)}
-        check_reconciles(stage, report)
-        write_json(self.stage_dir(stage) / "report.json", report)
+        stage = report.stage
+        report = replace(report, seconds=round(time.time() - started, 3))
+        check_reconciles(stage, report.counts)
+        write_json(self.stage_dir(stage) / "report.json", report.to_json())
         if self.store is not None:  # everything the stage wrote (and the manifest at the top), its report last
             for p in sorted(self.output.glob("*")):
                 if p.is_file() and not p.name.startswith("."):
@@ -153,31 +160,44 @@ class StageContext:
 
 
 
-def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str | None = None,
-             preview: bool = False, where: str = "", checked: bool = False) -> dict[str, dict[str, Any]]:
-    """Run the enabled stages of `flow` in order, up to and including `until`; returns their reports.
+@dataclass(frozen=True)
+class PreparedStage:
+    """An enabled stage of this run with its plan (Stage.prepare), computed once."""
 
-    Every enabled stage is checked before the first one runs. Each stage's settings hash chains its
-    upstream's, so changing a stage reruns it and everything after it. preview: the last stage only
+    stage: Stage
+    plan: Any
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+
+def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str | None = None,
+             preview: bool = False, where: str = "",
+             prepared: list[PreparedStage] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the enabled stages of `flow` in order, up to and including `until`; returns their reports (as
+    report.json holds them).
+
+    Every enabled stage is prepared and checked before the first one runs. Each stage's settings hash chains
+    its upstream's, so changing a stage reruns it and everything after it. preview: the last stage only
     reports what it would do (Stage.preview) and writes nothing. where: the recipe file, named in check errors;
-    checked: the caller ran check_flow already (before starting an executor)."""
-    active = check_flow(flow, recipe, until, where, run_checks=not checked)
+    prepared: check_flow's result, where the caller ran it already (before starting an executor)."""
+    active = prepared if prepared is not None else check_flow(flow, recipe, until, where)
     reports: dict[str, dict[str, Any]] = {}
-    chain: str | None = None
     upstream: StageOutput | None = None
     try:
-        for k, stage in enumerate(active):
-            parts = stage.settings(recipe)
-            settings = settings_hash(*parts) if chain is None else settings_hash(chain, *parts)
+        for k, (p, settings) in enumerate(zip(active, settings_chain(active, recipe), strict=True)):
+            stage = p.stage
             if preview and k == len(active) - 1:
-                reports[stage.name] = stage.preview(StageJob(ctx, stage, recipe, settings, upstream))
+                reports[stage.name] = stage.preview(StageJob(ctx, stage, recipe, settings, upstream, p.plan))
                 break
-            reports[stage.name] = report = ctx.run_stage(stage, recipe, settings, upstream)
+            report = ctx.run_stage(stage, recipe, settings, upstream, p.plan)
+            reports[stage.name] = report.to_json()
             stage.check_output(recipe, report)
             if report["in"] and not report["kept"]:
-                raise UserError(f"no documents left after stage {stage.name} ({_reasons(report)}); "
+                raise UserError(f"no documents left after stage {stage.name} ({_reasons(report.counts)}); "
                                 f"see {ctx.stage_dir(stage.name) / 'report.json'}")
-            chain, upstream = settings, ctx.output_of(stage.name)
+            upstream = ctx.output_of(stage.name)
     except BuildFailed:
         raise
     except UserError as exc:
@@ -185,18 +205,36 @@ def run_flow(flow: Sequence[Stage], recipe: Any, ctx: StageContext, until: str |
     return reports
 
 
+def settings_chain(active: Sequence[PreparedStage], recipe: Any) -> Iterator[str]:
+    """Each active stage's settings hash, chained after its upstream's (a disabled stage is not in the chain).
+    A generator: a stage's settings are computed when it is reached."""
+    chain: str | None = None
+    for p in active:
+        parts = p.stage.settings(recipe, p.plan)
+        chain = settings_hash(*parts) if chain is None else settings_hash(chain, *parts)
+        yield chain
+
+
 def check_flow(flow: Sequence[Stage], recipe: Any, until: str | None = None, where: str = "",
-               run_checks: bool = True) -> list[Stage]:
-    """The stages that would run, each checked (a UserError for the first problem found, prefixed with
-    `where`, the recipe file)."""
+               run_checks: bool = True) -> list[PreparedStage]:
+    """The stages that would run, each prepared and checked in flow order (a UserError for the first problem
+    found, prefixed with `where`, the recipe file). run_checks=False prepares without checking."""
     names = [s.name for s in flow]
     if until is not None and until not in names:
         raise UserError(f"unknown stage '{until}' for --until: choose from {', '.join(names)}")
+    for i, s in enumerate(flow):  # a stage reads only stages before it (a bug in the flow otherwise)
+        unknown = [r for r in s.requires if r not in names[:i]]
+        if unknown:
+            raise RuntimeError(f"stage {s.name} requires {', '.join(unknown)}, not an earlier stage of the flow")
     chosen = list(flow[: names.index(until) + 1] if until else flow)
-    active = [s for s in chosen if s.enabled(recipe)]
+    active = []
     try:
-        for stage in active if run_checks else []:
-            stage.check(recipe)
+        for stage in chosen:
+            if stage.enabled(recipe):
+                plan = stage.prepare(recipe)
+                if run_checks:
+                    stage.check(recipe, plan)
+                active.append(PreparedStage(stage, plan))
     except UserError as exc:
         if where:
             raise UserError(f"{where}: {exc}") from None
@@ -207,3 +245,27 @@ def check_flow(flow: Sequence[Stage], recipe: Any, until: str | None = None, whe
 def _reasons(report: dict[str, Any]) -> str:
     gone = {**report["dropped"], **{f"quarantined {k}": v for k, v in report["quarantined"].items()}}
     return ", ".join(f"{k} {v:,}" for k, v in sorted(gone.items(), key=lambda kv: -kv[1])) or "none kept"
+
+
+def common_stages(flow: Sequence[Stage], a: Any, b: Any) -> list[str]:
+    """The leading stages that recipes `a` and `b` run alike: enabled in both, in the same order, with the same
+    chained settings hash, so a finished folder of one is the other's too (the hash covers the whole upstream).
+    A stage that either recipe cannot prepare (a UserError) ends them."""
+    out: list[str] = []
+    chain_a = chain_b = None
+    for stage in flow:
+        on_a, on_b = stage.enabled(a), stage.enabled(b)
+        if not on_a and not on_b:
+            continue
+        if on_a != on_b:
+            break
+        try:
+            parts_a, parts_b = stage.settings(a, stage.prepare(a)), stage.settings(b, stage.prepare(b))
+        except UserError:
+            break
+        chain_a = settings_hash(*parts_a) if chain_a is None else settings_hash(chain_a, *parts_a)
+        chain_b = settings_hash(*parts_b) if chain_b is None else settings_hash(chain_b, *parts_b)
+        if chain_a != chain_b:
+            break
+        out.append(stage.name)
+    return out

@@ -4,7 +4,10 @@ in = kept + dropped + quarantined, overall and per source."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 
 class Counts:
@@ -34,6 +37,35 @@ class Counts:
     def quarantine(self, source: str, reason: str, n: int = 1) -> None:
         self.quarantined[reason] += n
         self.sources[source]["quarantined"] += n
+
+    def add(self, sources: Sequence[str] | np.ndarray, nbytes: Sequence[int] | np.ndarray,
+            reasons: Sequence[str | None] | np.ndarray | None = None,
+            quarantined: Sequence[bool] | np.ndarray | None = None) -> None:
+        """Count a batch of documents at once: each is seen with its bytes, then kept (its reason None, or no
+        reasons at all) or dropped with its reason, or quarantined with it where `quarantined` is true. A count
+        or reason appears only where it is non-zero, as with the per-document calls."""
+        src = np.asarray(sources, dtype=object)
+        nb = np.asarray(nbytes, dtype=np.int64)
+        why = np.full(len(src), None, dtype=object) if reasons is None else np.asarray(reasons, dtype=object)
+        kept = np.equal(why, None)
+        quar = np.zeros(len(src), bool) if quarantined is None else np.asarray(quarantined, dtype=bool) & ~kept
+        self.n_in += len(src)
+        self.bytes_in += int(nb.sum())
+        self.kept += int(kept.sum())
+        self.bytes_out += int(nb[kept].sum())
+        names, inverse = np.unique(src.astype(str), return_inverse=True) if len(src) else (np.zeros(0, str), None)
+        for i, name in enumerate(names.tolist()):
+            mine = inverse == i
+            c = self.sources[name]
+            for key, n in (("in", int(mine.sum())), ("kept", int((mine & kept).sum())),
+                           ("dropped", int((mine & ~kept & ~quar).sum())), ("quarantined", int((mine & quar).sum()))):
+                if n:
+                    c[key] += n
+        for mask, into in ((~kept & ~quar, self.dropped), (quar, self.quarantined)):
+            if mask.any():
+                reason_names, n = np.unique(why[mask].astype(str), return_counts=True)
+                for r, k in zip(reason_names.tolist(), n.tolist(), strict=True):
+                    into[r] += k
 
     def to_dict(self, **extra: Any) -> dict[str, Any]:
         return {

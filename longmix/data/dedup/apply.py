@@ -17,7 +17,6 @@ from longmix.formats.decisions import read_decisions
 from longmix.formats.documents import write_quarantine, write_table
 from longmix.pipeline.stage import StageJob
 from longmix.pipeline.stats import Counts
-from longmix.pipeline.tasks import Task
 
 
 def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_dir: str, rel_path: str,
@@ -35,17 +34,15 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
     text_bytes = pc.binary_length(table.column("text").cast(pa.large_binary())).to_numpy()
     keep = np.ones(table.num_rows, dtype=bool)
     keep[rows] = False
-    for s, nb in zip(sources, text_bytes, strict=True):
-        counts.saw(s, int(nb))
-    for s, nb in zip(np.asarray(sources, dtype=object)[keep], text_bytes[keep], strict=True):
-        counts.keep(s, int(nb))
+    why = np.full(table.num_rows, None, dtype=object)
+    why[rows] = reasons
+    quarantined = np.zeros(table.num_rows, dtype=bool)
+    quarantined[rows] = np.asarray(actions, dtype=object) != "drop"
+    counts.add(sources, text_bytes, why, quarantined)
     bad_rows = []
     for r, act, reason, detail in zip(rows, actions, reasons, details, strict=True):
         src = sources[r]
-        if act == "drop":
-            counts.drop(src, reason)
-        else:
-            counts.quarantine(src, reason)
+        if act != "drop":
             record = {k: table.column(k)[int(r)].as_py() for k in table.column_names}
             bad_rows.append({"source": src, "origin_file": in_path, "origin_pos": int(r), "reason": reason,
                              "detail": detail or "", "raw": json.dumps(record, ensure_ascii=False).encode()})
@@ -60,10 +57,9 @@ def apply_decisions_task(*, in_path: str, shard: int, decisions_path: str, out_d
     return counts.to_dict(outputs=outputs, quarantine_files=qfiles)
 
 
-def apply_tasks(job: StageJob, decisions_path: Path) -> list[Task]:
-    """One apply task per upstream shard, writing the survivors at the same relative path."""
-    return [job.task(f"apply-{i:05d}", apply_decisions_task, cost=size, in_path=str(path), shard=i,
-                     decisions_path=str(decisions_path), out_dir=str(job.dir), rel_path=rel,
-                     quarantine_path=str(job.dir / "quarantine" / f"{i:05d}.parquet"),
-                     compression=job.recipe.documents.compression)
-            for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))]
+def apply_decisions(job: StageJob, decisions_path: Path) -> list[dict[str, Any]]:
+    """One apply task per upstream shard, writing the survivors at the same relative path (the stage's counts)."""
+    return job.map_shards("apply", apply_decisions_task,
+                          per_shard=lambda i, _: {"shard": i,
+                                                  "quarantine_path": str(job.dir / "quarantine" / f"{i:05d}.parquet")},
+                          decisions_path=str(decisions_path), compression=job.recipe.documents.compression)

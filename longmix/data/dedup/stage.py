@@ -8,13 +8,14 @@ import time
 from typing import Any
 
 from longmix.core.atomic import atomic_path, write_json
-from longmix.data.dedup.apply import apply_tasks
+from longmix.data.dedup.apply import apply_decisions
 from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.exact import decide
 from longmix.data.dedup.minhash import SHINGLE_VERSION, lsh_params, rensa_version
 from longmix.data.dedup.near import cluster, load_in_background
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob
 
 
@@ -27,7 +28,7 @@ class ExactDedup(Stage):
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.stages.exact_dedup.enabled
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: None) -> list[Any]:
         return [recipe.stages.exact_dedup]
 
     def run(self, job: StageJob) -> dict[str, Any]:
@@ -39,7 +40,7 @@ class ExactDedup(Stage):
                 removed.write_parquet(tmp, compression="zstd")
             write_decisions(decisions_path, decisions.to_arrow())
         global_seconds = time.time() - started
-        job.run_tasks(apply_tasks(job, decisions_path))
+        apply_decisions(job, decisions_path)
         return {"global_seconds": round(global_seconds, 3)}
 
 
@@ -53,7 +54,7 @@ class NearDedup(Stage):
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.stages.near_dedup.enabled
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: None) -> list[Any]:
         # rensa's algorithm version and the shingle hash's: a signature change must not mix with bands
         # written before it.
         return [recipe.stages.near_dedup, recipe.seed, recipe.source_names, rensa_version(), SHINGLE_VERSION]
@@ -94,7 +95,7 @@ class NearDedup(Stage):
             write_decisions(decisions_path, decisions.to_arrow())
         cstats = json.loads(cluster_stats.read_text())
         t_cluster = time.time() - t1
-        job.run_tasks(apply_tasks(job, decisions_path))
+        apply_decisions(job, decisions_path)
         return {"lsh": {"threshold": cfg.threshold, "num_perm": params.num_perm, "bands": params.bands,
                         "rows": params.rows, "ngram": params.ngram, "keep": cfg.keep, "recall": cfg.recall,
                         "signatures": f"rensa RMinHash (algorithm {rensa_version()})"},
@@ -102,8 +103,8 @@ class NearDedup(Stage):
                 "clustering": cstats, "shingles": int(sum(s["shingles"] for s in sig_stats)),
                 "step_seconds": {"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)}}
 
-    def summary(self, report: dict[str, Any]) -> list[str]:
-        c, lsh = report["clustering"], report["lsh"]
+    def summary(self, report: StageReport) -> list[str]:
+        c, lsh = report.extra("clustering"), report.extra("lsh")
         return [f"near-dedup: {c['clusters']:,} clusters over {c['docs_in_clusters']:,} documents "
                 f"(largest {c['largest_cluster']}), bands x rows = {lsh['bands']} x {lsh['rows']}, "
                 f"threshold {lsh['threshold']}"]

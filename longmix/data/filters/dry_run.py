@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from rich.console import Console
-from rich.table import Table
 
 from longmix.data.filters.evaluate import Models, evaluate
 from longmix.data.filters.recipe_view import resolved_config, source_params, text_bytes
@@ -43,14 +41,12 @@ def report_only_task(*, in_path: str, cfg: dict[str, Any], params: dict[str, dic
         sources = np.asarray(batch.column("source").to_pylist(), dtype=object)
         n_chars = batch.column("n_chars").to_numpy().astype(np.int64)
         ids = batch.column("id").to_pylist()
-        nbytes_all = text_bytes(batch).tolist()
-        for i, (src, nbytes, reason) in enumerate(zip(sources, nbytes_all, v.reason.tolist(), strict=True)):
-            counts.saw(src, nbytes)
-            chars[src] += int(n_chars[i])
-            if reason is None:
-                counts.keep(src, nbytes)
-                continue
-            counts.drop(src, reason)
+        counts.add(sources, text_bytes(batch), v.reason)
+        for src in dict.fromkeys(sources.tolist()):  # first-seen order
+            chars[src] += int(n_chars[sources == src].sum())
+        for i in np.flatnonzero(~v.kept).tolist():
+            reason = v.reason[i]
+            src = sources[i]
             if len(samples[reason]) < config.samples_per_reason:
                 text = batch.column("text")[i].as_py()
                 samples[reason].append({"id": ids[i], "source": src, "value": float(v.value[i]),
@@ -103,24 +99,3 @@ def report_only(job: StageJob) -> dict[str, Any]:
               "samples": samples}
     report["seconds"] = round(time.time() - started, 3)
     return report
-
-
-def print_report_only(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
-    for src, entry in report["filters"].items():
-        c = report["sources"][src]
-        table = Table(title=f"{src}: {c['in']:,} documents, {entry['chars'] / 1e6:,.2f} M chars; would keep "
-                            f"{c['kept']:,}", title_justify="left")
-        for col in ("filter", "trips", "trips % chars", "would drop", "drop % chars"):
-            table.add_column(col, justify="left" if col == "filter" else "right")
-        for name, f in entry["filters"].items():
-            table.add_row(name, f"{f['trips']:,}", f"{100 * f['trips_share']:.2f}", f"{f['drops']:,}",
-                          f"{100 * f['drops_share']:.2f}")
-        console.print(table)
-    for reason, rows in report["samples"].items():
-        console.print(f"[bold]sample documents dropped by {reason}[/bold]")
-        for r in rows:
-            snippet = r["snippet"].replace("\n", "\\n")
-            console.print(f"  {r['source']}/{r['id']} ({r['n_chars']:,} chars, value {r['value']:.4g}): {snippet}",
-                          highlight=False, markup=False, soft_wrap=True)
-    console.print("report only: nothing was written; drop --report-only to run the stage")

@@ -46,13 +46,7 @@ def filter_task(*, in_path: str, out_dir: str, rel_path: str, dropped_path: str,
     started = time.perf_counter()
     for batch in pq.ParquetFile(in_path).iter_batches(batch_size=config.batch_docs):
         v = evaluate(batch, config, params, models)
-        sources = batch.column("source").to_pylist()
-        for src, nbytes, reason in zip(sources, text_bytes(batch).tolist(), v.reason.tolist(), strict=True):
-            counts.saw(src, nbytes)
-            if reason is None:
-                counts.keep(src, nbytes)
-            else:
-                counts.drop(src, reason)
+        counts.add(batch.column("source").to_pylist(), text_bytes(batch), v.reason)
         keep = v.kept
         kept.append(with_columns(batch, v).filter(pa.array(keep)))
         gone = ~keep
@@ -85,24 +79,22 @@ class Filter(Stage):
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.stages.filter.enabled
 
-    def check(self, recipe: Recipe) -> None:
+    def check(self, recipe: Recipe, plan: None) -> None:
         check_recipe(recipe)  # a bad model path fails now, not after dedup
         cfg = resolved_config(recipe)
         for model, what in ((cfg.quality.model, "quality"), (cfg.langid.model, "language-ID")):
             if model:
                 check_loads(Path(model), what)  # so does a truncated one
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: None) -> list[Any]:
         return [recipe.stages.filter, model_fingerprints(recipe)]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         recipe = job.recipe
         cfg_dump, params = resolved_config(recipe).model_dump(), source_params(recipe)
-        stats = job.run_tasks([
-            job.task(f"filter-{i:05d}", filter_task, cost=size, in_path=str(path), cfg=cfg_dump, params=params,
-                     out_dir=str(job.dir), rel_path=rel, dropped_path=str(job.dir / "dropped" / f"{i:05d}.parquet"),
-                     compression=recipe.documents.compression)
-            for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
+        stats = job.map_shards("filter", filter_task,
+                               per_shard=lambda i, _: {"dropped_path": str(job.dir / "dropped" / f"{i:05d}.parquet")},
+                               cfg=cfg_dump, params=params, compression=recipe.documents.compression)
         cfg = recipe.stages.filter
         return {
             "dropped_files": [f for s in stats for f in s.get("dropped_files", [])],

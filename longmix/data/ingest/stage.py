@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from longmix.data.ingest.readers import Bad, Good, expand_input, input_files, re
 from longmix.data.ingest.settings import SourceConfig
 from longmix.data.recipe import Recipe
 from longmix.formats.documents import ShardWriter, write_quarantine
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob
 from longmix.pipeline.stats import Counts
 from longmix.pipeline.tasks import Task
@@ -132,22 +134,52 @@ def _hint(index: int, source: SourceConfig, bad: Bad) -> str:
     return ""
 
 
-def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str, Any]]]:
-    """One task per input file (text folders: per group of files); also the input fingerprint."""
-    cfg = recipe.stages.ingest
-    tasks: list[Task] = []
-    fingerprint: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class SourceInput:
+    """One input of a source: its path and format, the files of a folder (None: a single file) and the
+    fingerprint (files, bytes, newest mtime) that enters the settings hash."""
+
+    path: Path | str
+    fmt: str
+    names: list[str] | None
+    fingerprint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """Every source's inputs, listed and fingerprinted once per run (prepare)."""
+
+    inputs: list[list[SourceInput]]  # per source, in recipe order
+
+    @property
+    def fingerprint(self) -> list[dict[str, Any]]:
+        return [i.fingerprint for per_source in self.inputs for i in per_source]
+
+
+def prepare_inputs(recipe: Recipe) -> IngestPlan:
+    inputs = []
     for source in recipe.sources:
-        k = 0
+        listed = []
         for path, fmt in source_inputs(recipe, source):
             names = input_files(path, fmt, source.split)
+            listed.append(SourceInput(path, fmt, names, _fingerprint(path, names)))
+        inputs.append(listed)
+    return IngestPlan(inputs)
+
+
+def plan_tasks(recipe: Recipe, plan: IngestPlan, out_dir: Path) -> list[Task]:
+    """One task per input file (text folders: per group of files)."""
+    cfg = recipe.stages.ingest
+    tasks: list[Task] = []
+    for source, listed in zip(recipe.sources, plan.inputs, strict=True):
+        k = 0
+        for inp in listed:
+            path, fmt, names = inp.path, inp.fmt, inp.names
             if names is not None:  # a folder: text files in groups, a dataset's data files or shards one by one
                 per_task = cfg.files_per_task if fmt == "text" else 1
                 groups = [names[i: i + per_task] for i in range(0, len(names), per_task)]
-                fingerprint.append(_fingerprint(path, names))
             else:
                 groups = [None]
-                fingerprint.append(_fingerprint(path, None))
             for files in groups:
                 tid = f"{source.name}-{k:05d}"
                 tasks.append(Task(tid, ingest_task, {
@@ -159,9 +191,9 @@ def plan_tasks(recipe: Recipe, out_dir: Path) -> tuple[list[Task], list[dict[str
                     "compression": recipe.documents.compression,
                     "split": source.split, "detokenizer": detokenizer_path(recipe, source),
                 }, marker=str(out_dir / "_tasks" / f"{tid}.json"),
-                    cost=fingerprint[-1]["bytes"] // len(groups)))
+                    cost=inp.fingerprint["bytes"] // len(groups)))
                 k += 1
-    return tasks, fingerprint
+    return tasks
 
 
 def _fingerprint(path: Path | str, names: list[str] | None) -> dict[str, Any]:
@@ -180,15 +212,19 @@ class Ingest(Stage):
     """Raw files -> normalized document shards; one task per input file (text folders: per group of files)."""
 
     name = "ingest"
+    exports = ("inputs",)  # the input fingerprints: the manifest's lineage
 
-    def check(self, recipe: Recipe) -> None:
+    def prepare(self, recipe: Recipe) -> IngestPlan:
+        return prepare_inputs(recipe)
+
+    def check(self, recipe: Recipe, plan: IngestPlan) -> None:
         # Every pattern matches, every format is known, and each source's first records are usable.
-        for i, source in enumerate(recipe.sources):
-            inputs = source_inputs(recipe, source)
+        for i, (source, listed) in enumerate(zip(recipe.sources, plan.inputs, strict=True)):
+            inputs = [(inp.path, inp.fmt) for inp in listed]
             check_source(i, recipe, source, inputs)
             check_readable(i, source, inputs, recipe.stages.ingest.max_doc_bytes, detokenizer_path(recipe, source))
 
-    def check_output(self, recipe: Recipe, report: dict[str, Any]) -> None:
+    def check_output(self, recipe: Recipe, report: StageReport) -> None:
         """A source that kept nothing is an error, not a source that silently vanishes from the mix."""
         empty = [n for n in recipe.source_names if not report["sources"].get(n, {}).get("kept")]
         if empty:
@@ -196,10 +232,10 @@ class Ingest(Stage):
             raise UserError(f"source(s) {', '.join(empty)} kept no documents at ingest (quarantined: "
                             f"{reasons or 'none'}); see the quarantine files under ingest/quarantine")
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: IngestPlan) -> list[Any]:
         # The inputs' fingerprint (sizes, mtimes) is part of the settings: changed inputs rerun the flow. So is
         # the shards' compression, which every later stage writes with too (the hash chain reruns them).
-        _, fingerprint = plan_tasks(recipe, Path("."))
+        fingerprint = plan.fingerprint
         # `split` and `detokenizer` enter only when set (a recipe written before they existed keeps its hash);
         # a detokenizer's file is fingerprinted like an input, since the documents are what it decodes.
         sources = [s.model_dump(exclude={k for k in ("split", "detokenizer") if k not in s.model_fields_set})
@@ -208,6 +244,5 @@ class Ingest(Stage):
         return [recipe.stages.ingest, sources, fingerprint, recipe.documents, *([detoks] if detoks else [])]
 
     def run(self, job: StageJob) -> dict[str, Any]:
-        tasks, fingerprint = plan_tasks(job.recipe, job.dir)
-        job.run_tasks(tasks)
-        return {"inputs": fingerprint}
+        job.run_tasks(plan_tasks(job.recipe, job.plan, job.dir))
+        return {"inputs": job.plan.fingerprint}

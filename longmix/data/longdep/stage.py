@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from longmix.core.atomic import atomic_path
 from longmix.core.errors import UserError
 from longmix.data.longdep.score import score_document
 from longmix.data.recipe import Recipe
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob
 from longmix.pipeline.stats import Counts
 
@@ -46,12 +48,12 @@ def _scorer(folder: str, digest: str, device: str, dtype: str) -> Any:
     return load_checkpoint(Path(folder), device=device, dtype=dtype)
 
 
-def longdep_task(*, text_path: str, out_dir: str, rel_path: str, scorer: str, digest: str, device: str, dtype: str,
+def longdep_task(*, in_path: str, out_dir: str, rel_path: str, scorer: str, digest: str, device: str, dtype: str,
                  window: int, stride: int, max_len: int, max_windows: int, min_tokens: int, margin: float,
                  batch_size: int, sources: list[str] | None) -> dict[str, Any]:
     started = time.time()
     loaded = _scorer(scorer, digest, device, dtype)
-    docs = pq.read_table(text_path, columns=["id", "source", "text"])
+    docs = pq.read_table(in_path, columns=["id", "source", "text"])  # the text shard of a tokenized shard
     counts = Counts()
     n_tok, scores, shares, windows = [], [], [], []
     forward = scored = 0
@@ -70,9 +72,8 @@ def longdep_task(*, text_path: str, out_dir: str, rel_path: str, scorer: str, di
         windows.append(s.windows)
         forward += s.forward_tokens
         scored += s.scored_tokens
-        nbytes = len(text.encode("utf-8"))
-        counts.saw(src, nbytes)
-        counts.keep(src, nbytes)
+    counts.add(docs.column("source").to_pylist(),
+               pc.binary_length(docs.column("text").cast(pa.large_binary())).to_numpy())
     table = pa.table({"id": docs.column("id"), "source": docs.column("source"),
                       "n_scorer_tokens": pa.array(n_tok, pa.int32()),
                       "longdep_score": pa.array(scores, pa.float64()),
@@ -92,63 +93,63 @@ class Longdep(Stage):
     name = "longdep"
     task_memory_gb = 3.0  # the scorer model and its activations per worker
     label = "long-dependency scores"
+    requires = ("tokenize",)  # its upstream: the text shards its tokenized shards came from
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.tokenizer is not None and recipe.stages.longdep.enabled
 
-    def check(self, recipe: Recipe) -> None:
+    def prepare(self, recipe: Recipe) -> str:
+        """The scorer's folder, resolved."""
+        return str(recipe.resolve(str(recipe.stages.longdep.scorer)))
+
+    def check(self, recipe: Recipe, folder: str) -> None:
         cfg = recipe.stages.longdep
         unknown = sorted(set(cfg.sources or []) - set(recipe.source_names))
         if unknown:
             raise UserError(f"stages.longdep.sources names unknown source(s) {', '.join(unknown)}; "
                             f"sources: {', '.join(recipe.source_names)}")
-        folder = recipe.resolve(str(cfg.scorer))
-        if not (folder / "config.json").is_file():
+        if not (Path(folder) / "config.json").is_file():
             raise UserError(f"stages.longdep.scorer: '{folder}' is not an HF model folder (no config.json)")
         try:
-            _scorer(str(folder), scorer_digest(str(folder)), cfg.device, cfg.dtype)
+            _scorer(folder, scorer_digest(folder), cfg.device, cfg.dtype)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - any load failure is the recipe's problem, said in one line
             raise UserError(f"stages.longdep.scorer: cannot load '{folder}': {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, folder: str) -> list[Any]:
         from longmix.models.loading import pick_device
 
         cfg = recipe.stages.longdep
-        folder = recipe.resolve(str(cfg.scorer))
         # The model's bytes, not its path; the device kind, since GPU and CPU scores differ in the last digits.
-        return [cfg.model_dump(exclude={"scorer", "device"}), scorer_digest(str(folder)),
+        return [cfg.model_dump(exclude={"scorer", "device"}), scorer_digest(folder),
                 pick_device(cfg.device).split(":")[0]]
 
     def run(self, job: StageJob) -> dict[str, Any]:
-        cfg = job.recipe.stages.longdep
-        folder = str(job.recipe.resolve(str(cfg.scorer)))
-        tokenized = job.upstream
-        texts = tokenized.report.get("inputs")
-        if texts is None:
+        cfg, folder = job.recipe.stages.longdep, job.plan
+        tokenized = job.output_of("tokenize")  # also its upstream: one task per tokenized shard
+        if "inputs" not in tokenized.report.extras:
             raise UserError(f"{tokenized.dir}: this tokenize output predates the longdep stage; delete the folder "
                             "to rebuild it")
+        texts = tokenized.export("inputs")
         stride = cfg.stride or max(1, cfg.window // 2)
-        stats = job.run_tasks([
-            job.task(f"score-{i:05d}", longdep_task, cost=size, text_path=str(job.ctx.output / text),
-                     out_dir=str(job.dir),
-                     rel_path=str(Path("scores") / Path(rel).with_suffix(".parquet")),  # one per tokenized shard
-                     scorer=folder, digest=scorer_digest(folder), device=cfg.device, dtype=cfg.dtype,
-                     window=cfg.window, stride=stride, max_len=cfg.max_len, max_windows=cfg.max_windows,
-                     min_tokens=cfg.min_tokens, margin=cfg.margin, batch_size=cfg.batch_size, sources=cfg.sources)
-            for i, (text, (_, rel), size) in enumerate(zip(texts, tokenized.inputs(), tokenized.sizes(), strict=True))])
+        stats = job.map_shards(
+            "score", longdep_task, rel_path=lambda rel: str(Path("scores") / Path(rel).with_suffix(".parquet")),
+            per_shard=lambda i, _: {"in_path": str(job.ctx.output / texts[i])},  # the text shard, row-aligned
+            scorer=folder, digest=scorer_digest(folder), device=cfg.device, dtype=cfg.dtype,
+            window=cfg.window, stride=stride, max_len=cfg.max_len, max_windows=cfg.max_windows,
+            min_tokens=cfg.min_tokens, margin=cfg.margin, batch_size=cfg.batch_size, sources=cfg.sources)
         return {"scorer": {"path": folder, "sha256": scorer_digest(folder), **_cost(stats)},
                 "histograms": _histograms([job.dir / o["path"] for s in stats for o in s["outputs"]]),
                 "settings": {"window": cfg.window, "stride": stride, "max_len": cfg.max_len,
                              "max_windows": cfg.max_windows, "min_tokens": cfg.min_tokens, "margin": cfg.margin}}
 
-    def summary(self, report: dict[str, Any]) -> list[str]:
-        c = report["scorer"]
+    def summary(self, report: StageReport) -> list[str]:
+        c = report.extra("scorer")
         lines = [f"longdep: scorer ran over {c['forward_tokens']:,} tokens in {c['seconds']:.1f} s "
                  f"({c['tokens_per_second']:,.0f} tokens/s), {c['scored_tokens']:,} tokens scored"]
-        for src, h in report["histograms"].items():
+        for src, h in report.extra("histograms").items():
             lines.append(f"  {src}: {h['scored']:,} of {h['documents']:,} documents scored, "
                          f"median score {h['median']:.3f} nats" if h["scored"] else
                          f"  {src}: none of {h['documents']:,} documents long enough to score")

@@ -1,4 +1,5 @@
-"""`longmix inspect`: the mix table of a manifest (rich) and PNG plots (matplotlib)."""
+"""`longmix inspect`: the mix table of a manifest and its summary as plain rows and lines (the CLI renders them),
+and PNG plots (matplotlib)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,21 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from longmix.formats.ipc import read_ipc
 from longmix.formats.manifest import Manifest
 from longmix.formats.packed_shards import open_shard
 
+MIX_COLUMNS = ["source", "bucket", "available", "docs", "target", "achieved", "used docs", "epochs"]
 
-def mix_table(manifest: Manifest) -> Table:
+
+def mix_rows(manifest: Manifest) -> tuple[str, list[list[str]]]:
+    """The mix table's title and rows (columns: MIX_COLUMNS), formatted."""
     mix = manifest.mix
-    table = Table(title=f"mix: {mix['achieved_tokens']:,} of {mix['target_tokens']:,} target tokens",
-                  title_justify="left")
-    for col in ("source", "bucket", "available", "docs", "target", "achieved", "used docs", "epochs"):
-        table.add_column(col, justify="left" if col in ("source", "bucket") else "right")
-    for c in mix["cells"]:
-        table.add_row(c["source"], c["bucket"], f"{c['available_tokens']:,}", f"{c['available_docs']:,}",
-                      f"{c['target_tokens']:,}", f"{c['achieved_tokens']:,}", f"{c['used_docs']:,}",
-                      f"{c['epochs']:.2f}")
-    return table
+    rows = [[c["source"], c["bucket"], f"{c['available_tokens']:,}", f"{c['available_docs']:,}",
+             f"{c['target_tokens']:,}", f"{c['achieved_tokens']:,}", f"{c['used_docs']:,}", f"{c['epochs']:.2f}"]
+            for c in mix["cells"]]
+    return f"mix: {mix['achieved_tokens']:,} of {mix['target_tokens']:,} target tokens", rows
 
 
 def summary_lines(manifest: Manifest) -> list[str]:
@@ -39,9 +36,12 @@ def summary_lines(manifest: Manifest) -> list[str]:
     for ls in manifest.mix.get("long_share", []):
         target = "natural" if ls["target"] is None else f"{ls['target']:.1%}"
         lines.append(f"long-document share of {ls['source']}: {ls['achieved']:.1%} (target {target})")
-    for sf in manifest.mix.get("shortfalls", []):
-        lines.append(f"[red]SHORTFALL[/red] {sf['message']}")
     return lines
+
+
+def shortfall_lines(manifest: Manifest) -> list[str]:
+    """One warning line per target the mix could not meet."""
+    return [f"SHORTFALL {sf['message']}" for sf in manifest.mix.get("shortfalls", [])]
 
 
 def _lengths_plot(plan: dict[str, np.ndarray], manifest: Manifest, path: Path) -> None:
@@ -132,10 +132,3 @@ def write_plots(manifest: Manifest, manifest_path: Path, out: Path) -> list[Path
     written.append(out / "packing.png")
     _packing_plot(manifest, manifest_path.parent, written[-1])
     return written
-
-
-def inspect(manifest: Manifest, manifest_path: Path, out: Path, console: Console) -> list[Path]:
-    console.print(mix_table(manifest))
-    for line in summary_lines(manifest):
-        console.print(line)
-    return write_plots(manifest, manifest_path, out)

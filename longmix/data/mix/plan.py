@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longmix.data.mix.buckets import (
     assign_buckets,
@@ -38,42 +37,42 @@ class MixShortfallError(ValueError):
     """Raised by plan_mix with on_shortfall='error' when some target cannot be met."""
 
 
-class SourceMix(BaseModel):
-    """How one source enters the mix."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class SourceMix:
+    """How one source enters the mix (resolved from the recipe's `stages.mix.sources.<name>`)."""
 
     name: str
-    share: float | None = Field(None, ge=0.0, le=1.0)
+    share: float | None = None
     bucket_weights: dict[int | str, float] | None = None
-    long_share: float | None = Field(None, ge=0.0, le=1.0)
+    long_share: float | None = None
     remove_buckets: tuple[int | str, ...] = ()
-    max_epochs: int | None = Field(None, ge=1)
+    max_epochs: int | None = None
     long_select: tuple[str, float] | None = None  # (score column, top share) of its long documents
 
-    @model_validator(mode="after")
-    def _weights_non_negative(self) -> SourceMix:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "remove_buckets", tuple(self.remove_buckets))
         for key, w in (self.bucket_weights or {}).items():
             if not (w >= 0 and math.isfinite(w)):
                 raise ValueError(f"source {self.name!r}: bucket weight for {key!r} must be >= 0, got {w}")
-        return self
 
 
-class MixParams(BaseModel):
-    """The whole mix: budget, sources in index order, bucket edges, caps and seed."""
+@dataclass(frozen=True)
+class MixParams:
+    """The whole mix in plain values: budget, sources in index order, bucket edges, caps and seed. The recipe's
+    `stages.mix` (settings.py, MixConfig) is the one settings model; this is what the seeded core needs of it
+    once resolved against the sources and seq_len, checked as a whole (a ValueError, said in one line)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    total_tokens: int | None = Field(None, gt=0)
     sources: tuple[SourceMix, ...]
     edges: tuple[int, ...]
+    total_tokens: int | None = None
     long_min_tokens: int | None = None
-    max_epochs: int = Field(4, ge=1)
+    max_epochs: int = 4
     seed: int = 0
     on_shortfall: Literal["warn", "error"] = "warn"
 
-    @model_validator(mode="after")
-    def _check(self) -> MixParams:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "edges", tuple(int(e) for e in self.edges))
         validate_edges(self.edges)
         names = [s.name for s in self.sources]
         if not names:
@@ -94,7 +93,6 @@ class MixParams(BaseModel):
         for s in self.sources:
             for b in (*s.remove_buckets, *(s.bucket_weights or {})):
                 resolve_bucket(b, self.edges)
-        return self
 
     def long_bucket(self) -> int:
         """First bucket counted as long: the one starting at long_min_tokens (default: the first edge)."""

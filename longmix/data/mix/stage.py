@@ -14,17 +14,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import ValidationError
 
 from longmix.core.errors import UserError
 from longmix.data.mix.buckets import assign_buckets, default_edges, resolve_bucket
 from longmix.data.mix.plan import MixParams, MixShortfallError, SourceMix, plan_mix
+from longmix.data.mix.settings import MixConfig
 from longmix.data.recipe import Recipe
 from longmix.formats.ipc import read_ipc, write_ipc
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob
+
+PLAN = "plan.arrow"  # per tokenized document: shard, row, source, n_tokens, count
 
 
 def mix_params(recipe: Recipe) -> MixParams:
+    """The recipe's `stages.mix` resolved against its sources and seq_len: what the seeded core needs. Every
+    problem is the recipe's, said in one line."""
     cfg, names = recipe.stages.mix, [s.name for s in recipe.sources]
     unknown = sorted(set(cfg.sources) - set(names))
     if unknown:
@@ -32,6 +37,13 @@ def mix_params(recipe: Recipe) -> MixParams:
     if recipe.seq_len is None:
         raise UserError("the mix needs `seq_len:` in the recipe (the training sequence length)")
     edges = cfg.edges or [int(e) for e in default_edges(recipe.seq_len)]
+    try:
+        return _resolve(cfg, names, edges, recipe.seed)
+    except ValueError as exc:
+        raise UserError(f"stages.mix: {exc}") from None
+
+
+def _resolve(cfg: MixConfig, names: list[str], edges: list[int], seed: int) -> MixParams:
     sources = []
     for name in names:
         s = cfg.sources.get(name)
@@ -41,13 +53,9 @@ def mix_params(recipe: Recipe) -> MixParams:
                                  remove_buckets=tuple(s.remove_buckets) if s else (),
                                  max_epochs=s.max_epochs if s else None,
                                  long_select=(s.long_select.by, s.long_select.top) if s and s.long_select else None))
-    try:
-        return MixParams(total_tokens=cfg.total_tokens, sources=tuple(sources), edges=tuple(edges),
-                         long_min_tokens=cfg.long_min_tokens, max_epochs=cfg.max_epochs, seed=recipe.seed,
-                         on_shortfall=cfg.on_shortfall)
-    except (ValidationError, ValueError) as exc:
-        msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise UserError(f"stages.mix: {msg.removeprefix('Value error, ')}") from None
+    return MixParams(total_tokens=cfg.total_tokens, sources=tuple(sources), edges=tuple(edges),
+                     long_min_tokens=cfg.long_min_tokens, max_epochs=cfg.max_epochs, seed=seed,
+                     on_shortfall=cfg.on_shortfall)
 
 
 def _lengths(files: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -101,23 +109,26 @@ class Mix(Stage):
     """Per-document repetition counts from lengths only: the plan pack follows (plan.py)."""
 
     name = "mix"
+    requires = ("tokenize", "longdep")  # lengths from the tokenized shards; scores where a source selects by them
+    exports = ("mix",)  # the plan's report: the manifest's mix table
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.tokenizer is not None and recipe.stages.mix.enabled
 
-    def check(self, recipe: Recipe) -> None:
-        mix_params(recipe)  # a bad mix fails before anything is written
+    def prepare(self, recipe: Recipe) -> MixParams:
+        return mix_params(recipe)  # a bad mix fails before anything is written
+
+    def check(self, recipe: Recipe, params: MixParams) -> None:
         selecting = sorted(n for n, s in recipe.stages.mix.sources.items() if s.long_select)
         if selecting and not recipe.stages.longdep.enabled:
             raise UserError(f"stages.mix.sources.{selecting[0]}.long_select needs the longdep stage's scores: "
                             "set stages.longdep.enabled: true and its scorer")
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, params: MixParams) -> list[Any]:
         return [recipe.stages.mix, recipe.seq_len, recipe.seed]
 
     def run(self, job: StageJob) -> dict[str, Any]:
-        recipe = job.recipe
-        params = mix_params(recipe)
+        recipe, params = job.recipe, job.plan
         names = recipe.source_names
         files = job.output_of("tokenize").files()
         shard, row, src, lens = _lengths(files, names)
@@ -132,14 +143,15 @@ class Mix(Stage):
         for i, sm in enumerate(params.sources):
             for b in sm.remove_buckets:
                 removed |= (src == i) & (bucket == resolve_bucket(b, params.edges))
-        write_ipc(job.dir / "plan.arrow", pa.table({
+        write_ipc(job.dir / PLAN, pa.table({
             "shard": shard, "row": row, "source": src, "n_tokens": lens, "count": plan.counts}))
-        return {**_counts(names, src, plan.counts, removed, ~plan.eligible),
-                "outputs": [{"path": "plan.arrow", "rows": int(len(src))}],
-                "inputs": [_relative(f, job.ctx.output) for f in files], "mix": plan.report.to_dict()}
+        # Its one output, the plan, is what pack reads (job.output_of("mix").files()).
+        job.set_counts({**_counts(names, src, plan.counts, removed, ~plan.eligible),
+                        "outputs": [{"path": PLAN, "rows": int(len(src))}]})
+        return {"inputs": [_relative(f, job.ctx.output) for f in files], "mix": plan.report.to_dict()}
 
-    def summary(self, report: dict[str, Any]) -> list[str]:
-        return [f"[red]SHORTFALL[/red] {sf['message']}" for sf in report["mix"]["shortfalls"]]
+    def warnings(self, report: StageReport) -> list[str]:
+        return [f"SHORTFALL {sf['message']}" for sf in report.extra("mix")["shortfalls"]]
 
 
 def _relative(path: Path, root: Path) -> str:

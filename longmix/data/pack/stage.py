@@ -16,10 +16,10 @@ import numpy as np
 from longmix.data.mix.plan import sample_order
 from longmix.data.pack.packing import PackStats, TokenBatch, pack
 from longmix.data.recipe import Recipe
-from longmix.data.tokenize.choice import tokenizer_ids
 from longmix.formats.ipc import read_ipc
 from longmix.formats.manifest import Manifest, make_lineage, shard_entries, tokenizer_entry, totals_from, write_manifest
 from longmix.formats.packed_shards import shuffle_shards, write_shards
+from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob
 
 MANIFEST = "manifest.json"
@@ -43,22 +43,26 @@ class Pack(Stage):
     """The plan's documents packed into rows of exactly seq_len tokens, shuffled into shards, + the manifest."""
 
     name = "pack"
+    # ingest: the inputs' fingerprints (lineage); tokenize: the token ids and the resolved tokenizer; mix: the plan
+    requires = ("ingest", "tokenize", "mix")
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.tokenizer is not None and recipe.stages.mix.enabled  # pack follows the mix's plan
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: None) -> list[Any]:
         return [recipe.stages.pack]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         recipe, stage_dir = job.recipe, job.dir
         cfg, seq_len, names = recipe.stages.pack, int(recipe.seq_len or 0), recipe.source_names
-        plan = read_ipc(job.output_of("mix").dir / "plan.arrow")
+        mix, tokenized = job.output_of("mix"), job.output_of("tokenize")
+        (plan_path,) = mix.files()  # the mix's one output: its plan
+        plan = read_ipc(plan_path)
         counts = plan.column("count").to_numpy()
         sources = plan.column("source").to_numpy()
         order = sample_order(counts, recipe.seed)
-        tok = tokenizer_ids(recipe)
-        files = job.output_of("tokenize").files()
+        tok = tokenized.plan.ids  # resolved once for the run (Tokenize.prepare)
+        files = tokenized.files()
 
         stats = PackStats(strategy=cfg.strategy, seq_len=seq_len)
         # Tokenize already ended every document with EOS when the recipe asks for it; pack adds none.
@@ -73,7 +77,7 @@ class Pack(Stage):
         shutil.rmtree(staging)
 
         manifest_path = recipe.output_dir / MANIFEST
-        ingest_inputs = job.output_of("ingest").report["inputs"]
+        ingest_inputs = job.output_of("ingest").export("inputs")
         manifest = Manifest(
             seq_len=seq_len,
             tokenizer=tokenizer_entry(tok.path, manifest_path.parent, tok.bos_token, tok.eos_token, tok.pad_token),
@@ -81,7 +85,7 @@ class Pack(Stage):
             shards=shard_entries(shards, manifest_path.parent),
             totals=totals_from(shards, stats.docs_truncated),
             packing=stats.to_dict(),
-            mix=job.output_of("mix").report["mix"],
+            mix=mix.export("mix"),
             lineage=make_lineage(recipe.model_dump(mode="json"),
                                  {i["path"]: f"{i['files']} files, {i['bytes']} bytes, mtime_ns {i['mtime_ns']}"
                                   for i in ingest_inputs}, recipe.seed),
@@ -89,17 +93,16 @@ class Pack(Stage):
         write_manifest(manifest, manifest_path)
         per_source = np.bincount(sources[order].astype(np.int64), minlength=len(names)) if len(order) else \
             np.zeros(len(names), np.int64)
-        return {
+        job.set_counts({
             "in": int(len(order)), "kept": int(len(order)),
             "bytes_out": int(sum(Path(s.path).stat().st_size for s in shards)),
             "sources": {n: {"in": int(c), "kept": int(c), "dropped": 0, "quarantined": 0}
                         for n, c in zip(names, per_source, strict=True)},
             "outputs": [{"path": str(Path(s.path).relative_to(stage_dir)), "rows": s.rows, "tokens": s.tokens}
-                        for s in shards],
-            "packing": stats.to_dict(), "manifest": str(manifest_path),
-        }
+                        for s in shards]})
+        return {"packing": stats.to_dict(), "manifest": str(manifest_path)}
 
-    def summary(self, report: dict[str, Any]) -> list[str]:
-        p = report["packing"]
+    def summary(self, report: StageReport) -> list[str]:
+        p = report.extra("packing")
         return [f"packed {p['rows']:,} sequences of {p['seq_len']:,} tokens ({p['strategy']}, padding "
-                f"{p['padding_share']:.2%}); manifest: {report['manifest']}"]
+                f"{p['padding_share']:.2%}); manifest: {report.extra('manifest')}"]

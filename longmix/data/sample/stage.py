@@ -38,12 +38,7 @@ def sample_task(*, in_path: str, out_dir: str, rel_path: str, fractions: dict[st
     keep = uniform(table.column("content_hash").to_pylist(), seed) < np.array([fractions[s] for s in sources])
     nbytes = pc.binary_length(table.column("text").cast(pa.large_binary())).to_numpy()
     counts = Counts()
-    for src, kept, nb in zip(sources, keep.tolist(), nbytes.tolist(), strict=True):
-        counts.saw(src, nb)
-        if kept:
-            counts.keep(src, nb)
-        else:
-            counts.drop(src, "sampled_out")
+    counts.add(sources, nbytes, np.where(keep, None, "sampled_out"))
     outputs = []
     if keep.any():
         kept_rows = table.filter(pa.array(keep))
@@ -58,7 +53,7 @@ class Sample(Stage):
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.stages.sample.enabled
 
-    def check(self, recipe: Recipe) -> None:
+    def check(self, recipe: Recipe, plan: None) -> None:
         unknown = sorted(set(recipe.stages.sample.per_source) - set(recipe.source_names))
         if unknown:
             raise UserError(f"stages.sample.per_source: unknown source {', '.join(unknown)}; "
@@ -67,15 +62,12 @@ class Sample(Stage):
         if bad:
             raise UserError(f"stages.sample.per_source: fractions must be in (0, 1], got {bad}")
 
-    def settings(self, recipe: Recipe) -> list[Any]:
+    def settings(self, recipe: Recipe, plan: None) -> list[Any]:
         return [recipe.stages.sample, recipe.seed]
 
     def run(self, job: StageJob) -> dict[str, Any]:
         cfg = job.recipe.stages.sample
         fractions = {s: cfg.per_source.get(s, cfg.fraction) for s in job.recipe.source_names}
-        job.run_tasks([job.task(f"sample-{i:05d}", sample_task, cost=size, in_path=str(path), out_dir=str(job.dir),
-                                rel_path=rel, fractions=fractions, seed=job.recipe.seed,
-                                compression=job.recipe.documents.compression)
-                       for i, ((path, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(),
-                                                                   strict=True))])
+        job.map_shards("sample", sample_task, fractions=fractions, seed=job.recipe.seed,
+                       compression=job.recipe.documents.compression)
         return {"fractions": fractions}

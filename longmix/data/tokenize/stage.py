@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from longmix.data.recipe import Recipe
-from longmix.data.tokenize.choice import tokenizer_ids
+from longmix.data.tokenize.choice import TokenizerChoice, tokenizer_ids
 from longmix.data.tokenize.encode import encode_table
 from longmix.formats.ipc import write_ipc
 from longmix.formats.packed_shards import sha256_file
@@ -33,10 +34,8 @@ def tokenize_task(*, in_path: str, out_dir: str, rel_path: str, tokenizer: str, 
     docs = pq.read_table(in_path, columns=["id", "source", "text"])
     table = encode_table(tok, docs, bos_id=bos_id, eos_id=eos_id, chunk_chars=chunk_chars)
     counts = Counts()
-    text_bytes = pc.binary_length(docs.column("text").cast(pa.large_binary())).to_numpy()
-    for src, nb in zip(docs.column("source").to_pylist(), text_bytes, strict=True):
-        counts.saw(src, int(nb))
-        counts.keep(src, int(nb))
+    counts.add(docs.column("source").to_pylist(),
+               pc.binary_length(docs.column("text").cast(pa.large_binary())).to_numpy())
     out_path = Path(out_dir) / rel_path
     write_ipc(out_path, table)
     tokens = int(np.sum(table.column("n_tokens").to_numpy(), dtype=np.int64))
@@ -44,30 +43,37 @@ def tokenize_task(*, in_path: str, out_dir: str, rel_path: str, tokenizer: str, 
                                     "tokens": tokens}])
 
 
+@dataclass(frozen=True)
+class TokenizePlan:
+    """The recipe's tokenizer resolved once per run: its ids and the file's digest (pack reads it too)."""
+
+    ids: TokenizerChoice
+    sha256: str
+
+
 class Tokenize(Stage):
     """Every surviving document -> token ids, with the recipe's BOS/EOS (tokenize/choice.py)."""
 
     name = "tokenize"
+    exports = ("inputs",)  # the text shards its outputs are row-aligned with, relative to the build's output
 
     def enabled(self, recipe: Recipe) -> bool:
         return recipe.tokenizer is not None
 
-    def check(self, recipe: Recipe) -> None:
-        tokenizer_ids(recipe)  # a missing file or token fails before any stage runs
+    def prepare(self, recipe: Recipe) -> TokenizePlan:
+        tok = tokenizer_ids(recipe)  # a missing file or token fails before any stage runs
+        return TokenizePlan(tok, sha256_file(tok.path))
 
-    def settings(self, recipe: Recipe) -> list[Any]:
-        tok = tokenizer_ids(recipe)  # resolved ids: a changed tokenizer_config.json reruns tokenize
-        return [recipe.tokenizer, sha256_file(tok.path), tok.bos_id, tok.eos_id, tok.pad_id, recipe.stages.tokenize]
+    def settings(self, recipe: Recipe, plan: TokenizePlan) -> list[Any]:
+        tok = plan.ids  # resolved ids: a changed tokenizer_config.json reruns tokenize
+        return [recipe.tokenizer, plan.sha256, tok.bos_id, tok.eos_id, tok.pad_id, recipe.stages.tokenize]
 
     def run(self, job: StageJob) -> dict[str, Any]:
-        choice = tokenizer_ids(job.recipe)
-        path, bos, eos = choice.path, choice.bos_id, choice.eos_id
-        digest = sha256_file(path)
-        stats = job.run_tasks([
-            job.task(f"tok-{i:05d}", tokenize_task, cost=size, in_path=str(src), out_dir=str(job.dir),
-                     rel_path=str(Path(rel).with_suffix(".arrow")), tokenizer=str(path), tokenizer_sha256=digest,
-                     bos_id=bos, eos_id=eos, chunk_chars=job.recipe.stages.tokenize.chunk_chars)
-            for i, ((src, rel), size) in enumerate(zip(job.upstream.inputs(), job.upstream.sizes(), strict=True))])
+        plan: TokenizePlan = job.plan
+        path, bos, eos, digest = plan.ids.path, plan.ids.bos_id, plan.ids.eos_id, plan.sha256
+        stats = job.map_shards("tok", tokenize_task, rel_path=lambda rel: str(Path(rel).with_suffix(".arrow")),
+                               tokenizer=str(path), tokenizer_sha256=digest, bos_id=bos, eos_id=eos,
+                               chunk_chars=job.recipe.stages.tokenize.chunk_chars)
         tokens = sum(o["tokens"] for s in stats for o in s["outputs"])
         return {"tokens": tokens, "tokenizer": {"path": str(path), "sha256": digest, "bos_id": bos, "eos_id": eos},
                 # the text shards, row-aligned, relative to the output (longdep resolves them on its node)
