@@ -122,7 +122,7 @@ def test_sdpa_becomes_per_document_under_sequence_parallelism() -> None:
 
 def test_layout_and_shards() -> None:
     a = np.arange(24).reshape(2, 12)
-    layouts = [sp.Layout(world=4, sp=2, rank=r) for r in range(4)]
+    layouts = [sp.ParallelDims(world=4, sp=2, rank=r) for r in range(4)]
     assert [(lay.dp, lay.dp_rank, lay.sp_rank) for lay in layouts] == [(2, 0, 0), (2, 0, 1), (2, 1, 0), (2, 1, 1)]
     assert np.array_equal(np.concatenate([layouts[0].shard(a), layouts[1].shard(a)], axis=1), a)
-    assert sp.Layout(world=2, sp=1, rank=1).shard(a) is a
+    assert sp.ParallelDims(world=2, sp=1, rank=1).shard(a) is a

@@ -1,6 +1,8 @@
 """DeepSpeed's JIT-built CPU op: built in this environment's own folder, a stale build lock left by a killed
-build is removed (saying so) instead of waited on, and a live builder is waited for visibly (issue: every
-`longmix train` and every torchrun-launched rank sat at 0% CPU on a dead build's lock)."""
+build is removed (saying so) instead of waited on, a live builder is waited for visibly, and a build that hangs
+or fails ends the launcher's wait with one line (issue: every `longmix train` and every torchrun-launched rank
+sat at 0% CPU on a dead build's lock). The hung and the failing build are stand-in children injected in place
+of the real one: they hang or fail whatever the machine's speed, so no test waits on a real timeout."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from longmix.core.errors import UserError
 from longmix.train import ops
 
 
@@ -63,3 +66,42 @@ def test_a_live_builder_is_waited_for_visibly_and_its_death_frees_the_lock(built
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture()
+def stand_in_build(tmp_path, monkeypatch):
+    """Run ``code`` as the launcher's build child in an empty extensions folder; every child started is ended
+    when the test ends, whatever it asserted."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("LONGMIX_OP_BUILD_TIMEOUT", raising=False)
+    started: list[subprocess.Popen] = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(ops.subprocess, "Popen", Recorded)
+
+    def use(code: str) -> list[subprocess.Popen]:
+        monkeypatch.setattr(ops, "BUILD_CHILD", (sys.executable, "-c", code))
+        return started
+
+    yield use
+    for child in started:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+def test_a_hung_build_is_ended_with_one_line(stand_in_build):
+    started = stand_in_build("import time; time.sleep(3600)")
+    with pytest.raises(UserError, match=f"{ops.OP_NAME} was not built after 1 s .* LONGMIX_OP_BUILD_TIMEOUT"):
+        ops.prebuild_cpu_op(timeout_s=1, say=lambda _: None)
+    assert len(started) == 1 and started[0].returncode is not None, "the hung build was left running"
+
+
+def test_a_failed_build_names_its_last_line(stand_in_build):
+    stand_in_build("print('error: no C++ compiler'); raise SystemExit(2)")
+    with pytest.raises(UserError, match=r"failed \(exit 2\): error: no C\+\+ compiler"):
+        ops.prebuild_cpu_op(timeout_s=600, say=lambda _: None)

@@ -11,7 +11,7 @@ from helpers_train import REPO, TINY_LLAMA, run_longmix, tiny_recipe, write_trai
 
 from longmix.core.errors import UserError
 from longmix.train.flops import step_flops
-from longmix.train.model import build_model, load_config
+from longmix.train.model import create_model, load_config
 from longmix.train.recipe import TrainRecipe, load_train_recipe
 from longmix.train.schedule import lr_factor
 
@@ -40,7 +40,7 @@ def _inv_freq(theta: float) -> torch.Tensor:
 def _load(checkpoint: Path, rope: dict):
     recipe = _recipe(checkpoint, rope)
     config = load_config(recipe.model, recipe)
-    return config, build_model(recipe.model, recipe, config, torch.float32).eval()
+    return config, create_model(recipe.model, recipe, config, torch.float32).eval()
 
 
 def test_abf_changes_theta_and_only_theta(checkpoint: Path) -> None:

@@ -11,11 +11,14 @@ own (``partial_rotary_factor`` of Phi-3) are kept.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from longmix.core.errors import UserError
 
-KINDS = ("keep", "abf", "linear", "yarn", "dynamic")
+# The RoPE kinds, listed once: the training recipe's field, the checks and the changes all read these.
+RopeKind = Literal["keep", "abf", "linear", "yarn", "dynamic"]
+KINDS: tuple[str, ...] = get_args(RopeKind)
+SCALED_KINDS = ("linear", "yarn", "dynamic")  # the kinds that stretch positions by a factor
 DEFAULT_LAYER_TYPES = ("full_attention",)
 # Keys that belong to one scaling kind; a new kind drops the old kind's keys (ABF after YaRN is plain RoPE).
 _SCALING_KEYS = ("factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",

@@ -8,6 +8,7 @@ from typing import Any
 
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import deep_merge
+from longmix.train import sequence_parallel
 from longmix.train.loader import PhasePlan
 from longmix.train.recipe import TrainRecipe
 
@@ -58,16 +59,7 @@ def build_ds_config(
         bf16={"enabled": bf16},
         checkpoint={**cfg.get("checkpoint", {}), "load_universal": load_universal},
     )
-    if recipe.parallel.sequence_parallel_size > 1:
-        zero = cfg.setdefault("zero_optimization", {})
-        if zero.get("stage") != 3:
-            raise UserError(f"{path}: sequence parallelism needs ZeRO stage 3 (zero_optimization.stage: 3)")
-        # DeepSpeed 0.19's ZeRO-3 divides reduced gradients by the world size on its reduce-scatter path but
-        # by world / SP on its all-reduce path (taken per bucket when reduce_scatter is off): pin the first.
-        if zero.get("reduce_scatter") is False:
-            raise UserError(f"{path}: zero_optimization.reduce_scatter: false is not supported with sequence "
-                            "parallelism (DeepSpeed would scale some gradients by the SP degree)")
-        zero["reduce_scatter"] = True
+    sequence_parallel.adjust_ds_config(cfg, recipe.parallel.sequence_parallel_size, path)
     cfg.pop("fp16", None)  # fp16 loss scaling is not supported for continual pretraining: bf16 or fp32
     cfg.pop("scheduler", None)  # the schedule comes from the recipe
     cfg.setdefault("steps_per_print", 1 << 30)  # we log ourselves

@@ -1,12 +1,17 @@
-"""Per-step metrics: one JSON object per line in ``<run>/metrics.jsonl`` and a console line (rank 0 only)."""
+"""Per-step metrics: one JSON object per line in ``<run>/metrics.jsonl`` and a console line (rank 0 only).
+
+Console lines are plain text (no markup): this is library code, run on every rank under any launcher."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # one line per record, also in a log file
 
 
 class MetricsLog:
@@ -15,7 +20,6 @@ class MetricsLog:
 
     def __init__(self, path: Path, enabled: bool, resume_step: int, trackers: Any = None) -> None:
         self.path, self.enabled, self.trackers = path, enabled, trackers
-        self.console = Console(stderr=True, soft_wrap=True)  # one line per record, also in a log file
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._truncate_after(resume_step)
@@ -36,17 +40,17 @@ class MetricsLog:
         if self.trackers is not None:
             self.trackers.log(record)
         if console:
-            self.console.print(_format(record), highlight=False)
+            _say(_format(record))
 
     def warn(self, record: dict[str, Any]) -> None:
         """A warning about a step (a loss spike, a non-finite step): in metrics.jsonl and on the console."""
         if self.enabled:
             self.write(record, console=False)
-            self.console.print(f"[yellow]warning:[/yellow] step {record['step']}: {record['detail']}", highlight=False)
+            _say(f"warning: step {record['step']}: {record['detail']}")
 
     def info(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, highlight=False)
+            _say(text)
 
     def flush(self) -> None:
         if self.trackers is not None:

@@ -1,4 +1,4 @@
-"""Model setup with transformers: config (RoPE change, attention implementation), creation, checkpointing.
+"""Model setup with transformers: config (RoPE change, attention implementation), checks, creation.
 
 RoPE changes go through ``config.rope_parameters``: transformers 5 silently ignores a plain
 ``config.rope_theta = x``. ``use_cache`` is forced off because with a cache transformers does not build
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.checkpoint import checkpoint
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from longmix.core.errors import UserError
 from longmix.models.remote_code import check_custom_code
-from longmix.models.rope import apply_change
+from longmix.models.rope import SCALED_KINDS, apply_change
 from longmix.train import attention, flex_attention
+from longmix.train import sequence_parallel as sp_mod
 from longmix.train.recipe import ModelConfig, RopeConfig, TrainRecipe
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,9 @@ def rope_parameters(current: dict[str, Any], rope: RopeConfig, max_positions: in
 
 
 def pick_attention(requested: str, sequence_parallel: int) -> str:
-    """The recipe's choice, resolved (see ``attention.resolve``). Under sequence parallelism plain sdpa
-    becomes per-document SDPA: Ulysses drops the mask that sdpa would need."""
-    attn = attention.resolve(requested)
-    if sequence_parallel > 1 and attn == "sdpa":
-        attn = attention.resolve("doc_sdpa")
+    """The recipe's choice, resolved (see ``attention.resolve``), as sequence parallelism needs it (see
+    ``sequence_parallel.core_attention``)."""
+    attn = sp_mod.core_attention(attention.resolve(requested), sequence_parallel)
     if attn == flex_attention.FLEX and not torch.cuda.is_available():
         raise UserError("model.attn_implementation flex needs a GPU (FlexAttention has no CPU backward); "
                         "use doc_sdpa or auto on CPU")
@@ -89,7 +87,7 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
         raise UserError(f"model.{exc}") from None
     if mc.max_position_embeddings is not None:
         config.max_position_embeddings = mc.max_position_embeddings
-    elif mc.rope.factor is not None and mc.rope.kind in ("linear", "yarn", "dynamic"):
+    elif mc.rope.factor is not None and mc.rope.kind in SCALED_KINDS:
         config.max_position_embeddings = int(old_max * mc.rope.factor)
     config.use_cache = False
     config._attn_implementation = pick_attention(mc.attn_implementation, recipe.parallel.sequence_parallel_size)
@@ -97,11 +95,12 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
     return config
 
 
-def build_model(
+def create_model(
     mc: ModelConfig, recipe: TrainRecipe, config: PretrainedConfig, dtype: torch.dtype
 ) -> PreTrainedModel:
     """Create the model. Under an active ``HfDeepSpeedConfig`` with ZeRO-3, transformers builds it inside
-    ``deepspeed.zero.Init``, so each rank only ever holds its partition of the weights."""
+    ``deepspeed.zero.Init``, so each rank only ever holds its partition of the weights. Activation
+    checkpointing and the rest are applied afterwards by ``parallelize``."""
     attn = config._attn_implementation
     if mc.path is not None:
         model = AutoModelForCausalLM.from_pretrained(
@@ -112,26 +111,7 @@ def build_model(
         torch.manual_seed(recipe.seed)  # from-scratch weights depend on the seed only
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
-    if mc.activation_checkpointing:
-        enable_checkpointing(model, mc.activation_offload)
     return model
-
-
-def enable_checkpointing(model: PreTrainedModel, offload: bool) -> None:
-    """Non-reentrant checkpointing per layer (it works with ZeRO-3's parameter hooks and needs no input
-    grads). With ``offload`` the layer inputs it keeps go to host memory through torch's ``save_on_cpu``
-    (transformers' own offload flag pins memory, which fails on machines without an accelerator)."""
-    if not offload:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        return
-    pin = torch.cuda.is_available()
-
-    def offloaded(function, *args, **kwargs):
-        with torch.autograd.graph.save_on_cpu(pin_memory=pin):
-            return checkpoint(function, *args, use_reentrant=False, **kwargs)
-
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model._set_gradient_checkpointing(enable=True, gradient_checkpointing_func=offloaded)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

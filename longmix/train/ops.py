@@ -30,6 +30,7 @@ OP_NAME = "deepspeed_shm_comm"
 DEFAULT_TIMEOUT_S = 600.0
 NOTICE_AFTER_S = 5.0
 OWNER_LOCK = "longmix-build.flock"
+BUILD_CHILD = (sys.executable, "-m", "longmix.train.ops")  # the launcher's build process (tests put a stand-in)
 
 
 def extensions_dir() -> Path:
@@ -82,7 +83,7 @@ def prebuild_cpu_op(timeout_s: float | None = None, say: Callable[[str], None] =
     folder = Path(env["TORCH_EXTENSIONS_DIR"]) / OP_NAME
     if (folder / f"{OP_NAME}.so").is_file() and not (folder / "lock").exists():
         return  # built before and nobody building: the ranks load it at once
-    child = subprocess.Popen([sys.executable, "-m", "longmix.train.ops"], env=env, stdout=subprocess.PIPE,
+    child = subprocess.Popen(list(BUILD_CHILD), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     started, told = time.monotonic(), False
     while child.poll() is None:

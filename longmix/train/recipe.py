@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from longmix.core.recipe_io import Strict, load_with_extends, parse_model
+from longmix.models.rope import SCALED_KINDS, RopeKind
 
 
 class RopeConfig(Strict):
@@ -17,7 +18,7 @@ class RopeConfig(Strict):
     interpolation; ``yarn`` and ``dynamic`` (NTK) are the usual scaled variants.
     """
 
-    kind: Literal["keep", "abf", "linear", "yarn", "dynamic"] = "keep"
+    kind: RopeKind = "keep"
     theta: float | None = Field(None, gt=0, description="new RoPE base (abf; optional for the others)")
     factor: float | None = Field(None, gt=0, description="context extension factor (linear, yarn, dynamic)")
     original_max_position_embeddings: int | None = Field(None, gt=0, description="yarn: pretraining length")
@@ -29,7 +30,7 @@ class RopeConfig(Strict):
     def _needs(self) -> RopeConfig:
         if self.kind == "abf" and self.theta is None:
             raise ValueError("rope kind 'abf' needs theta (e.g. 500000)")
-        if self.kind in ("linear", "yarn", "dynamic") and self.factor is None:
+        if self.kind in SCALED_KINDS and self.factor is None:
             raise ValueError(f"rope kind '{self.kind}' needs factor (new length / old length)")
         return self
 
@@ -93,22 +94,34 @@ class ParallelConfig(Strict):
 
 
 class OptimConfig(Strict):
-    lr: float = Field(2e-5, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
+    """AdamW (DeepSpeed's FusedAdam on GPU when built, torch's AdamW otherwise), one parameter group."""
+
+    lr: float = Field(2e-5, gt=0, description="peak learning rate, reached at the end of the warmup")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW's moment decay rates (beta1, beta2)")
+    eps: float = Field(1e-8, gt=0, description="AdamW's denominator term")
+    weight_decay: float = Field(0.1, ge=0, description="decoupled weight decay, on every parameter "
+                                "(train/model.py param_groups says why there is no no-decay group)")
+    grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0: no clipping)")
 
 
 class ScheduleConfig(Strict):
-    warmup_steps: int = Field(2000, ge=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    kind: Literal["cosine", "constant"] = "cosine"
+    """The learning-rate factor per optimizer step (train/schedule.py), over the whole run's steps."""
+
+    warmup_steps: int = Field(2000, ge=0, description="linear warmup: step i runs at (i + 1) / warmup_steps "
+                              "of optim.lr")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine: the final learning rate as a fraction of "
+                                "optim.lr")
+    kind: Literal["cosine", "constant"] = Field("cosine", description="after the warmup: cosine decay to "
+                                                "min_lr_ratio, or constant at optim.lr")
 
 
 class CheckpointConfig(Strict):
-    every_steps: int = Field(1000, gt=0)
-    keep_last: int = Field(2, ge=1)
+    """Checkpoints under <run>/checkpoints/step_*; a run resumes from the newest one (train/checkpoint.py)."""
+
+    every_steps: int = Field(1000, gt=0, description="optimizer steps between checkpoints (also the default "
+                             "evaluation interval); the last step is always checkpointed")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept in rotation (older ones are deleted; the last "
+                           "finite one before a divergence is kept out of rotation)")
     trust_pickles: bool = Field(False, description="resume from checkpoint files with objects beyond DeepSpeed's "
                                 "known ones (unpickled in full: only for checkpoints you wrote yourself)")
 

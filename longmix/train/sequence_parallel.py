@@ -6,6 +6,11 @@ all-to-all swaps the sequence split for a head split, so each rank attends over 
 1/SP of the heads. DeepSpeed's wrapper drops attention masks but all-gathers the position ids, so the
 core attention must find documents from positions: ``longmix_doc_sdpa`` does on CPU (and any GPU),
 and flash_attention_2's varlen path does on GPU.
+
+This module owns sequence parallelism: the rank layout (``ParallelDims``), the guard rails (``check``), the
+core attention it needs (``core_attention``), its DeepSpeed settings (``adjust_ds_config``), the model's
+attention routing (``setup``, called by ``parallelize``) and the engine fix-up (``fix_engine``). The batch
+planner only reads the degree: a rank holds seq_len / SP tokens of each of its sequences.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ SP_CORES = (DOC_SDPA, FLEX, "flash_attention_2")
 
 
 @dataclass(frozen=True)
-class Layout:
+class ParallelDims:
     """Where this rank sits: SP group of consecutive ranks, data-parallel index across groups."""
 
     world: int
@@ -53,12 +58,22 @@ class Layout:
         return a[:, self.sp_rank * n : (self.sp_rank + 1) * n]
 
 
+def parallel_dims(world: int, sp: int, rank: int) -> ParallelDims:
+    """This rank's place; an SP degree that does not divide the world is refused before any batch is planned."""
+    if world % sp:
+        raise UserError(_NOT_DIVIDING.format(sp=sp, world=world))
+    return ParallelDims(world, sp, rank)
+
+
+_NOT_DIVIDING = "parallel.sequence_parallel_size={sp} does not divide the world size {world}"
+
+
 def check(sp: int, world: int, config: Any, seq_lens: list[int], attn: str) -> None:
     """Guard rails, each a one-line error, before the model is built (and, via ``preflight``, before launch)."""
     if sp == 1:
         return
     if world % sp:
-        raise UserError(f"parallel.sequence_parallel_size={sp} does not divide the world size {world}")
+        raise UserError(_NOT_DIVIDING.format(sp=sp, world=world))
     for L in seq_lens:
         if L % sp:
             raise UserError(f"seq_len {L} is not divisible by parallel.sequence_parallel_size={sp}")
@@ -73,6 +88,37 @@ def check(sp: int, world: int, config: Any, seq_lens: list[int], attn: str) -> N
     if attn not in SP_CORES:
         raise UserError(f"attn_implementation '{attn}' is not supported with sequence parallelism (it needs a full "
                         "[seq, seq] mask, which Ulysses drops); use auto, doc_sdpa, sdpa or flash_attention_2")
+
+
+def core_attention(attn: str, sp: int) -> str:
+    """The core attention a resolved implementation becomes under SP: plain sdpa needs the mask Ulysses drops,
+    so it becomes per-document SDPA (which finds documents from the gathered positions)."""
+    if sp > 1 and attn == "sdpa":
+        register()
+        return DOC_SDPA
+    return attn
+
+
+def adjust_ds_config(cfg: dict[str, Any], sp: int, where: Any) -> None:
+    """What SP needs of the DeepSpeed config (in place); ``where`` names the JSON in errors."""
+    if sp == 1:
+        return
+    zero = cfg.setdefault("zero_optimization", {})
+    if zero.get("stage") != 3:
+        raise UserError(f"{where}: sequence parallelism needs ZeRO stage 3 (zero_optimization.stage: 3)")
+    # DeepSpeed 0.19's ZeRO-3 divides reduced gradients by the world size on its reduce-scatter path but
+    # by world / SP on its all-reduce path (taken per bucket when reduce_scatter is off): pin the first.
+    if zero.get("reduce_scatter") is False:
+        raise UserError(f"{where}: zero_optimization.reduce_scatter: false is not supported with sequence "
+                        "parallelism (DeepSpeed would scale some gradients by the SP degree)")
+    zero["reduce_scatter"] = True
+
+
+def fix_engine(engine: Any, dims: ParallelDims) -> None:
+    """DeepSpeed 0.19 leaves ``dp_world_size`` unset under a Ulysses mpu, and the batch-size setters that
+    curriculum phases call multiply by it."""
+    if engine.dp_world_size is None:
+        engine.dp_world_size = dims.dp
 
 
 def setup(model: torch.nn.Module, sp: int) -> Any:

@@ -21,22 +21,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from longmix.core.errors import UserError
 from longmix.train import checkpoint as ckpt
-from longmix.train import flex_attention
-from longmix.train import sequence_parallel as sp_mod
+from longmix.train import flex_attention, sequence_parallel
 from longmix.train.breakdown import GroupSums, band_names, position_bands, step_breakdown
+from longmix.train.build import build_data, build_engine, build_model, locate_resume, restore
 from longmix.train.dsconfig import build_ds_config
 from longmix.train.faults import crash_point
 from longmix.train.flops import matmul_params, peak_flops_per_device, step_flops
 from longmix.train.guard import Diverged, DivergenceGuard, describe
-from longmix.train.loader import Loader, PhaseData, StepBatch, plan_phases
+from longmix.train.loader import StepBatch
 from longmix.train.masking import IGNORE
 from longmix.train.metrics import MetricsLog
-from longmix.train.model import build_model, check_tokenizer_agrees, load_config, match_tokenizer, param_groups
+from longmix.train.parallelize import parallelize
 from longmix.train.recipe import TrainRecipe
-from longmix.train.schedule import lr_factor
-from longmix.train.tiled_loss import check_supported, tiled_cross_entropy_sum, tiled_token_losses, token_losses
+from longmix.train.tiled_loss import tiled_cross_entropy_sum, tiled_token_losses, token_losses
 from longmix.train.trackers import Trackers, git_revision
 
 log = logging.getLogger(__name__)
@@ -62,82 +60,38 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def open_phases(recipe: TrainRecipe, rank: int) -> list[PhaseData]:
-    """Rank 0 verifies every shard's sha256 (once, not once per rank); a failure stops all ranks."""
-    err: list[str | None] = [None]
-    phases: list[PhaseData] = []
-    try:
-        phases = [PhaseData(recipe.resolve_manifest(p.manifest), verify=recipe.data.verify and rank == 0)
-                  for p in recipe.data.phases]
-    except UserError as exc:
-        err[0] = str(exc)
-    dist.broadcast_object_list(err, src=0)
-    if err[0] is not None:
-        raise UserError(err[0])
-    return phases
-
-
 class Trainer:
+    """A run on this rank, composed from the build steps of train/build.py in their stated order."""
+
     def __init__(self, recipe: TrainRecipe) -> None:
-        import deepspeed
         from transformers.integrations import HfDeepSpeedConfig
 
         self.recipe = recipe
         self.rank, self.world, self.device = init_distributed()
-        self.layout = sp_mod.Layout(self.world, recipe.parallel.sequence_parallel_size, self.rank)
-        sp = self.layout.sp
-        if self.world % sp:  # before planning the data-parallel batches; the other guard rails follow below
-            raise UserError(f"parallel.sequence_parallel_size={sp} does not divide the world size {self.world}")
+        self.dims = sequence_parallel.parallel_dims(self.world, recipe.parallel.sequence_parallel_size, self.rank)
         self.out = recipe.output_dir
         self.ckpt_root = self.out / "checkpoints"
-        self.phases = open_phases(recipe, self.rank)
-        self.plans = plan_phases(recipe, self.phases, self.layout.dp)
-        self.loader = Loader(recipe, self.phases, self.plans, self.layout.dp_rank, self.layout.dp)
+        data = build_data(recipe, self.dims)
+        self.phases, self.plans, self.loader = data.phases, data.plans, data.loader
         self.total_steps = self.loader.total_steps
         self.bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and self.device.type == "cuda")
-        self.resume = ckpt.find_resume(self.ckpt_root, self.world)
-        for line in self.resume.passed_over if self.resume and self.rank == 0 else ():
-            log.warning("%s: resuming from %s instead", line, self.resume.folder.name)
-        if self.resume and self.resume.universal:
-            ckpt.convert_to_universal(self.resume, self.rank, recipe.checkpoint.trust_pickles)
-        ds_config = build_ds_config(recipe, self.plans[0], self.layout.dp, self.bf16,
+        self.resume = locate_resume(self.ckpt_root, self.dims, recipe.checkpoint.trust_pickles)
+        ds_config = build_ds_config(recipe, self.plans[0], self.dims.dp, self.bf16,
                                     load_universal=bool(self.resume and self.resume.universal),
                                     cuda=self.device.type == "cuda")
         # Must exist (and stay referenced) before the model is created: it makes transformers build the
         # model inside deepspeed.zero.Init, partitioned from the start.
         self._hf_ds = HfDeepSpeedConfig(ds_config)
-        self.hf_config = load_config(recipe.model, recipe)
-        for ph in self.phases:
-            t = ph.manifest.tokenizer
-            check_tokenizer_agrees(recipe.model, recipe, t, str(ph.path))
-            match_tokenizer(self.hf_config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(ph.path))
-        sp_mod.check(sp, self.world, self.hf_config, [p.seq_len for p in self.plans],
-                     self.hf_config._attn_implementation)
+        self.hf_config, model = build_model(recipe, data, self.dims, torch.bfloat16 if self.bf16 else torch.float32)
         self.tile = recipe.model.loss_tile_tokens if recipe.model.tiled_loss else None
         self.flex = self.hf_config._attn_implementation == flex_attention.FLEX
-        if self.tile:
-            check_supported(self.hf_config)
-        model = build_model(recipe.model, recipe, self.hf_config, torch.bfloat16 if self.bf16 else torch.float32)
-        mpu = sp_mod.setup(model, sp) if sp > 1 else None
+        mpu = parallelize(model, self.dims, recipe)
         self.n_matmul = matmul_params(model)
-        s = recipe.schedule
-
-        def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-            return torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda i: lr_factor(i, self.total_steps, s.warmup_steps, s.min_lr_ratio, s.kind))
-
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, recipe.optim.weight_decay), config=ds_config,
-            lr_scheduler=schedule, mpu=mpu)
-        if self.engine.dp_world_size is None:
-            # DeepSpeed 0.19 leaves it unset under a Ulysses mpu, and the batch-size setters that curriculum
-            # phases call multiply by it.
-            self.engine.dp_world_size = self.layout.dp
+        self.engine, self.scheduler = build_engine(model, mpu, ds_config, recipe, self.total_steps, self.dims)
         self.head = self.engine.module.get_output_embeddings()
         self._no_logits = torch.zeros(0, dtype=torch.long, device=self.device)
-        self.step = 0
-        if self.resume:
-            self._load()
+        self.step = restore(self.engine, self.loader, self.resume, self.ckpt_root,
+                            recipe.checkpoint.trust_pickles) if self.resume else 0
         g = recipe.guard
         self.guard = DivergenceGuard(g.max_bad_steps, g.spike_factor, g.spike_window,
                                      first_bad_step=self.resume.state.get("first_bad_step") if self.resume else None)
@@ -161,27 +115,17 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         return Trackers(names, self.out, config, self.step, self.recipe.logging, enabled=True)
 
-    def _load(self) -> None:
-        assert self.resume is not None
-        self.loader.check_resume(self.resume.state["loader"])
-        with ckpt.safe_loading(self.resume.folder, self.recipe.checkpoint.trust_pickles):
-            path, _ = self.engine.load_checkpoint(str(self.ckpt_root), tag=self.resume.load_tag,
-                                                  load_optimizer_states=True, load_lr_scheduler_states=True)
-        if path is None:
-            raise RuntimeError(f"DeepSpeed could not load checkpoint {self.resume.folder}")
-        self.step = self.resume.step
-
     def _set_batch_shape(self, step: int) -> None:
         """Phases may change sequences per micro-batch and the accumulation count (tokens per step stay)."""
         plan = self.plans[self.loader.phase_of(step)]
         if self.engine.gradient_accumulation_steps() != plan.grad_accum or \
                 self.engine.train_micro_batch_size_per_gpu() != plan.micro_seqs:
             self.engine.set_train_micro_batch_size(plan.micro_seqs)
-            self.engine.set_train_batch_size(plan.micro_seqs * plan.grad_accum * self.layout.dp)
+            self.engine.set_train_batch_size(plan.micro_seqs * plan.grad_accum * self.dims.dp)
 
     def _tensors(self, *arrays: np.ndarray) -> list[torch.Tensor]:
         """This rank's slice of each row (all of it without sequence parallelism), on the device."""
-        return [torch.from_numpy(np.ascontiguousarray(self.layout.shard(a))).to(self.device) for a in arrays]
+        return [torch.from_numpy(np.ascontiguousarray(self.dims.shard(a))).to(self.device) for a in arrays]
 
     def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor,
                      full_pos: np.ndarray | None = None,
@@ -266,7 +210,7 @@ class Trainer:
         return record
 
     def save(self) -> None:
-        state = {"step": self.step, "world_size": self.world, "sequence_parallel_size": self.layout.sp,
+        state = {"step": self.step, "world_size": self.world, "sequence_parallel_size": self.dims.sp,
                  "loader": self.loader.state(self.step),
                  "tokenizer": self.phases[-1].manifest.tokenizer.path,
                  "tokenizer_sha256": self.phases[-1].manifest.tokenizer.sha256,
@@ -307,8 +251,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "recipe.json").write_text(r.model_dump_json(indent=2) + "\n")
         start = self._started_at = self.step
-        par = f" (sequence parallel {self.layout.sp} x data parallel {self.layout.dp})" if self.layout.sp > 1 else ""
-        self.metrics.info(f"[bold]{r.name}[/bold]: {self.world} ranks{par}, {self.total_steps} steps, "
+        par = f" (sequence parallel {self.dims.sp} x data parallel {self.dims.dp})" if self.dims.sp > 1 else ""
+        self.metrics.info(f"{r.name}: {self.world} ranks{par}, {self.total_steps} steps, "
                           f"{r.batch.tokens_per_step:,} tokens/step" + (f", resumed at step {start}" if start else ""))
         t0 = time.perf_counter()
         while self.step < self.total_steps and (stop_at_step is None or self.step < stop_at_step):

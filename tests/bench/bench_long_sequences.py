@@ -88,7 +88,7 @@ def worker(args: argparse.Namespace) -> None:
     from longmix.train.trainer import Trainer
 
     trainer = Trainer(load_train_recipe(args.recipe))
-    lay = trainer.layout
+    lay = trainer.dims
 
     def peak_gib() -> float:
         t = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20])

@@ -13,7 +13,7 @@ import sys
 import torch
 from deepspeed.utils import safe_get_full_grad
 
-from longmix.train.model import enable_checkpointing
+from longmix.train.parallelize import apply_activation_checkpointing
 from longmix.train.recipe import load_train_recipe
 from longmix.train.trainer import Trainer
 
@@ -50,7 +50,7 @@ def main(recipe_path: str, out: str) -> None:
     for name, (tile, ckpt, offload) in VARIANTS.items():
         trainer.tile = tile
         if ckpt:
-            enable_checkpointing(trainer.engine.module, offload)
+            apply_activation_checkpointing(trainer.engine.module, offload)
         loss, grads = probe(trainer)
         layers = [m for m in trainer.engine.module.modules() if hasattr(m, "_gradient_checkpointing_func")]
         results[name] = {"loss": loss, "grads": grads,
