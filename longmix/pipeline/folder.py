@@ -90,9 +90,6 @@ class LocalFolder(OutputFolder):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return LocalFolder, (self.root,)
-
 
 class MirroredFolder(OutputFolder):
     """A store prefix worked through this node's cache of it (the same store, a cache of its own per node).
