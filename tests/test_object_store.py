@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import yaml
 from conftest import LONGMIX
@@ -117,7 +118,6 @@ def test_killed_mid_stage_resumes_from_an_empty_cache(s3, tokenizer, uninterrupt
     fs = s3.fs()
     proc = _longmix("build", str(recipe), cache=tmp_path / "cache-1")
     deadline = time.time() + 300
-    import pyarrow.fs as pafs
 
     def markers() -> int:
         sel = pafs.FileSelector("runs/b/near_dedup/_tasks", recursive=True, allow_not_found=True)
@@ -166,6 +166,57 @@ def test_ray_nodes_with_their_own_caches_build_to_s3(s3, tokenizer, uninterrupte
     expected = dict(uninterrupted["digest"])
     differ = [k for k in digest if digest[k] != expected.get(k)]
     assert sorted(digest) == sorted(expected) and not differ, differ
+
+
+def _copy_task(source_file: str, out: str) -> dict:
+    Path(out).write_bytes(Path(source_file).read_bytes().upper())
+    return {"read": source_file, "wrote": out}
+
+
+def test_a_task_pulls_exactly_its_declared_inputs(s3, tmp_path, monkeypatch):
+    """A task made on one node and run on another (its own cache): it pulls the inputs it declares, whatever
+    their argument's name, and nothing else; its function gets str paths under that node's cache; its output
+    reaches the store before its marker does."""
+    import pickle
+
+    from longmix.pipeline.folder import FolderPath, MirroredFolder
+    from longmix.pipeline.tasks import Task, run_task
+
+    fs = s3.fs()
+    for name in ("a.txt", "b.txt"):
+        with fs.open_output_stream(f"runs/typed/st/{name}") as out:
+            out.write(name.encode())
+    monkeypatch.setenv("LONGMIX_CACHE", str(tmp_path / "driver"))
+    made = Task("t", _copy_task, {"source_file": FolderPath("st/a.txt", read=True), "out": FolderPath("st/o.txt")},
+                marker=FolderPath("st/_tasks/t.json"), folder=MirroredFolder("s3://runs/typed"))
+    monkeypatch.setenv("LONGMIX_CACHE", str(tmp_path / "node"))
+    stats = run_task(pickle.loads(pickle.dumps(made)))  # as a worker on another node receives it
+    assert stats["read"].startswith(str(tmp_path / "node")) and stats["wrote"].startswith(str(tmp_path / "node"))
+    node = next((tmp_path / "node").rglob("st"))
+    assert sorted(p.relative_to(node).as_posix() for p in node.rglob("*") if p.is_file()) == \
+        ["_tasks/t.json", "a.txt", "o.txt"], "pulled only the declared input"
+    with fs.open_input_stream("runs/typed/st/o.txt") as got:
+        assert got.read() == b"A.TXT"
+    assert fs.get_file_info("runs/typed/st/_tasks/t.json").type == pafs.FileType.File
+    assert not (tmp_path / "driver").exists(), "nothing resolved under the driver's cache"
+
+
+@pytest.mark.parametrize(("message", "kind"), [
+    ("When initiating multiple part upload for key 'run/x' in bucket 'b': AWS Error NO_SUCH_BUCKET during "
+     "CreateMultipartUpload operation: The specified bucket does not exist", "no_bucket"),
+    ("When getting information for key 'run/x' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject "
+     "operation: No response body.", "denied"),
+    ("When getting information for key 'run/x' in bucket 'b': AWS Error NETWORK_CONNECTION during HeadObject "
+     "operation: curlCode: 7, Could not connect to server", None),
+])
+def test_store_refusals_are_classified_in_one_table(message, kind):
+    """pyarrow's messages (a plain OSError each, no errno), as it raised them against moto's server."""
+    from longmix.core.storage import refusal_kind, storage_error
+
+    assert refusal_kind(OSError(message)) == kind
+    line = str(storage_error("s3://b/run", OSError(message), "writing to"))
+    assert {"no_bucket": "bucket 'b' does not exist", "denied": "access denied writing to s3://b/run",
+            None: "is AWS_ENDPOINT_URL right?"}[kind] in line
 
 
 def test_verify_on_s3_manifest(s3, uninterrupted, tmp_path):

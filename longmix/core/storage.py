@@ -4,10 +4,12 @@ pyarrow.fs opens), beside plain local paths.
 A store has no rename, so nothing is written there in pieces: every object is put once, whole (one PUT, or a
 multipart upload that only appears when it completes), and a reader never sees a partial object. Order gives
 the atomicity a rename gives on disk: a task's outputs are put before its completion marker, and a stage's
-`report.json` after everything else of the stage (pipeline/runner.py). Each node keeps a local cache of what it
-reads or writes (`$LONGMIX_CACHE`, default ~/.cache/longmix), the same path on every node; the store stays the
-truth, and a fresh machine pulls what it needs from it. Credentials come from the usual environment
-(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE, AWS_ENDPOINT_URL for S3-compatible servers).
+`report.json` after everything else of the stage (pipeline/folder.py `MirroredFolder`, whose hooks the runner
+calls). Each node keeps a local cache of what it reads or writes (`$LONGMIX_CACHE`, default ~/.cache/longmix),
+which may lie at another path on each node: tasks name files relative to the output folder, resolved under the
+cache of the node that runs them. The store stays the truth, and a fresh machine pulls what it needs from it.
+Credentials come from the usual environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE,
+AWS_ENDPOINT_URL for S3-compatible servers).
 """
 
 from __future__ import annotations
@@ -37,17 +39,39 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+# How a store's refusal is told apart. pyarrow.fs gives no type for it: a missing bucket, denied access and an
+# unreachable endpoint all raise a plain OSError, errno None, no error-code attribute, whose message names the
+# AWS error ("... AWS Error NO_SUCH_BUCKET during CreateMultipartUpload operation: ...", "AWS Error
+# ACCESS_DENIED during HeadObject ...", "AWS Error NETWORK_CONNECTION ...: Could not connect to server";
+# checked with pyarrow 26 against moto's S3 server). Only a missing object is typed (FileNotFoundError), and
+# that is not a refusal. So the message is what classifies, in this table and nowhere else: kind -> the words
+# that mark it (the SDK's names, S3's error codes, the HTTP status), matched in the whole message.
+_REFUSALS: dict[str, tuple[str, ...]] = {
+    "no_bucket": ("NO_SUCH_BUCKET", "NoSuchBucket"),
+    "denied": ("ACCESS_DENIED", "AccessDenied", "Forbidden", "403"),
+}
+# An unreachable endpoint: matched (in any case) in the message's first line only, the line that is shown.
+_UNREACHABLE = "connect"
+
+
+def refusal_kind(exc: BaseException) -> str | None:
+    """The kind of a store's refusal (a key of _REFUSALS), None for any other error."""
+    msg = str(exc)
+    return next((kind for kind, words in _REFUSALS.items() if any(w in msg for w in words)), None)
+
+
 def storage_error(uri: str, exc: BaseException, doing: str = "reading") -> UserError:
     """One line for a store's refusal: missing bucket, denied access, unreachable endpoint."""
-    msg = str(exc)
     bucket = uri.split("://", 1)[-1].split("/", 1)[0]
-    if "NO_SUCH_BUCKET" in msg or "NoSuchBucket" in msg:
+    kind = refusal_kind(exc)
+    if kind == "no_bucket":
         return UserError(f"bucket '{bucket}' does not exist ({uri}): create it or fix the URI")
-    if "ACCESS_DENIED" in msg or "AccessDenied" in msg or "Forbidden" in msg or "403" in msg:
+    if kind == "denied":
         return UserError(f"access denied {doing} {uri}: check the credentials (AWS_ACCESS_KEY_ID/"
                          f"AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket's policy")
+    msg = str(exc)
     first = msg.splitlines()[0] if msg else type(exc).__name__
-    hint = "; is AWS_ENDPOINT_URL right?" if "connect" in first.lower() else ""
+    hint = "; is AWS_ENDPOINT_URL right?" if _UNREACHABLE in first.lower() else ""
     return UserError(f"failed {doing} {uri}: {first}{hint}")
 
 
@@ -144,13 +168,6 @@ class Mirror:
         self.root = self.root.rstrip("/")
         self.local = cache_dir(self.uri)
 
-    def rel(self, local_path: str | Path) -> str | None:
-        """The path of a local file relative to the mirror, None when it lies outside."""
-        try:
-            return Path(local_path).resolve().relative_to(self.local.resolve()).as_posix()
-        except ValueError:
-            return None
-
     def listing(self, rel_dir: str = "", recursive: bool = True) -> dict[str, int]:
         """Every object under rel_dir (directly in it, unless recursive): path relative to the mirror -> bytes."""
         import pyarrow.fs as pafs
@@ -221,31 +238,6 @@ class Mirror:
                 todo.append(rel)
         for rel in sorted(todo, key=lambda r: r in late):
             self.push(rel)
-
-    def pull_inputs(self, value: Any) -> None:
-        """Pull every file a task's arguments name inside the mirror that this node's cache lacks (a task may
-        run on a node that never saw the stage that wrote its input)."""
-        if isinstance(value, dict):
-            for v in value.values():
-                self.pull_inputs(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                self.pull_inputs(v)
-        elif isinstance(value, str) and value.startswith(str(self.local)):
-            rel = self.rel(value)
-            if rel and not (self.local / rel).exists() and file_info(join(self.uri, rel)) is not None:
-                self.pull(rel)
-
-    def rebase(self, value: Any, other_root: str) -> Any:
-        """A task's arguments with paths under another node's cache (the driver's, that made the task)
-        moved under this node's: each node keeps its own cache of the same store."""
-        if isinstance(value, dict):
-            return {k: self.rebase(v, other_root) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.rebase(v, other_root) for v in value)
-        if isinstance(value, str) and other_root and (value == other_root or value.startswith(other_root + "/")):
-            return str(self.local) + value[len(other_root):]
-        return value
 
     def check_writable(self) -> None:
         """Fail fast, before any work: the bucket exists and this identity may write under the prefix."""

@@ -39,15 +39,15 @@ def build(recipe: Recipe, until: str | None = None, executor: str | None = None,
         raise UserError("--report-only needs --until filter and 'stages.filter.enabled: true' in the recipe")
     # Every stage prepared (once for the run) and checked before an executor (or Ray) starts.
     active = check_flow(FLOW, recipe, until, recipe.recipe_file)
-    store = recipe.output_store
-    if store is not None and not report_only:
-        store.check_writable()  # a missing bucket or a denied write: one line now, not after the first stage
+    folder = recipe.output_folder
+    if not report_only:
+        folder.check_writable()  # a store's missing bucket or a denied write: one line now, not after a stage
 
     def run(ex: Executor) -> dict[str, dict[str, Any]]:
         for p in active if isinstance(ex, RayExecutor) else []:  # every stage's tasks fit some node
             ex.check_fits(p.stage.resources(recipe))
         with folder_lock(recipe.output_dir, "build"):
-            return run_flow(FLOW, recipe, StageContext(recipe.output_dir, ex, progress, store), until,
+            return run_flow(FLOW, recipe, StageContext(folder, ex, progress), until,
                             preview=report_only, where=recipe.recipe_file, prepared=active)
 
     if started is not None:

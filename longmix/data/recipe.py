@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import Strict, load_with_extends, parse_model
-from longmix.core.storage import Mirror, cache_dir, glob_uri, is_uri
+from longmix.core.storage import cache_dir, glob_uri, is_uri
 from longmix.data.dedup.settings import ExactDedupConfig, NearDedupConfig
 from longmix.data.filters.settings import FilterConfig
 from longmix.data.ingest.settings import IngestConfig, SourceConfig
@@ -23,6 +23,7 @@ from longmix.data.mix.settings import MixConfig
 from longmix.data.pack.settings import PackConfig
 from longmix.data.sample.settings import SampleConfig
 from longmix.data.tokenize.settings import TokenizeConfig, TokenizerConfig
+from longmix.pipeline.folder import OutputFolder, output_folder
 
 
 class StagesConfig(Strict):
@@ -98,8 +99,10 @@ class Recipe(Strict):
         return cache_dir(self.output) if is_uri(self.output) else self.resolve(self.output)
 
     @property
-    def output_store(self) -> Mirror | None:
-        return Mirror(self.output) if is_uri(self.output) else None
+    def output_folder(self) -> OutputFolder:
+        """The output as the runner works with it: a plain folder, or a store prefix mirrored through this
+        node's cache (pipeline/folder.py)."""
+        return output_folder(self.output, self.output_dir)
 
     @property
     def source_names(self) -> list[str]:

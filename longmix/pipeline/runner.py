@@ -20,8 +20,8 @@ from typing import Any
 from longmix.core.atomic import remove_stale_temps, write_json
 from longmix.core.errors import BuildFailed, UserError
 from longmix.core.recipe_io import settings_hash
-from longmix.core.storage import Mirror
 from longmix.pipeline.executors import Executor
+from longmix.pipeline.folder import OutputFolder
 from longmix.pipeline.progress import task_progress
 from longmix.pipeline.report import StageReport
 from longmix.pipeline.stage import Stage, StageJob, StageOutput
@@ -55,14 +55,13 @@ def forget_tasks_of(folder: Path, damaged: list[str]) -> None:
 
 
 class StageContext:
-    """store: the object-store prefix the output lives in (None: a local folder). `output` is then its local
-    cache: each stage's folder is brought in line with the store before it is reused or resumed, every task
-    puts its files and then its marker there, and the stage's report goes up last (core/storage.py)."""
+    """folder: the build's output folder (pipeline/folder.py); `output` is its root on this node (a store's
+    local cache when the output is a store URI). The folder's hooks run at fixed points: before a stage's
+    folder is reused or resumed, after it is claimed, around its tasks, and after its report is written."""
 
-    def __init__(self, output: Path, executor: Executor, progress: bool | None = None,
-                 store: Mirror | None = None) -> None:
-        self.output = output
-        self.store = store
+    def __init__(self, folder: OutputFolder, executor: Executor, progress: bool | None = None) -> None:
+        self.folder = folder
+        self.output = folder.root
         self.executor = executor
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._outputs: dict[str, StageOutput] = {}
@@ -79,9 +78,7 @@ class StageContext:
         """The report of a finished stage with these settings; claims the folder for a new run otherwise."""
         folder = self.stage_dir(stage)
         meta_path, report_path = folder / "stage.json", folder / "report.json"
-        if self.store is not None:  # the store is the truth: the cache holds what it holds, no more
-            self.store.pull_missing(stage, exact=True)
-            self.store.pull_missing("", self.store.listing("", recursive=False))  # the manifest at the top
+        self.folder.sync_stage_before_reuse(stage)
         if meta_path.is_file():
             old = json.loads(meta_path.read_text()).get("settings_hash")
             if old != settings_hash:
@@ -100,8 +97,7 @@ class StageContext:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(folder)
         write_json(meta_path, {"stage": stage, "settings_hash": settings_hash})
-        if self.store is not None:
-            self.store.push(f"{stage}/stage.json")
+        self.folder.publish_claim(stage)
         return None
 
     def run_tasks(self, stage: str, tasks: list[Task], label: str | None = None,
@@ -110,9 +106,8 @@ class StageContext:
         needs (the stage's declaration), for tasks that declare nothing themselves."""
         if resources:
             tasks = [t if t.resources else replace(t, resources=resources) for t in tasks]
-        if self.store is not None:
-            tasks = [replace(t, store=self.store.uri, store_cache=str(self.store.local)) for t in tasks]
-            self.store.push_missing(stage, skip="_tasks")  # what the driver wrote so far, for the tasks to read
+        tasks = [replace(t, folder=self.folder) for t in tasks]
+        self.folder.share_driver_files(stage)  # what the driver wrote so far, for the tasks to read
         results: list[dict[str, Any] | None] = [read_marker(t) for t in tasks]
         todo = [i for i, r in enumerate(results) if r is None]
         if len(todo) < len(tasks):
@@ -121,8 +116,8 @@ class StageContext:
             for j, stats in self.executor.run([tasks[i] for i in todo]):
                 results[todo[j]] = stats
                 advance()
-        if self.store is not None and todo:  # what tasks on other nodes wrote, for the stage's global steps
-            self.store.pull_missing(stage)
+        if todo:  # what tasks on other nodes wrote, for the stage's global steps
+            self.folder.collect_task_files(stage)
         return [r for r in results if r is not None]
 
     def run_stage(self, stage: Stage, recipe: Any, settings: str, upstream: StageOutput | None,
@@ -151,11 +146,7 @@ class StageContext:
         report = replace(report, seconds=round(time.time() - started, 3))
         check_reconciles(stage, report.counts)
         write_json(self.stage_dir(stage) / "report.json", report.to_json())
-        if self.store is not None:  # everything the stage wrote (and the manifest at the top), its report last
-            for p in sorted(self.output.glob("*")):
-                if p.is_file() and not p.name.startswith("."):
-                    self.store.push(p.name)
-            self.store.push_missing(stage, last=("report.json",))
+        self.folder.publish_stage(stage)  # everything the stage wrote (and the manifest at the top), its report last
         return report
 
 

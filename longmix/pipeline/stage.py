@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from longmix.pipeline.folder import FolderPath
 from longmix.pipeline.report import StageReport
 from longmix.pipeline.tasks import Task, TaskFn
 
@@ -88,10 +89,21 @@ class StageJob:
             raise RuntimeError(f"stage {self.stage.name}: counts come from its tasks or from set_counts, not both")
         self.own_counts = counts
 
+    def path(self, *parts: str) -> FolderPath:
+        """A file (or folder) of this stage's folder that a task writes, as a task argument: resolved on the
+        node that runs the task (a store's cache lies elsewhere on each node). No parts: the folder itself."""
+        return FolderPath("/".join((self.stage.name, *parts)))
+
+    def reads(self, path: Path | str) -> FolderPath:
+        """A file of the output folder (an earlier stage's output, or a file this stage's driver wrote) that a
+        task reads, as a task argument: the node that runs the task pulls it from a store when it lacks it."""
+        return FolderPath.of(path, self.ctx.output, read=True)
+
     def task(self, task_id: str, fn: TaskFn, cost: int = 0, **kwargs: Any) -> Task:
         """A resumable task of this stage: its completion marker is `_tasks/<task_id>.json`; `cost` (e.g. its
-        input bytes) lets executors start the biggest tasks first."""
-        return Task(task_id, fn, kwargs, marker=str(self.dir / "_tasks" / f"{task_id}.json"), cost=cost)
+        input bytes) lets executors start the biggest tasks first. Paths of the output folder in kwargs are
+        FolderPaths (`job.path`, `job.reads`), never strings, so they resolve and pull on any node."""
+        return Task(task_id, fn, kwargs, marker=self.path("_tasks", f"{task_id}.json"), cost=cost)
 
     def run_tasks(self, tasks: list[Task], label: str | None = None, counted: bool = True) -> list[dict[str, Any]]:
         """Run tasks (resuming); counted tasks' stats (in/kept/dropped/quarantined, outputs) make the stage
@@ -112,11 +124,12 @@ class StageJob:
 
         Task `<prefix>-<index:05d>` calls fn(in_path=<the shard>, out_dir=<this stage's folder>,
         rel_path=<the shard's path in its folder, through `rel_path`>, **per_shard(index, rel), **kwargs);
-        its cost hint is the shard's bytes."""
+        its cost hint is the shard's bytes. The shard is a declared input (`job.reads`), so is any input
+        per_shard names; the function receives plain str paths."""
         up = self.upstream
         tasks = []
         for i, ((path, rel), size) in enumerate(zip(up.inputs(), up.sizes(), strict=True)):
-            args = {"in_path": str(path), "out_dir": str(self.dir), "rel_path": rel_path(rel) if rel_path else rel,
+            args = {"in_path": self.reads(path), "out_dir": self.path(), "rel_path": rel_path(rel) if rel_path else rel,
                     **(per_shard(i, rel) if per_shard else {}), **kwargs}
             tasks.append(self.task(f"{prefix}-{i:05d}", fn, cost=size, **args))
         return self.run_tasks(tasks, label, counted)

@@ -1,6 +1,8 @@
 """A task is one pure unit of work: a module-level function and its JSON-able keyword arguments.
 
-The worker runs the function, then writes the task's completion marker (its stats) atomically.
+The worker runs the function, then writes the task's completion marker (its stats) atomically. Files of the
+build's output folder are named as FolderPaths (pipeline/folder.py), resolved on the node that runs the task;
+those marked `read` are its inputs, the only files it pulls from a store.
 A rerun skips every task whose marker exists, so a killed stage resumes where it stopped. The function is
 pickled by reference (module and name), so process pools and Ray workers import it themselves.
 """
@@ -12,12 +14,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from longmix.core.atomic import write_json
-from longmix.core.storage import Mirror
+from longmix.pipeline.folder import FolderPath, OutputFolder
 
 TaskFn = Callable[..., dict[str, Any]]
 
@@ -26,13 +28,19 @@ TaskFn = Callable[..., dict[str, Any]]
 class Task:
     task_id: str
     fn: TaskFn
+    # Its keyword arguments: JSON-able values, files of the output folder as FolderPaths (resolved to plain
+    # strings on the node that runs it, so the function receives str paths).
     kwargs: dict[str, Any] = field(default_factory=dict)
-    marker: str = ""  # path of the completion marker; empty: not resumable (a preview)
+    marker: FolderPath | None = None  # its completion marker in the output folder; None: not resumable (a preview)
     cost: int = 0  # a size hint (input bytes): executors start the costliest tasks first
     # What one task needs (num_cpus, memory in bytes), declared by its stage; the Ray executor schedules with it.
     resources: dict[str, float] = field(default_factory=dict)
-    store: str = ""  # the object-store prefix the stage's folder mirrors ("" for a local folder)
-    store_cache: str = ""  # the cache folder of that store on the node that made the task (its paths)
+    folder: OutputFolder | None = None  # the output folder its FolderPaths lie in (set by the runner)
+
+    @property
+    def inputs(self) -> list[FolderPath]:
+        """The files of the output folder it reads, as its arguments declare them."""
+        return [v for v in self.kwargs.values() if isinstance(v, FolderPath) and v.read]
 
 
 def current_node() -> str:
@@ -44,30 +52,31 @@ def current_node() -> str:
 
 
 def run_task(task: Task) -> dict[str, Any]:
-    """Executed in a worker process (local pool or Ray); returns the task's stats. With a store, the task
-    first pulls the inputs its arguments name that this node lacks, and after it ran puts the files it wrote
-    (newer than its start), then its marker: a marker in the store means the task's outputs are there."""
-    mirror = Mirror(task.store) if task.store else None
-    if mirror is not None:
-        if task.store_cache != str(mirror.local):  # this node caches the store elsewhere: use its own paths
-            task = replace(task, kwargs=mirror.rebase(task.kwargs, task.store_cache),
-                           marker=mirror.rebase(task.marker, task.store_cache))
-        mirror.pull_inputs(task.kwargs)
+    """Executed in a worker process (local pool or Ray); returns the task's stats. The task's folder was
+    unpickled on this node, so its paths resolve under this node's root (a store's cache here). It first
+    brings the declared inputs this node lacks, and after the function ran puts the files it wrote in its
+    stage's folder (newer than its start), then its marker: a marker in the store means the outputs are there."""
+    folder = task.folder
+    if folder is None:
+        if any(isinstance(v, FolderPath) for v in task.kwargs.values()) or task.marker is not None:
+            raise RuntimeError(f"task {task.task_id} names output-folder paths but has no folder (a bug)")
+        folder = OutputFolder()
+    folder.fetch_inputs(task.inputs)
+    kwargs = {k: folder.resolve(v) if isinstance(v, FolderPath) else v for k, v in task.kwargs.items()}
     started = time.time() - 1.0  # mtime granularity: a second of slack only re-puts identical files
-    stats = {**task.fn(**task.kwargs), "node": current_node()}  # run metadata, like timings
-    if task.marker:
-        if mirror is not None:
-            stage_rel = mirror.rel(Path(task.marker).parent.parent)
-            mirror.push_missing(stage_rel or "", since=started, skip="_tasks")
-        write_json(task.marker, {"task_id": task.task_id, "stats": stats})
-        if mirror is not None:
-            mirror.push(mirror.rel(task.marker) or "")
+    stats = {**task.fn(**kwargs), "node": current_node()}  # run metadata, like timings
+    if task.marker is not None:
+        folder.publish_task_outputs(task.marker.stage, since=started)
+        write_json(folder.resolve(task.marker), {"task_id": task.task_id, "stats": stats})
+        folder.publish_file(task.marker)
     return stats
 
 
 def read_marker(task: Task) -> dict[str, Any] | None:
-    path = Path(task.marker)
-    if not task.marker or not path.is_file():
+    if task.marker is None or task.folder is None:
+        return None
+    path = Path(task.folder.resolve(task.marker))
+    if not path.is_file():
         return None
     try:
         return json.loads(path.read_text())["stats"]

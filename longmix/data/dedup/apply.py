@@ -61,5 +61,5 @@ def apply_decisions(job: StageJob, decisions_path: Path) -> list[dict[str, Any]]
     """One apply task per upstream shard, writing the survivors at the same relative path (the stage's counts)."""
     return job.map_shards("apply", apply_decisions_task,
                           per_shard=lambda i, _: {"shard": i,
-                                                  "quarantine_path": str(job.dir / "quarantine" / f"{i:05d}.parquet")},
-                          decisions_path=str(decisions_path), compression=job.recipe.documents.compression)
+                                                  "quarantine_path": job.path("quarantine", f"{i:05d}.parquet")},
+                          decisions_path=job.reads(decisions_path), compression=job.recipe.documents.compression)

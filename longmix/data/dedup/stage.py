@@ -71,8 +71,10 @@ class NearDedup(Stage):
                 name = f"{i:05d}" if len(parts) == 1 else f"{i:05d}-{k:04d}"
                 band_files.append(job.dir / "bands" / f"{name}.parquet")
                 set_files.append(job.dir / "sets" / f"{name}.arrow")
-                tasks.append(job.task(f"bands-{name}", band_task, cost=sizes[i] // len(parts), in_path=str(path),
-                                      row_groups=groups, out_path=str(band_files[-1]), sets_path=str(set_files[-1]),
+                tasks.append(job.task(f"bands-{name}", band_task, cost=sizes[i] // len(parts),
+                                      in_path=job.reads(path), row_groups=groups,
+                                      out_path=job.path("bands", f"{name}.parquet"),
+                                      sets_path=job.path("sets", f"{name}.arrow"),
                                       num_perm=params.num_perm, bands=params.bands, rows=params.rows,
                                       ngram=params.ngram, seed=params.seed, batch_docs=cfg.batch_docs))
         decisions_path = job.dir / "decisions.parquet"

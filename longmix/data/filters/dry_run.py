@@ -91,7 +91,7 @@ def report_only(job: StageJob) -> dict[str, Any]:
     started = time.time()
     recipe = job.recipe
     cfg, params = resolved_config(recipe).model_dump(), source_params(recipe)
-    tasks = [Task(f"report-{i:05d}", report_only_task, {"in_path": str(path), "cfg": cfg, "params": params})
+    tasks = [Task(f"report-{i:05d}", report_only_task, {"in_path": job.reads(path), "cfg": cfg, "params": params})
              for i, path in enumerate(job.upstream.files())]
     stats = job.run_tasks(tasks, "filters (report only)")
     per_source, samples = _merge_details(stats, recipe.stages.filter.samples_per_reason)

@@ -93,7 +93,7 @@ class Filter(Stage):
         recipe = job.recipe
         cfg_dump, params = resolved_config(recipe).model_dump(), source_params(recipe)
         stats = job.map_shards("filter", filter_task,
-                               per_shard=lambda i, _: {"dropped_path": str(job.dir / "dropped" / f"{i:05d}.parquet")},
+                               per_shard=lambda i, _: {"dropped_path": job.path("dropped", f"{i:05d}.parquet")},
                                cfg=cfg_dump, params=params, compression=recipe.documents.compression)
         cfg = recipe.stages.filter
         return {

@@ -167,8 +167,9 @@ def prepare_inputs(recipe: Recipe) -> IngestPlan:
     return IngestPlan(inputs)
 
 
-def plan_tasks(recipe: Recipe, plan: IngestPlan, out_dir: Path) -> list[Task]:
+def plan_tasks(job: StageJob) -> list[Task]:
     """One task per input file (text folders: per group of files)."""
+    recipe, plan = job.recipe, job.plan
     cfg = recipe.stages.ingest
     tasks: list[Task] = []
     for source, listed in zip(recipe.sources, plan.inputs, strict=True):
@@ -182,16 +183,15 @@ def plan_tasks(recipe: Recipe, plan: IngestPlan, out_dir: Path) -> list[Task]:
                 groups = [None]
             for files in groups:
                 tid = f"{source.name}-{k:05d}"
-                tasks.append(Task(tid, ingest_task, {
-                    "source": source.name, "fmt": fmt, "path": str(path), "files": files,
-                    "text_field": source.text_field, "id_field": source.id_field,
-                    "max_doc_bytes": cfg.max_doc_bytes, "shard_bytes": cfg.shard_bytes,
-                    "out_dir": str(out_dir), "rel_stem": f"shards/{source.name}/{k:05d}",
-                    "quarantine_path": str(out_dir / "quarantine" / f"{tid}.parquet"),
-                    "compression": recipe.documents.compression,
-                    "split": source.split, "detokenizer": detokenizer_path(recipe, source),
-                }, marker=str(out_dir / "_tasks" / f"{tid}.json"),
-                    cost=inp.fingerprint["bytes"] // len(groups)))
+                tasks.append(job.task(
+                    tid, ingest_task, cost=inp.fingerprint["bytes"] // len(groups),
+                    source=source.name, fmt=fmt, path=str(path), files=files,
+                    text_field=source.text_field, id_field=source.id_field,
+                    max_doc_bytes=cfg.max_doc_bytes, shard_bytes=cfg.shard_bytes,
+                    out_dir=job.path(), rel_stem=f"shards/{source.name}/{k:05d}",
+                    quarantine_path=job.path("quarantine", f"{tid}.parquet"),
+                    compression=recipe.documents.compression,
+                    split=source.split, detokenizer=detokenizer_path(recipe, source)))
                 k += 1
     return tasks
 
@@ -244,5 +244,5 @@ class Ingest(Stage):
         return [recipe.stages.ingest, sources, fingerprint, recipe.documents, *([detoks] if detoks else [])]
 
     def run(self, job: StageJob) -> dict[str, Any]:
-        job.run_tasks(plan_tasks(job.recipe, job.plan, job.dir))
+        job.run_tasks(plan_tasks(job))
         return {"inputs": job.plan.fingerprint}

@@ -136,7 +136,7 @@ class Longdep(Stage):
         stride = cfg.stride or max(1, cfg.window // 2)
         stats = job.map_shards(
             "score", longdep_task, rel_path=lambda rel: str(Path("scores") / Path(rel).with_suffix(".parquet")),
-            per_shard=lambda i, _: {"in_path": str(job.ctx.output / texts[i])},  # the text shard, row-aligned
+            per_shard=lambda i, _: {"in_path": job.reads(job.ctx.output / texts[i])},  # the text shard, row-aligned
             scorer=folder, digest=scorer_digest(folder), device=cfg.device, dtype=cfg.dtype,
             window=cfg.window, stride=stride, max_len=cfg.max_len, max_windows=cfg.max_windows,
             min_tokens=cfg.min_tokens, margin=cfg.margin, batch_size=cfg.batch_size, sources=cfg.sources)
