@@ -75,15 +75,16 @@ def cli(*args: str | Path, env: dict[str, str] | None = None, input: str | None 
     return CliRun(code, res.stdout, stderr, exc)
 
 
-def one_line_error(run: CliRun, *says: str) -> str:
+def one_line_error(run: CliRun, *says: str, alone: bool = True) -> str:
     """Assert a run failed on a UserError the user can fix: exit 2, one line on stderr that starts with
-    `error: ` and contains each of ``says``. A crash (any other exception, exit 1) does not pass. Returns it."""
+    `error: ` and contains each of ``says``; with ``alone``, nothing else on stderr (not even progress lines).
+    A crash (any other exception, exit 1) does not pass. Returns the message."""
     assert isinstance(run.exception, UserError), f"not a UserError: {run.exception!r}\n{run.stderr[-3000:]}"
     message = str(run.exception)
     assert run.returncode == 2, (run.returncode, message)
     assert "\n" not in message.strip(), message
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
-    assert lines == [f"error: {message}"], run.stderr[-3000:]
+    assert lines[-1:] == [f"error: {message}"] and (len(lines) == 1 or not alone), run.stderr[-3000:]
     for s in says:
         assert s in message, message
     return message

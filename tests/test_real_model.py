@@ -237,17 +237,18 @@ def test_import_refuses_bad_sources(smollm2: Path, tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf file")
     for src, words in ((str(bad), "not a GGUF file"), (str(tmp_path), "no config.json"),
                        ("pkg:no_such_package_here", "no installed package")):
-        one_line_error(cli("model", "import", src, "-o", tmp_path / "out"), words)
+        one_line_error(cli("model", "import", src, "-o", tmp_path / "out"), words, alone=False)  # after "loading"
     folder = tmp_path / "notok"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 64, "hidden_size": 16,
                                                     "num_hidden_layers": 1, "num_attention_heads": 2,
                                                     "intermediate_size": 32}))
-    one_line_error(cli("model", "import", folder, "-o", tmp_path / "out"), "tokenizer")
+    one_line_error(cli("model", "import", folder, "-o", tmp_path / "out"), "tokenizer", alone=False)
     for name in ("tokenizer.json", "tokenizer_config.json"):  # a tokenizer, but an architecture nobody knows
         (folder / name).write_bytes((smollm2 / name).read_bytes())
     (folder / "config.json").write_text(json.dumps({"model_type": "no_such_architecture", "vocab_size": 64}))
-    one_line_error(cli("model", "import", folder, "-o", tmp_path / "out"), "does not recognize this architecture")
+    one_line_error(cli("model", "import", folder, "-o", tmp_path / "out"), "does not recognize this architecture",
+                   alone=False)
     assert not (tmp_path / "out").exists()
 
 
