@@ -55,7 +55,7 @@ def _train_recipe(out: Path, model: Path, manifest: Path, **over) -> dict:
 @pytest.fixture(scope="module")
 def runs(smollm2: Path, demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real-run")
-    _ok(run_longmix("build", str(real_mix_recipe(root, demo_corpus, smollm2))))
+    _ok(cli("build", str(real_mix_recipe(root, demo_corpus, smollm2))))
     manifest = root / "mix" / "manifest.json"
     recipe = write_train_recipe(root / "real.yaml", **_train_recipe(root / "unused", smollm2, manifest))
     out = {"root": root, "recipe": recipe, "manifest": manifest, "full": root / "full", "resumed": root / "resumed"}
@@ -63,7 +63,7 @@ def runs(smollm2: Path, demo_corpus: Path, tmp_path_factory: pytest.TempPathFact
     _ok(run_longmix("train", str(recipe), "--nproc", "2", "-o", str(out["resumed"]), "--stop-at-step", "2"))
     _ok(run_longmix("train", str(recipe), "--nproc", "2", "-o", str(out["resumed"])))
     out["hf"] = root / "hf"
-    _ok(run_longmix("export", str(out["full"]), "-o", str(out["hf"])))
+    _ok(cli("export", str(out["full"]), "-o", str(out["hf"])))
     return out
 
 
@@ -255,7 +255,7 @@ def test_import_refuses_bad_sources(smollm2: Path, tmp_path: Path) -> None:
 def test_sequence_parallel_3_on_gqa_matches_transformers(smollm2: Path, demo_corpus: Path, tmp_path: Path) -> None:
     """Ulysses over 3 gloo ranks (9 heads and 3 KV heads split 3 ways) on 384-token rows: step 1's loss equals
     plain transformers' per-document loss of the same rows."""
-    _ok(run_longmix("build", str(real_mix_recipe(tmp_path, demo_corpus, smollm2, seq_len=384))))
+    _ok(cli("build", str(real_mix_recipe(tmp_path, demo_corpus, smollm2, seq_len=384))))
     rec = _train_recipe(tmp_path / "sp3", smollm2, tmp_path / "mix" / "manifest.json",
                         parallel={"sequence_parallel_size": 3},
                         batch={"tokens_per_step": 384, "micro_batch_tokens": 128},
