@@ -11,18 +11,14 @@ import time
 from pathlib import Path
 
 import polars as pl
-from conftest import write_jsonl, write_recipe
+from conftest import LONGMIX, write_jsonl, write_recipe
+from helpers_cli import cli, one_line_error
 
 from longmix.data.tokenize.encode import train_bpe
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "tools"))
 from compare_builds import differences  # noqa: E402
-
-
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **env}, timeout=600)
 
 
 def _recipe(tmp_path: Path, demo_corpus: Path, name: str, stages: dict | None = None, **extra) -> Path:
@@ -43,25 +39,25 @@ def test_vanished_outputs_are_rebuilt_to_the_same_bytes(tmp_path, demo_corpus):
     tok = tmp_path / "tok.json"
     train_bpe([p.read_text()[:200_000] for p in texts], 512, tok)
     recipe = _recipe(tmp_path, demo_corpus, "out", tokenizer={"path": str(tok)}, seq_len=256)
-    assert _cli("build", str(recipe)).returncode == 0
-    assert _cli("build", str(recipe), "-o", str(tmp_path / "reference")).returncode == 0
+    assert cli("build", str(recipe)).returncode == 0
+    assert cli("build", str(recipe), "-o", str(tmp_path / "reference")).returncode == 0
     out = tmp_path / "out"
     gone = [next((out / "ingest" / "shards" / "docs").glob("*.parquet")), next((out / "tokenize").rglob("*.arrow")),
             next((out / "pack" / "shards").glob("*.arrow"))]
     for p in gone:
         p.unlink()
     (out / "near_dedup" / "_tasks" / "apply-00000.json").unlink()  # a lost marker alone: that task reruns
-    again = _cli("build", str(recipe))
+    again = cli("build", str(recipe))
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("missing or changed since the stage finished") == 3
-    assert _cli("verify", str(out / "manifest.json")).returncode == 0
+    assert cli("verify", str(out / "manifest.json")).returncode == 0
     assert all(p.is_file() for p in gone)
     assert differences(tmp_path / "reference", out) == []
 
 
 def test_progress_lines_and_results_on_stdout_when_not_a_terminal(tmp_path, demo_corpus):
-    proc = _cli("build", str(_recipe(tmp_path, demo_corpus, "out")), "--until", "exact_dedup",
-                LONGMIX_PROGRESS_SECONDS="0")
+    proc = cli("build", _recipe(tmp_path, demo_corpus, "out"), "--until", "exact_dedup",
+               env={"LONGMIX_PROGRESS_SECONDS": "0"})
     assert proc.returncode == 0, proc.stderr
     assert "ingest: 4 tasks" in proc.stderr and "ingest: 4/4 tasks done in" in proc.stderr
     assert "exact dedup: 4/4 tasks done in" in proc.stderr
@@ -70,20 +66,17 @@ def test_progress_lines_and_results_on_stdout_when_not_a_terminal(tmp_path, demo
 
 def test_reports_of_finished_stages_print_when_a_later_stage_fails(tmp_path, demo_corpus):
     recipe = _recipe(tmp_path, demo_corpus, "out", {"filter": {"enabled": True, "heuristics": {"min_chars": 10**9}}})
-    proc = _cli("build", str(recipe))
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "no documents left after stage filter (min_chars" in lines[0]
+    proc = cli("build", recipe)
+    one_line_error(proc, "no documents left after stage filter (min_chars", alone=False)  # after progress lines
     for stage in ("ingest", "exact_dedup", "near_dedup", "filter"):
         assert stage in proc.stdout  # the stage table of what did finish
-    assert "Traceback" not in proc.stderr
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, demo_corpus):
     recipe = _recipe(tmp_path, demo_corpus, "out")
     (tmp_path / "out.yaml").write_text((tmp_path / "out.yaml").read_text().replace(
         "part-0000[0-2].jsonl", "*.jsonl"))
-    proc = subprocess.Popen([sys.executable, "-m", "longmix.cli", "build", str(recipe)], cwd=REPO, text=True,
+    proc = subprocess.Popen([*LONGMIX, "build", str(recipe)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (tmp_path / "out" / "ingest" / "stage.json").exists() and time.time() < deadline:
@@ -99,7 +92,7 @@ def test_dedup_of_a_folder_of_jsonl_reads_its_records(tmp_path):
     folder = tmp_path / "in"
     write_jsonl(folder / "a.jsonl", [{"id": str(i), "text": f"document number {i} " * 20} for i in range(5)])
     write_jsonl(folder / "sub" / "b.jsonl", [{"id": "x", "text": "another document entirely " * 20}])
-    proc = _cli("dedup", str(folder), "-o", str(tmp_path / "out"), "--workers", "1")
+    proc = cli("dedup", str(folder), "-o", str(tmp_path / "out"), "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     kept = pl.read_parquet(tmp_path / "out" / "near_dedup" / "shards" / "**" / "*.parquet")
     assert sorted(kept["id"].to_list()) == ["0", "1", "2", "3", "4", "x"]  # records, not one doc per file
@@ -110,7 +103,7 @@ def test_sigterm_ends_the_build_and_its_workers(tmp_path, demo_corpus):
     recipe = _recipe(tmp_path, demo_corpus, "out")
     (tmp_path / "out.yaml").write_text((tmp_path / "out.yaml").read_text().replace(
         "part-0000[0-2].jsonl", "*.jsonl"))
-    proc = subprocess.Popen([sys.executable, "-m", "longmix.cli", "build", str(recipe)], cwd=REPO, text=True,
+    proc = subprocess.Popen([*LONGMIX, "build", str(recipe)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         while not (tmp_path / "out" / "ingest" / "stage.json").exists() and proc.poll() is None:
@@ -146,22 +139,16 @@ def test_a_second_build_on_one_folder_is_refused(tmp_path, demo_corpus, caplog):
     the first, and a lock whose holder was killed is taken over, saying so."""
     import json
 
-    from typer.testing import CliRunner
-
-    from longmix.cli.app import app
-    from longmix.core.errors import UserError
     from longmix.core.folder_lock import LOCK_NAME, folder_lock
 
     recipe = _recipe(tmp_path, demo_corpus, "out")
     with folder_lock(tmp_path / "out", "build"):
-        res = CliRunner().invoke(app, ["build", str(recipe)])
-    assert isinstance(res.exception, UserError), res.output
-    assert f"in use by another longmix build (pid {os.getpid()}" in str(res.exception)
+        one_line_error(cli("build", recipe), f"in use by another longmix build (pid {os.getpid()}")
     (tmp_path / "out" / LOCK_NAME).write_text(json.dumps(  # what a killed build leaves: its record, no flock
         {"pid": 999999, "what": "build", "command": "longmix build out.yaml", "started": "2026-12-01 10:00:00"}))
     with caplog.at_level("WARNING"):
-        res = CliRunner().invoke(app, ["build", str(recipe), "--until", "ingest"])
-    assert res.exit_code == 0, res.output
+        res = cli("build", recipe, "--until", "ingest")
+    assert res.returncode == 0, res.stderr
     assert "taking over from a longmix build (pid 999999" in caplog.text
     assert (tmp_path / "out" / LOCK_NAME).read_text() == ""  # released at the end
 
@@ -175,7 +162,7 @@ def test_write_faults_are_one_line(tmp_path, demo_corpus):
 
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
-    proc = _cli("build", str(_recipe(tmp_path, demo_corpus, "out")))
+    proc = cli("build", str(_recipe(tmp_path, demo_corpus, "out")))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and str(blocker) in proc.stderr
     full = storage_fault(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.parquet")))
@@ -195,9 +182,7 @@ def test_a_full_disk_mid_build_resumes_to_the_same_bytes(tmp_path, demo_corpus, 
     import errno
     import tempfile
 
-    from typer.testing import CliRunner
-
-    from longmix.cli.app import app, storage_fault
+    from longmix.cli.app import storage_fault
     from longmix.core import atomic
 
     tok = tmp_path / "tok.json"
@@ -215,13 +200,12 @@ def test_a_full_disk_mid_build_resumes_to_the_same_bytes(tmp_path, demo_corpus, 
             return tempfile.mkstemp(**kwargs)
 
     monkeypatch.setattr(atomic, "tempfile", FillingDisk)
-    failed = CliRunner().invoke(app, ["build", str(recipe)])
-    assert isinstance(failed.exception, OSError), failed.output
+    failed = cli("build", recipe)
+    assert isinstance(failed.exception, OSError), failed.stderr
     assert "near_dedup" in str(writes[-1])  # ingest and exact dedup finished; the rest resumes
     assert storage_fault(failed.exception).startswith(f"no space left on the device at {writes[-1]}; finished tasks")
     monkeypatch.undo()
-    resumed = CliRunner().invoke(app, ["build", str(recipe)])
-    assert resumed.exit_code == 0, resumed.output
-    clean = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "reference")])
-    assert clean.exit_code == 0, clean.output
+    assert cli("build", recipe).returncode == 0
+    clean = cli("build", recipe, "-o", tmp_path / "reference")
+    assert clean.returncode == 0, clean.stderr
     assert differences(tmp_path / "reference", tmp_path / "out") == []

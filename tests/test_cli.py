@@ -1,27 +1,13 @@
-"""The command line: clear one-line errors with exit code 2, and the standalone commands."""
+"""The command line (in-process): clear one-line errors with exit code 2, and the standalone commands."""
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 from conftest import write_jsonl
-
-
-def longmix(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+from helpers_cli import cli, one_line_error
 
 
 def test_recipe_errors_are_one_line(tmp_path):
@@ -39,17 +25,17 @@ def test_recipe_errors_are_one_line(tmp_path):
     }
     for name, (text, needles) in cases.items():
         (tmp_path / name).write_text(text)
-        _one_line_error(longmix("build", str(tmp_path / name)), *needles)
-    _one_line_error(longmix("build", str(tmp_path / "absent.yaml")), "not found")
+        one_line_error(cli("build", str(tmp_path / name)), *needles)
+    one_line_error(cli("build", str(tmp_path / "absent.yaml")), "not found")
     (tmp_path / "ok.yaml").write_text("output: out\nsources: [{name: a, paths: [data.jsonl]}]\n")
-    _one_line_error(longmix("build", str(tmp_path / "ok.yaml"), "--until", "nope"), "unknown stage 'nope'")
+    one_line_error(cli("build", str(tmp_path / "ok.yaml"), "--until", "nope"), "unknown stage 'nope'")
 
 
 def test_dedup_command(tmp_path):
     text = " ".join(f"token{i}" for i in range(300))
     write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "text": text}, {"id": "2", "text": "unrelated short text"}])
     write_jsonl(tmp_path / "b.jsonl", [{"id": "3", "text": text + " plus one"}, {"id": "4", "text": text}])
-    proc = longmix("dedup", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "-o", str(tmp_path / "out"),
+    proc = cli("dedup", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "-o", str(tmp_path / "out"),
                    "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "out"
@@ -59,11 +45,11 @@ def test_dedup_command(tmp_path):
     kept = pl.read_parquet(out / "near_dedup" / "shards" / "**" / "*.parquet")
     assert sorted(kept["id"].to_list()) == ["2", "3"]
     assert "near_dedup" in proc.stdout
-    _one_line_error(longmix("dedup", str(tmp_path / "missing.jsonl"), "-o", str(out)), "not found")
+    one_line_error(cli("dedup", str(tmp_path / "missing.jsonl"), "-o", str(out)), "not found")
 
 
 def test_demo_corpus_is_deterministic(tmp_path, demo_corpus):
-    proc = longmix("demo-corpus", str(tmp_path / "again"))
+    proc = cli("demo-corpus", str(tmp_path / "again"))
     assert proc.returncode == 0, proc.stderr
 
     def digest(root: Path) -> dict[str, str]:

@@ -1,17 +1,19 @@
-"""Every mistake a new user makes, through the real CLI: exit 2, one line on stderr naming what is wrong,
-no traceback, no hang, and nothing written. Recipe mistakes are all found before the first stage runs."""
+"""Every mistake a new user makes, through the CLI (in-process): a UserError, so exit 2 and one line on stderr
+naming what is wrong, no traceback, and nothing written. Recipe mistakes are all found before the first stage
+runs. One case runs as a real process: the exit code and the one line are `main()`'s, not the test helper's."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import LONGMIX
+from helpers_cli import cli, one_line_error
 from helpers_train import REPO, tiny_recipe
 
 from longmix.data.tokenize.encode import train_bpe
@@ -89,18 +91,6 @@ def _materialize(root: Path, name: str, over: dict[str, Any]) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)  # a hang fails here
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, says: str) -> None:
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr and says in lines[0], lines[0]
-
-
 RUNS = [(cmd, *c) for cmd in ("build", "check") for c in DATA_CASES if cmd == "build" or not c[2]]
 
 
@@ -108,28 +98,27 @@ RUNS = [(cmd, *c) for cmd in ("build", "check") for c in DATA_CASES if cmd == "b
 def test_data_recipe_mistakes(env, command, case, over, args, says):
     root = env["root"]
     recipe = _materialize(root, f"{command}-{case}", over)
-    proc = _run(command, str(recipe), *args)
-    _one_line_error(proc, says)
-    assert str(recipe.name) in proc.stderr or "unknown stage" in says or "unknown key" in says or \
+    message = one_line_error(cli(command, recipe, *args), says)
+    assert str(recipe.name) in message or "unknown stage" in says or "unknown key" in says or \
         "seed" in says, "the message names the recipe file"
     assert not (root / f"out-{command}-{case}").exists(), "nothing written before the error"
 
 
 def test_dedup_of_a_mixed_folder(env):
     out = env["root"] / "dedup-out"
-    _one_line_error(_run("dedup", str(env["root"] / "mixed"), "-o", str(out)), "mixes JSONL/Parquet files")
+    one_line_error(cli("dedup", env["root"] / "mixed", "-o", out), "mixes JSONL/Parquet files")
     assert not out.exists()
 
 
 def test_tokenizer_train_without_usable_text(env):
     out = env["root"] / "tok-out.json"
-    _one_line_error(_run("tokenizer", "train", str(env["root"] / "body.jsonl"), "-o", str(out)), "no usable text")
+    one_line_error(cli("tokenizer", "train", env["root"] / "body.jsonl", "-o", out), "no usable text")
     assert not out.exists()
 
 
 def test_tokenizer_train_warns_when_the_vocabulary_comes_out_small(env):
     out = env["root"] / "small.json"
-    proc = _run("tokenizer", "train", str(env["root"] / "good.jsonl"), "-o", str(out), "--vocab-size", "8192")
+    proc = cli("tokenizer", "train", env["root"] / "good.jsonl", "-o", out, "--vocab-size", "8192")
     assert proc.returncode == 0, proc.stderr
     assert "warning" in proc.stderr and "of the 8,192 asked for" in proc.stderr
     assert "written to" in proc.stdout and out.is_file()
@@ -154,13 +143,23 @@ def test_training_recipe_mistakes(env, case, over, says, command):
         recipe["deepspeed"] = str(root / over["deepspeed"])
     path = root / f"train-{command}-{case.replace(' ', '_')}.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    proc = _run(command, str(path), *(["--nproc", "2"] if command == "train" else []))
-    _one_line_error(proc, says)
-    assert path.name in proc.stderr, "the message names the recipe file"
+    message = one_line_error(cli(command, path, *(["--nproc", "2"] if command == "train" else [])), says)
+    assert path.name in message, "the message names the recipe file"
     assert not out.exists()
 
 
 def test_check_of_something_that_is_no_recipe(env):
     path = env["root"] / "what.yaml"
     path.write_text("hello: world\n")
-    _one_line_error(_run("check", str(path)), "cannot tell what this recipe is")
+    one_line_error(cli("check", path), "cannot tell what this recipe is")
+
+
+def test_a_mistake_in_a_real_process_is_one_line_and_exit_2(env):
+    """`main()` itself: the UserError printed as one line on stderr, exit code 2, no traceback, no hang."""
+    path = env["root"] / "what-process.yaml"
+    path.write_text("hello: world\n")
+    proc = subprocess.run([*LONGMIX, "check", str(path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot tell what this recipe is" in lines[0], \
+        proc.stderr[-2000:]

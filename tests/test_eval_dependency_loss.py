@@ -5,28 +5,21 @@ and bad inputs are one line, exit 2; `longmix demo-lowq` writes junk the filters
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.test_cli import _one_line_error
-
-
-def longmix(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+from helpers_cli import cli, one_line_error
 
 
 def test_a_real_model_uses_the_planted_dependencies(smollm2: Path, demo_corpus: Path, tmp_path: Path) -> None:
     data = tmp_path / "longdep"
-    p = longmix("demo-longdep", str(data), "--tokenizer", str(smollm2 / "tokenizer.json"),
+    p = cli("demo-longdep", str(data), "--tokenizer", str(smollm2 / "tokenizer.json"),
                 "--filler", str(demo_corpus / "code" / "part-00000.jsonl"),
                 "--heldout-filler", str(demo_corpus / "tests" / "part-00000.jsonl"),
                 "--docs", "1", "--heldout-docs", "2", "--slot", "32", "--slots", "16", "--distances", "32,128,416")
     assert p.returncode == 0, p.stderr
     assert "largest deviation 0 tokens" in " ".join(p.stderr.split())
     out = tmp_path / "eval"
-    p = longmix("eval", "dependency-loss", str(smollm2), "--data", str(data / "heldout.jsonl"), "--max-len", "600",
+    p = cli("eval", "dependency-loss", str(smollm2), "--data", str(data / "heldout.jsonl"), "--max-len", "600",
                 "--device", "cpu", "-o", str(out))
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "dependency_loss.json").read_text())["results"][0]
@@ -38,17 +31,17 @@ def test_a_real_model_uses_the_planted_dependencies(smollm2: Path, demo_corpus: 
 
 def test_dependency_loss_refuses_data_without_planted_pairs(smollm2: Path, demo_corpus: Path,
                                                             tmp_path: Path) -> None:
-    p = longmix("eval", "dependency-loss", str(smollm2), "--data", str(demo_corpus / "code" / "part-00000.jsonl"),
+    p = cli("eval", "dependency-loss", str(smollm2), "--data", str(demo_corpus / "code" / "part-00000.jsonl"),
                 "-o", str(tmp_path))
-    _one_line_error(p, "no 'deps'")
-    p = longmix("demo-longdep", str(tmp_path / "x"), "--tokenizer", str(smollm2 / "tokenizer.json"),
+    one_line_error(p, "no 'deps'")
+    p = cli("demo-longdep", str(tmp_path / "x"), "--tokenizer", str(smollm2 / "tokenizer.json"),
                 "--filler", str(demo_corpus / "code"), "--heldout-filler", str(demo_corpus / "code"),
                 "--distances", "32,5000")
-    _one_line_error(p, "--distances must lie within")
+    one_line_error(p, "--distances must lie within")
 
 
 def test_low_quality_corpus_and_its_classifier_data(demo_corpus: Path, tmp_path: Path) -> None:
-    p = longmix("demo-lowq", str(tmp_path / "lowq"), "--source", str(demo_corpus / "docs"), "--docs", "20",
+    p = cli("demo-lowq", str(tmp_path / "lowq"), "--source", str(demo_corpus / "docs"), "--docs", "20",
                 "--classifier-docs", "10")
     assert p.returncode == 0, p.stderr
     summary = json.loads((tmp_path / "lowq" / "corpus.json").read_text())
@@ -59,5 +52,5 @@ def test_low_quality_corpus_and_its_classifier_data(demo_corpus: Path, tmp_path:
     boiler = [d["text"] for d in junk if d["lowq"] == "boilerplate"]
     lines = [ln for t in boiler for ln in t.splitlines() if ln.strip()]
     assert len(set(lines)) < len(lines) / 2  # mostly repeated lines: max_dup_line_frac drops these
-    p = longmix("demo-lowq", str(tmp_path / "y"), "--source", str(tmp_path / "missing"))
-    _one_line_error(p, "not found")
+    p = cli("demo-lowq", str(tmp_path / "y"), "--source", str(tmp_path / "missing"))
+    one_line_error(p, "not found")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_cli import cli, one_line_error
+from helpers_packed import segments
 from helpers_train import make_manifest, make_tokenizer
-from typer.testing import CliRunner
 
-from longmix.cli.app import app
 from longmix.core.errors import UserError
 from longmix.formats.manifest import load_manifest
 from longmix.formats.packed_rows import PAD_SOURCE
@@ -43,17 +43,15 @@ def _rows(manifest: Path) -> list[tuple[np.ndarray, list[int], list[str]]]:
 
 
 def _segments(manifest: Path) -> list[np.ndarray]:
-    out = []
-    for ids, lens, _ in _rows(manifest):
-        ends = np.cumsum(lens)
-        out += [ids[a:b] for a, b in zip(ends - lens, ends, strict=True)]
-    return out
+    """Every document segment of the mix, in order."""
+    m = load_manifest(manifest)
+    return [t for entry in m.shards for t, _ in segments(read_rows(manifest.parent / entry.path, m.seq_len))]
 
 
 def _export(manifest: Path, fmt: str, out: Path, *extra: str) -> str:
-    res = CliRunner().invoke(app, ["export-data", str(manifest), "--to", fmt, "-o", str(out), *extra])
-    assert res.exit_code == 0, (res.output, res.exception)
-    return res.output
+    res = cli("export-data", manifest, "--to", fmt, "-o", out, *extra)
+    assert res.returncode == 0, res.stderr
+    return res.stdout + res.stderr
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -161,8 +159,8 @@ def test_a_killed_export_resumes_to_the_same_bytes(manifest: Path, tmp_path: Pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(run, "shard_docs", dying)
-    res = CliRunner().invoke(app, ["export-data", str(manifest), "--to", fmt, "-o", str(cut)])
-    assert res.exit_code != 0 and not (cut / "longmix-export.json").exists()
+    res = cli("export-data", manifest, "--to", fmt, "-o", cut)
+    assert res.returncode != 0 and not (cut / "longmix-export.json").exists()
     monkeypatch.setattr(run, "shard_docs", real)
     text = _export(manifest, fmt, cut)
     assert "[1/" in text and "kept" in text.split("\n")[0]
@@ -175,10 +173,8 @@ def test_a_killed_export_resumes_to_the_same_bytes(manifest: Path, tmp_path: Pat
 def test_bad_requests_are_one_line_before_any_writing(manifest: Path, tmp_path: Path) -> None:
     from longmix.formats.export.dtypes import token_dtype
 
-    runner = CliRunner()
-    res = runner.invoke(app, ["export-data", str(manifest), "--to", "megatron", "-o", str(tmp_path / "a"),
-                              "--dtype", "uint32"])
-    assert isinstance(res.exception, UserError) and "megatron stores tokens as" in str(res.exception)
+    one_line_error(cli("export-data", manifest, "--to", "megatron", "-o", tmp_path / "a", "--dtype", "uint32"),
+                   "megatron stores tokens as")
     assert not (tmp_path / "a").exists()
     with pytest.raises(UserError, match="cannot hold token ids up to 151,935"):
         token_dtype("olmo", ("uint16", "uint32", "uint64"), "uint16", 151_936)
@@ -188,12 +184,10 @@ def test_bad_requests_are_one_line_before_any_writing(manifest: Path, tmp_path: 
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    res = runner.invoke(app, ["export-data", str(manifest), "--to", "olmo", "-o", str(busy)])
-    assert isinstance(res.exception, UserError) and "not empty" in str(res.exception)
+    one_line_error(cli("export-data", manifest, "--to", "olmo", "-o", busy), "not empty")
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
     _export(manifest, "olmo", tmp_path / "o")
-    res = runner.invoke(app, ["export-data", str(manifest), "--to", "hf", "-o", str(tmp_path / "o")])
-    assert isinstance(res.exception, UserError) and "another mix or format" in str(res.exception)
+    one_line_error(cli("export-data", manifest, "--to", "hf", "-o", tmp_path / "o"), "another mix or format")
 
 
 def test_an_unverifiable_manifest_writes_nothing(manifest: Path, tmp_path: Path) -> None:
@@ -201,7 +195,5 @@ def test_an_unverifiable_manifest_writes_nothing(manifest: Path, tmp_path: Path)
     shutil.copytree(manifest.parent, bad)
     shard = next(bad.rglob("*.arrow"))
     shard.write_bytes(shard.read_bytes()[:-10])
-    res = CliRunner().invoke(app, ["export-data", str(bad / "manifest.json"), "--to", "megatron", "-o",
-                                   str(tmp_path / "out")])
-    assert isinstance(res.exception, UserError) and "sha256" in str(res.exception)
+    one_line_error(cli("export-data", bad / "manifest.json", "--to", "megatron", "-o", tmp_path / "out"), "sha256")
     assert not (tmp_path / "out").exists()

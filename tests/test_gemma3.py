@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_cli import cli
 from helpers_train import REPO, documents_loss_sum, real_mix_recipe, run_longmix, write_train_recipe
 
 from longmix.train.trainer import read_metrics
@@ -31,7 +32,7 @@ def _ok(proc) -> None:
 @pytest.fixture(scope="module")
 def run(gemma3: Path, demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gemma3-run")
-    _ok(run_longmix("build", str(real_mix_recipe(root, demo_corpus, gemma3, seq_len=SEQ, total_tokens=12_000))))
+    _ok(cli("build", str(real_mix_recipe(root, demo_corpus, gemma3, seq_len=SEQ, total_tokens=12_000))))
     manifest = root / "mix" / "manifest.json"
     rec = {
         "name": "gemma3", "seed": 2, "output": str(root / "train"),
@@ -43,7 +44,7 @@ def run(gemma3: Path, demo_corpus: Path, tmp_path_factory: pytest.TempPathFactor
         "deepspeed": str(REPO / "train" / "ds_zero3.json"), "checkpoint": {"every_steps": 2, "keep_last": 1},
     }
     _ok(run_longmix("train", str(write_train_recipe(root / "gemma3.yaml", **rec)), "--nproc", "2"))
-    _ok(run_longmix("export", str(root / "train"), "-o", str(root / "hf")))
+    _ok(cli("export", str(root / "train"), "-o", str(root / "hf")))
     return {"root": root, "manifest": manifest, "train": root / "train", "hf": root / "hf"}
 
 

@@ -17,6 +17,7 @@ import pytest
 import tokenizers
 import yaml
 from conftest import write_jsonl
+from helpers_cli import cli, one_line_error
 
 from longmix.core.errors import UserError
 from longmix.data.flow import build
@@ -306,11 +307,5 @@ def test_mistakes_are_one_line_before_any_work(tmp_path, kind):
 
 def test_a_mistake_through_the_cli_is_one_line(tmp_path):
     """`longmix check` raises the UserError that `longmix`'s main turns into one line and exit 2."""
-    from typer.testing import CliRunner
-
-    from longmix.cli.app import app
-
     source, says = _mistake("missing split", tmp_path)
-    res = CliRunner().invoke(app, ["check", str(_recipe(tmp_path, "m", source, None))])
-    assert isinstance(res.exception, UserError) and says in str(res.exception), res.output
-    assert "\n" not in str(res.exception)
+    one_line_error(cli("check", _recipe(tmp_path, "m", source, None)), says)

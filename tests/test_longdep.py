@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from conftest import write_jsonl, write_recipe
+from conftest import LONGMIX, write_jsonl, write_recipe
+from helpers_cli import cli, one_line_error
 
 from longmix.data.flow import build
 from longmix.data.recipe import load_recipe
@@ -108,18 +108,14 @@ def test_scores_do_not_depend_on_batch_size_or_workers(scored, demo_corpus, smol
     assert np.allclose(sa[~np.isnan(sa)], sb[~np.isnan(sb)], atol=1e-4, rtol=0)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "longmix.cli", *args], capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.slow
 def test_killed_scoring_resumes_to_identical_scores(scored, demo_corpus, smollm2):
     tmp, _, _ = scored
     ref = _recipe(tmp, demo_corpus, smollm2, "cli-ref")
-    assert _cli("build", str(ref), "--until", "longdep").returncode == 0
+    assert cli("build", ref, "--until", "longdep").returncode == 0
     killed = _recipe(tmp, demo_corpus, smollm2, "killed")
-    cmd = [sys.executable, "-m", "longmix.cli", "build", str(killed), "--until", "longdep"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([*LONGMIX, "build", str(killed), "--until", "longdep"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # a real process to kill -9
     markers, deadline = tmp / "killed" / "longdep" / "_tasks", time.time() + 600
     while (len(list(markers.glob("score-*.json"))) if markers.is_dir() else 0) < 2 and proc.poll() is None \
             and time.time() < deadline:
@@ -127,7 +123,7 @@ def test_killed_scoring_resumes_to_identical_scores(scored, demo_corpus, smollm2
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp / "killed" / "longdep" / "report.json").exists(), "the run finished before the kill"
-    again = _cli("build", str(killed), "--until", "longdep")
+    again = cli("build", killed, "--until", "longdep")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already done, resuming" in again.stderr
     assert _scores(tmp / "killed").equals(_scores(tmp / "cli-ref"))
@@ -135,16 +131,12 @@ def test_killed_scoring_resumes_to_identical_scores(scored, demo_corpus, smollm2
 
 def test_a_missing_or_unloadable_scorer_is_one_line(tmp_path, demo_corpus, smollm2):
     missing = _recipe(tmp_path, demo_corpus, tmp_path / "no-such-model", "missing")
-    done = _cli("build", str(missing))
-    assert done.returncode == 2 and "stages.longdep.scorer" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    one_line_error(cli("build", missing), "stages.longdep.scorer")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "wide"}')
     (broken / "tokenizer.json").write_text("{}")
-    done = _cli("build", str(_recipe(tmp_path, demo_corpus, broken, "broken")))
-    assert done.returncode == 2 and "cannot load" in done.stderr, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    one_line_error(cli("build", _recipe(tmp_path, demo_corpus, broken, "broken")), "cannot load")
 
 
 def test_long_select_keeps_the_top_scored_long_documents(scored):
@@ -173,6 +165,5 @@ def test_long_select_without_the_stage_fails_before_any_work(tmp_path, demo_corp
     data = yaml.safe_load(recipe.read_text())
     data["stages"]["mix"] = {"sources": {"planted": {"long_select": {"top": 0.5}}}}
     recipe.write_text(yaml.safe_dump(data))
-    done = _cli("build", str(recipe))
-    assert done.returncode == 2 and "needs the longdep stage" in done.stderr
+    one_line_error(cli("build", recipe), "needs the longdep stage")
     assert not (tmp_path / "nostage" / "ingest").exists()

@@ -1,4 +1,5 @@
-"""Packed shards and the manifest end to end on stdlib text: round trip, determinism, verification."""
+"""Packed shards and the manifest end to end on stdlib text, built by the real flow (ingest, tokenize, mix,
+pack): round trip, determinism, verification."""
 
 from __future__ import annotations
 
@@ -10,34 +11,30 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
+from conftest import write_jsonl
+from helpers_packed import segments
 
 from longmix.core.errors import UserError
-from longmix.data.mix.buckets import default_edges
-from longmix.data.mix.plan import MixParams, SourceMix, plan_mix, sample_order
-from longmix.data.pack.packing import PackStats, TokenBatch, pack
-from longmix.data.tokenize.encode import encode_table, train_bpe
+from longmix.data.flow import build as build_flow
+from longmix.data.recipe import load_recipe
+from longmix.data.tokenize.encode import train_bpe
+from longmix.formats.ipc import read_ipc
 from longmix.formats.manifest import (
     FORMAT,
-    Manifest,
     ManifestError,
     load_manifest,
-    make_lineage,
-    shard_entries,
-    tokenizer_entry,
-    totals_from,
     verify_manifest,
     write_manifest,
 )
-from longmix.formats.packed_rows import PAD_SOURCE, PackedRows
+from longmix.formats.packed_rows import PackedRows
 from longmix.formats.packed_shards import (
     check_rows,
     open_shard,
     read_rows,
     sha256_file,
     shard_schema,
-    shuffle_shards,
     write_shard,
-    write_shards,
 )
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -46,83 +43,71 @@ SOURCES = ["small", "large"]
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[TokenBatch, Path]:
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """Two sources of stdlib modules (the smaller ones, some larger ones), a BPE trained on half of them, and
+    the corpus's tokens (EOS included)."""
+    root = tmp_path_factory.mktemp("stdlib")
     by_size = sorted(STDLIB.glob("*.py"), key=lambda f: (f.stat().st_size, f.name))
-    files = by_size[:100:3] + by_size[100:160:6]
-    texts = [f.read_text(encoding="utf-8", errors="replace") for f in files]
-    tok_path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tok = train_bpe(texts[::2], vocab_size=2000, out_path=tok_path)
-    table = encode_table(
-        tok, pa.table({"id": [f.name for f in files], "source": ["py"] * len(files), "text": texts}), eos_id=1
-    )
-    sources = (np.arange(len(files)) >= len(by_size[:100:3])).astype(np.int16)
-    return TokenBatch.from_arrow(table.column("input_ids"), sources), tok_path
+    for name, files in zip(SOURCES, (by_size[:100:3], by_size[100:160:6]), strict=True):
+        write_jsonl(root / name / "part.jsonl", [{"id": f.name, "text": f.read_text(encoding="utf-8",
+                                                                                      errors="replace")}
+                                                 for f in files])
+    texts = [json.loads(x)["text"] for n in SOURCES for x in (root / n / "part.jsonl").read_text().splitlines()]
+    tok = train_bpe(texts[::2], vocab_size=2000, out_path=root / "tokenizer.json")
+    return root, sum(len(e.ids) + 1 for e in tok.encode_batch(texts))
 
 
-def build(
-    corpus: tuple[TokenBatch, Path], out: Path, seed: int, batch_docs: int = 16, tmp_rows: int = 7
-) -> tuple[Path, list[PackedRows]]:
-    """Plan (1.5x the corpus, so some documents repeat), pack, shuffle into shards, write the manifest."""
-    docs, tok_path = corpus
-    params = MixParams(
-        total_tokens=int(docs.lengths.sum()) * 3 // 2,
-        sources=[SourceMix(name="small", share=0.4), SourceMix(name="large", share=0.6, long_share=0.8)],
-        edges=tuple(int(e) for e in default_edges(SEQ_LEN)),
-        seed=seed,
-    )
-    plan = plan_mix(docs.sources, docs.lengths, params)
-    ordered = docs.take(sample_order(plan.counts, seed))
-    stats = PackStats(strategy="best_fit", seq_len=SEQ_LEN)
-    blocks = [ordered.take(np.arange(a, min(a + batch_docs, len(ordered)))) for a in range(0, len(ordered), batch_docs)]
-    packed = list(pack(blocks, SEQ_LEN, "best_fit", pad_id=2, window=32, stats=stats))
-    unshuffled = write_shards(packed, out / "tmp", SEQ_LEN, rows_per_shard=tmp_rows)
-    infos = shuffle_shards([i.path for i in unshuffled], out, SEQ_LEN, rows_per_shard=10, seed=seed)
-    manifest = Manifest(
-        seq_len=SEQ_LEN,
-        tokenizer=tokenizer_entry(tok_path, out),
-        sources=SOURCES,
-        shards=shard_entries(infos, out),
-        totals=totals_from(infos, truncated_documents=stats.docs_truncated),
-        packing=stats.to_dict(),
-        mix=plan.report.to_dict(),
-        lineage=make_lineage({"seq_len": SEQ_LEN, "strategy": "best_fit"}, {"stdlib": "test"}, seed),
-    )
-    write_manifest(manifest, out / "manifest.json")
-    return out / "manifest.json", packed
+def build(corpus: tuple[Path, int], out: Path, seed: int, batch_docs: int = 16, workers: int = 1) -> Path:
+    """The real flow on the corpus: a mix of 1.5x its tokens (so some documents repeat), best-fit packed."""
+    root, tokens = corpus
+    recipe = {"name": "stdlib", "output": str(out), "seed": seed, "executor": {"workers": workers},
+              "sources": [{"name": n, "paths": [str(root / n / "*.jsonl")]} for n in SOURCES],
+              "tokenizer": {"path": str(root / "tokenizer.json")}, "seq_len": SEQ_LEN,
+              "stages": {"exact_dedup": {"enabled": False}, "near_dedup": {"enabled": False},
+                         "mix": {"total_tokens": tokens * 3 // 2, "sources": {"small": {"share": 0.4},
+                                                                      "large": {"share": 0.6, "long_share": 0.8}}},
+                         "pack": {"strategy": "best_fit", "window": 32, "batch_docs": batch_docs,
+                                  "rows_per_shard": 10}}}
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    build_flow(load_recipe(path), progress=False)
+    return out / "manifest.json"
 
 
-def segments(rows: PackedRows) -> Counter:
-    out: Counter = Counter()
-    for r in range(len(rows)):
-        row = rows.row(r)
-        pos = 0
-        for n, s in zip(row["doc_lens"], row["doc_sources"], strict=True):
-            if s != PAD_SOURCE:
-                out[(row["input_ids"][pos : pos + n].tobytes(), int(s))] += 1
-            pos += n
-    return out
+def planned_segments(out: Path) -> Counter:
+    """What the shards must hold: each tokenized document as often as the mix plan (one row per document, in
+    the order of tokenize's recorded outputs) says, cut into seq_len pieces where longer (best_fit splits them)."""
+    plan = read_ipc(out / "mix" / "plan.arrow")
+    outputs = json.loads((out / "tokenize" / "report.json").read_text())["outputs"]
+    docs = [ids for o in outputs for ids in read_ipc(out / "tokenize" / o["path"], ["input_ids"]).column(0).to_pylist()]
+    want: Counter = Counter()
+    for ids, source, count in zip(docs, *(plan.column(c).to_pylist() for c in ("source", "count")), strict=True):
+        tokens = np.asarray(ids, dtype=np.uint32)
+        for a in range(0, len(tokens), SEQ_LEN):
+            want[(tokens[a : a + SEQ_LEN].tobytes(), source)] += count
+    return +want  # documents the plan left out (count 0) are not expected
 
 
 @pytest.fixture(scope="module")
-def built(corpus, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[PackedRows]]:
-    return build(corpus, tmp_path_factory.mktemp("packed"), seed=7)
+def built(corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(corpus, tmp_path_factory.mktemp("packed") / "out", seed=7)
 
 
 def test_manifest_round_trip(built, corpus) -> None:
-    path, packed = built
+    path = built
     manifest = verify_manifest(path)
     data = json.loads(path.read_text())
     assert data["format"] == FORMAT == "longmix.manifest/1"
     assert set(data) >= {"seq_len", "tokenizer", "sources", "shards", "totals", "mix", "lineage"}
     assert manifest.sources == SOURCES and manifest.seq_len == SEQ_LEN
-    assert manifest.tokenizer.sha256 == sha256_file(corpus[1]) and manifest.tokenizer.eos_id == 1
+    assert manifest.tokenizer.sha256 == sha256_file(corpus[0] / "tokenizer.json") and manifest.tokenizer.eos_id == 1
     assert manifest.lineage.seed == 7 and manifest.lineage.versions["pyarrow"] == pa.__version__
-    assert len(manifest.shards) > 2 and all(s.path.startswith("shard-") for s in manifest.shards)
-    # The shuffled shards hold exactly the packed rows: every segment, with its source, once.
+    assert len(manifest.shards) > 2 and all(s.path.startswith("pack/shards/shard-") for s in manifest.shards)
+    # The shuffled shards hold exactly the mix plan's documents: each as often as planned, with its source.
     rows = PackedRows.concat([read_rows(path.parent / s.path, SEQ_LEN) for s in manifest.shards], SEQ_LEN)
-    before = PackedRows.concat(packed, SEQ_LEN)
-    assert segments(rows) == segments(before)
-    assert not np.array_equal(rows.input_ids, before.input_ids)  # but in a new order
+    got = Counter((t.tobytes(), s) for t, s in segments(rows))
+    assert got == planned_segments(path.parent)
+    assert max(got.values()) > 1  # some documents repeat (the mix asks for 1.5x the corpus)
     assert check_rows(rows, SEQ_LEN, len(SOURCES)) is None
     assert manifest.totals.sequences == len(rows)
     assert manifest.totals.tokens == int((SEQ_LEN - rows.pad).sum()) == manifest.packing["tokens"]
@@ -131,7 +116,7 @@ def test_manifest_round_trip(built, corpus) -> None:
 
 
 def test_shards_have_the_contract_schema_and_memory_map(built) -> None:
-    path, _ = built
+    path = built
     shard = path.parent / load_manifest(path).shards[0].path
     before = pa.total_allocated_bytes()
     table = open_shard(shard)
@@ -147,23 +132,25 @@ def test_shards_have_the_contract_schema_and_memory_map(built) -> None:
 
 
 def test_same_seed_gives_byte_identical_shards(built, corpus, tmp_path: Path) -> None:
-    path, _ = built
-    # Different pack batches and intermediate shard sizes, as different worker counts would give.
-    again, _ = build(corpus, tmp_path / "again", seed=7, batch_docs=5, tmp_rows=13)
+    path = built
+    # Other pack batches and two workers instead of one: the same bytes.
+    again = build(corpus, tmp_path / "again", seed=7, batch_docs=5, workers=2)
     first = load_manifest(path)
     second = load_manifest(again)
     assert [s.path for s in first.shards] == [s.path for s in second.shards]
     for a, b in zip(first.shards, second.shards, strict=True):
         assert (path.parent / a.path).read_bytes() == (again.parent / b.path).read_bytes()
-    other, _ = build(corpus, tmp_path / "other", seed=8)
+    other = build(corpus, tmp_path / "other", seed=8)
     assert [s.sha256 for s in load_manifest(other).shards] != [s.sha256 for s in first.shards]
 
 
 def copy_build(built, tmp_path: Path) -> Path:
-    src, _ = built
+    src = built
     m = load_manifest(src)
     for f in [src, src.parent / m.tokenizer.path, *[src.parent / s.path for s in m.shards]]:
-        (tmp_path / f.relative_to(src.parent)).write_bytes(f.read_bytes())
+        copy = tmp_path / f.relative_to(src.parent)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(f.read_bytes())
     return tmp_path / "manifest.json"
 
 

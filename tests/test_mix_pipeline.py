@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers_cli import cli, one_line_error
 from helpers_tree import tree_digest
 
 from longmix.data.flow import build
@@ -106,19 +105,17 @@ def test_cli_verify_names_corrupted_shard_and_inspect_writes_plots(tmp_path, dem
     rec = load_recipe(_recipe(tmp_path, demo_corpus, tokenizer))
     build(rec, progress=False)
     manifest = rec.output_dir / "manifest.json"
-    cli = [sys.executable, "-m", "longmix.cli"]
-    shown = subprocess.run([*cli, "inspect", str(manifest)], capture_output=True, text=True)
+    shown = cli("inspect", manifest)
     assert shown.returncode == 0, shown.stderr
     assert "achieved" in shown.stdout
     for name in ("lengths_before_after.png", "tokens_per_bucket.png", "packing.png"):
         assert (rec.output_dir / "plots" / name).stat().st_size > 10_000
-    assert subprocess.run([*cli, "verify", str(manifest)], capture_output=True).returncode == 0
+    assert cli("verify", manifest).returncode == 0
     shard = rec.output_dir / json.loads(manifest.read_text())["shards"][1]["path"]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    bad = subprocess.run([*cli, "verify", str(manifest)], capture_output=True, text=True)
-    assert bad.returncode == 2 and shard.name in bad.stderr and "sha256" in bad.stderr
+    one_line_error(cli("verify", manifest), shard.name, "sha256")
 
 
 def test_mix_errors_are_one_line(tmp_path, demo_corpus, tokenizer):
@@ -127,7 +124,4 @@ def test_mix_errors_are_one_line(tmp_path, demo_corpus, tokenizer):
              ({"sources": {"docs": {"remove_buckets": ["<999"]}}}, "<999")]
     for mix, needle in cases:
         path = _recipe(tmp_path, demo_corpus, tokenizer, mix=mix)
-        proc = subprocess.run([sys.executable, "-m", "longmix.cli", "build", str(path)], capture_output=True,
-                              text=True)
-        assert proc.returncode == 2, proc.stderr
-        assert needle in proc.stderr and "Traceback" not in proc.stderr
+        one_line_error(cli("build", path), needle)

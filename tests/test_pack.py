@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers_packed import segments
 
 from longmix.data.pack.packing import STRATEGIES, PackStats, TokenBatch, append_eos, pack
 from longmix.data.tokenize.encode import encode_table, train_bpe
-from longmix.formats.packed_rows import PAD_SOURCE, PackedRows
+from longmix.formats.packed_rows import PackedRows
 from longmix.formats.packed_shards import check_rows
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -43,17 +44,6 @@ def run(docs: TokenBatch, strategy: str, size: int = 16, **kw) -> tuple[PackedRo
     stats = PackStats(strategy=strategy, seq_len=SEQ_LEN)
     blocks = list(pack(batches(docs, size), SEQ_LEN, strategy, pad_id=PAD, eos_id=EOS, stats=stats, **kw))
     return PackedRows.concat(blocks, SEQ_LEN), stats
-
-
-def segments(rows: PackedRows):
-    """(tokens, source) of every non-padding segment, in row order."""
-    for r in range(len(rows)):
-        row = rows.row(r)
-        pos = 0
-        for n, s in zip(row["doc_lens"], row["doc_sources"], strict=True):
-            if s != PAD_SOURCE:
-                yield row["input_ids"][pos : pos + n], int(s)
-            pos += n
 
 
 def docs_with_eos(docs: TokenBatch) -> list[np.ndarray]:

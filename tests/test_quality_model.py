@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import LONGMIX, REPO, write_jsonl, write_recipe
+from conftest import write_jsonl, write_recipe
+from helpers_cli import cli, one_line_error
 
 from longmix.data.filters import fasttext_models as ft
 from longmix.data.filters.train import langid_accuracy, train_labelled, train_quality
@@ -73,20 +73,17 @@ def test_quality_cli_train_and_eval(tmp_path, classes):
     write_jsonl(tmp_path / "pos.jsonl", [{"text": t} for t in classes["prose"]])
     write_jsonl(tmp_path / "neg.jsonl", [{"text": t} for t in classes["code"]])
     common = ["--positive", str(tmp_path / "pos.jsonl"), "--negative", str(tmp_path / "neg.jsonl")]
-    train = subprocess.run([*LONGMIX, "quality", "train", *common, "-o", str(tmp_path / "q.bin"), "--dim", "16",
-                            "--bucket", "20000", "--max-chunks", "4", "--lr", "0.5", "--holdout", "0.25"],
-                           cwd=REPO, capture_output=True, text=True)
+    train = cli("quality", "train", *common, "-o", tmp_path / "q.bin", "--dim", "16", "--bucket", "20000",
+                "--max-chunks", "4", "--lr", "0.5", "--holdout", "0.25")
     assert train.returncode == 0, train.stderr
     acc = float(re.search(r"held-out: precision [\d.]+\s+recall [\d.]+\s+f1 [\d.]+\s+accuracy ([\d.]+)",
                           train.stderr).group(1))
     assert acc >= 0.9, train.stderr
-    ev = subprocess.run([*LONGMIX, "quality", "eval", str(tmp_path / "q.bin"), *common, "--max-chunks", "4"],
-                        cwd=REPO, capture_output=True, text=True)
+    ev = cli("quality", "eval", tmp_path / "q.bin", *common, "--max-chunks", "4")
     assert ev.returncode == 0 and "eval: precision" in ev.stderr, ev.stderr
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\0" * 64)
-    bad = subprocess.run([*LONGMIX, "quality", "eval", str(junk), *common], cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not a fastText model" in bad.stderr
+    one_line_error(cli("quality", "eval", junk, *common), "not a fastText model")
 
 
 def _two_sources(tmp_path: Path, classes: dict[str, list[str]]) -> list[dict]:
@@ -155,7 +152,5 @@ def test_truncated_model_fails_with_one_line(tmp_path, quality_model):
     write_jsonl(tmp_path / "a" / "x.jsonl", [{"id": "x", "text": "some words " * 30}])
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", [{"name": "web", "paths": ["a/*.jsonl"]}],
                           {"filter": {"enabled": True, "quality": {"model": str(trunc)}}})
-    proc = subprocess.run([*LONGMIX, "build", str(recipe)], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert "is truncated" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    one_line_error(cli("build", recipe), "is truncated")
     assert not (tmp_path / "out").exists()  # found by the recipe check, before ingest

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import write_recipe
+from conftest import LONGMIX, write_recipe
+from helpers_cli import cli, one_line_error
 from helpers_tree import assert_same_tree
 
 from longmix.data.flow import build
@@ -43,15 +43,15 @@ def _markers(out: Path, stage: str, prefix: str) -> int:
                                                  ("near_dedup", "apply", 5)])
 def test_kill_and_resume_is_byte_identical(tmp_path, demo_corpus, reference, stage, prefix, after):
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=1)
-    cmd = [sys.executable, "-m", "longmix.cli", "build", str(recipe)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([*LONGMIX, "build", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # a real process to kill -9
     deadline = time.time() + 120
     while _markers(tmp_path / "out", stage, prefix) < after and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out" / "near_dedup" / "report.json").exists(), "the run finished before the kill"
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = cli("build", recipe)
     assert done.returncode == 0, done.stderr
     assert "already done, resuming" in done.stderr or stage == "ingest"
     assert_same_tree(tmp_path / "out", reference)
@@ -74,8 +74,7 @@ def test_ray_executor_matches_local(tmp_path, demo_corpus, reference):
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=2,
                           kind="ray")
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
-    done = subprocess.run([sys.executable, "-m", "longmix.cli", "build", str(recipe)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    done = subprocess.run([*LONGMIX, "build", str(recipe)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_tree(tmp_path / "out", reference)
 
@@ -84,7 +83,4 @@ def test_changed_settings_refuse_to_mix_outputs(tmp_path, demo_corpus):
     sources = _sources(demo_corpus)[2:]
     build(load_recipe(write_recipe(tmp_path / "r.yaml", tmp_path / "out", sources)), progress=False)
     changed = write_recipe(tmp_path / "r.yaml", tmp_path / "out", sources, {"near_dedup": {"threshold": 0.5}})
-    proc = subprocess.run([sys.executable, "-m", "longmix.cli", "build", str(changed)], capture_output=True,
-                          text=True)
-    assert proc.returncode == 2
-    assert "near_dedup" in proc.stderr and "other settings" in proc.stderr
+    one_line_error(cli("build", changed), "near_dedup", "other settings")

@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_cli import cli, one_line_error
 from helpers_train import TINY_LLAMA, make_manifest, make_tokenizer
-from typer.testing import CliRunner
 
-from longmix.cli.app import app
 from longmix.core.errors import UserError
 from longmix.formats.manifest import ManifestError, load_manifest, verify_manifest
 
@@ -48,8 +47,7 @@ def test_manifest_shards_stay_inside_its_folder(manifest: Path, tmp_path: Path, 
     path = _rewrite(manifest, tmp_path / "m", point_outside)
     with pytest.raises(ManifestError, match="leaves the manifest's folder"):
         load_manifest(path)
-    res = CliRunner().invoke(app, ["verify", str(path)])
-    assert isinstance(res.exception, UserError) and "leaves the manifest's folder" in str(res.exception)
+    one_line_error(cli("verify", path), "leaves the manifest's folder")
 
 
 @pytest.mark.parametrize("bad", ["/home/user/.aws/credentials", "../tok/tokenizer.json"])
@@ -58,9 +56,7 @@ def test_manifest_tokenizer_stays_inside_its_folder(manifest: Path, tmp_path: Pa
         data["tokenizer"]["path"] = bad
 
     path = _rewrite(manifest, tmp_path / "m", point_outside)
-    res = CliRunner().invoke(app, ["verify", str(path)])
-    assert isinstance(res.exception, UserError) and "tokenizer path" in str(res.exception)
-    assert "leaves the manifest's folder" in str(res.exception)
+    one_line_error(cli("verify", path), "tokenizer path", "leaves the manifest's folder")
 
 
 def test_a_swapped_tokenizer_is_refused_before_use(manifest: Path, tmp_path: Path) -> None:
@@ -120,12 +116,10 @@ def test_planted_model_code_never_runs_unasked(evil: Path, tmp_path: Path) -> No
     from longmix.train.recipe import TrainRecipe
 
     # `yes | longmix model import EVIL`: the answer on stdin changes nothing, nothing asks
-    res = CliRunner().invoke(app, ["model", "import", str(evil), "-o", str(tmp_path / "out")], input="y\n" * 5)
-    assert isinstance(res.exception, UserError), res.output
-    assert "ships its own model code" in str(res.exception) and "--trust-remote-code" in str(res.exception)
-    res = CliRunner().invoke(app, ["eval", "context-loss", str(evil), "--data", str(evil / "config.json"),
-                                   "-o", str(tmp_path / "eval")])
-    assert isinstance(res.exception, UserError) and "--trust-remote-code" in str(res.exception)
+    one_line_error(cli("model", "import", evil, "-o", tmp_path / "out", input="y\n" * 5),
+                   "ships its own model code", "--trust-remote-code")
+    one_line_error(cli("eval", "context-loss", evil, "--data", evil / "config.json", "-o", tmp_path / "eval"),
+                   "--trust-remote-code")
     recipe = TrainRecipe.model_validate({
         "name": "t", "output": "x", "deepspeed": "x.json", "model": {"path": str(evil)},
         "data": {"phases": [{"manifest": "m.json", "steps": 1}]},
@@ -136,9 +130,9 @@ def test_planted_model_code_never_runs_unasked(evil: Path, tmp_path: Path) -> No
 
 
 def test_trusted_model_code_runs_when_asked(evil: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["model", "import", str(evil), "-o", str(tmp_path / "out"), "--trust-remote-code"])
-    assert res.exit_code == 0, res.output
-    assert "EvilForCausalLM" in res.output and (tmp_path / "MARKER").exists()  # its code ran, as asked
+    res = cli("model", "import", evil, "-o", tmp_path / "out", "--trust-remote-code")
+    assert res.returncode == 0, res.stderr
+    assert "EvilForCausalLM" in res.stdout + res.stderr and (tmp_path / "MARKER").exists()  # its code ran, as asked
 
 
 class _Payload:
@@ -189,9 +183,7 @@ def test_inputs_that_never_end_are_refused(tmp_path: Path, kind: str) -> None:
     else:
         pattern = "/dev/zero"
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", [{"name": "x", "paths": [pattern]}], {})
-    res = CliRunner().invoke(app, ["check", str(recipe)])
-    assert isinstance(res.exception, UserError), res.output
-    assert ("is a FIFO" if kind == "fifo" else "is a character device") in str(res.exception)
+    one_line_error(cli("check", recipe), "is a FIFO" if kind == "fifo" else "is a character device")
 
 
 def test_a_damaged_checkpoint_is_passed_over(tmp_path: Path) -> None:
@@ -230,6 +222,5 @@ def test_a_mismatched_shard_is_refused_before_launch(manifest: Path, tmp_path: P
     shutil.copy(other.parent / json.loads(other.read_text())["shards"][0]["path"], folder / first)
     rec = tiny_recipe(tmp_path / "out", [{"manifest": str(folder / "manifest.json"), "steps": 1}],
                       batch={"tokens_per_step": 128, "micro_batch_tokens": 64})
-    res = CliRunner().invoke(app, ["check", str(write_train_recipe(tmp_path / "t.yaml", **rec)), "--nproc", "2"])
-    assert isinstance(res.exception, UserError), res.output
-    assert "not a packed shard of seq_len 64" in str(res.exception)
+    one_line_error(cli("check", write_train_recipe(tmp_path / "t.yaml", **rec), "--nproc", "2"),
+                   "not a packed shard of seq_len 64")

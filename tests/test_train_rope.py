@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_train import REPO, TINY_LLAMA, run_longmix, tiny_recipe, write_train_recipe
+from helpers_cli import cli, one_line_error
+from helpers_train import REPO, TINY_LLAMA, tiny_recipe, write_train_recipe
 
 from longmix.core.errors import UserError
 from longmix.train.flops import step_flops
@@ -102,10 +103,8 @@ def test_shipped_recipes_validate() -> None:
 
 
 def test_cli_user_errors_exit_2(tmp_path: Path) -> None:
-    proc = run_longmix("train", str(tmp_path / "missing.yaml"))
-    assert proc.returncode == 2 and "not found" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = run_longmix("export", str(tmp_path), "-o", str(tmp_path / "hf"))
-    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
+    one_line_error(cli("train", tmp_path / "missing.yaml"), "not found")
+    one_line_error(cli("export", tmp_path, "-o", tmp_path / "hf"), "no complete checkpoint")
 
 
 def test_schedule_warmup_then_cosine_to_ten_percent() -> None:

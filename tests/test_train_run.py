@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_cli import cli
 from helpers_train import (
     REPO,
     make_manifest,
@@ -185,7 +186,7 @@ def test_export_reloads_with_identical_logits(runs, tmp_path: Path) -> None:
     from longmix.train.loader import PhaseData
 
     hf = tmp_path / "hf"
-    _ok(run_longmix("export", str(runs["A"]), "-o", str(hf)))
+    _ok(cli("export", str(runs["A"]), "-o", str(hf)))
     assert (hf / "model.safetensors").is_file() and (hf / "tokenizer.json").is_file()
     # other tools (lm-eval, vLLM) need the special tokens to know where sequences start and stop
     tok, entry = AutoTokenizer.from_pretrained(hf), load_manifest(runs["m256"]).tokenizer
@@ -234,7 +235,7 @@ def test_export_without_the_runs_tokenizer_is_one_line(runs, tmp_path: Path) -> 
 
 def test_abf_continuation_from_export(runs, tmp_path: Path) -> None:
     hf = tmp_path / "hf"
-    _ok(run_longmix("export", str(runs["A"]), "-o", str(hf)))
+    _ok(cli("export", str(runs["A"]), "-o", str(hf)))
     phases = [{"manifest": str(runs["m256"]), "steps": 2}]
     rec = tiny_recipe(tmp_path / "D", phases, model={"path": str(hf), "config": None,
                                                      "rope": {"kind": "abf", "theta": 500000.0}},

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_cli import cli
 from helpers_train import make_manifest, make_tokenizer, run_longmix, tiny_recipe, write_train_recipe
 from typer.testing import CliRunner
 
@@ -204,7 +205,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(data) -> None:
     assert all(math.isfinite(rows[s]["loss"]) for s in range(1, first_bad))
     saved = sorted(p.name for p in (root / "nan" / "checkpoints").glob("step_*"))
     assert folder.name in saved and all(int(n[5:]) < first_bad for n in saved)
-    _ok(run_longmix("export", str(folder), "-o", str(root / "nan-export")))
+    _ok(cli("export", str(folder), "-o", str(root / "nan-export")))
     assert (root / "nan-export" / "model.safetensors").is_file()
 
 
