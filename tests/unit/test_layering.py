@@ -11,8 +11,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1] / "longmix"
+ROOT = REPO / "longmix"
 LAYERS = {"core": 0, "pipeline": 1, "formats": 2, "models": 3, "data": 4, "train": 5, "eval": 5, "ablate": 6,
           "cli": 7}
 MAX_LINES = 420
