@@ -27,6 +27,7 @@ from longmix.core.atomic import write_json
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import parse_model, settings_hash
 from longmix.data.recipe import Recipe
+from longmix.eval.evaluations.context_loss import range_keys
 from longmix.train.launch import torchrun
 
 log = logging.getLogger("longmix")
@@ -197,63 +198,29 @@ class AblationRunner:
             export(load_train_recipe(job["recipe"]).output_dir, Path(job["export"]))
 
     def _eval(self, hf: Path, name: str) -> dict[str, Any]:
-        from longmix.eval.context_loss import context_loss
+        """Every evaluation the suite's `eval:` names, through the registry: loss vs context (the section
+        itself) first, its fields at the top of the result, then each task under its key."""
+        from longmix.eval.evaluation import SuiteRun
+        from longmix.eval.registry import suite_evaluations
         from longmix.models.loading import load_checkpoint
 
         e = self.suite.eval
-        loaded = load_checkpoint(hf, device="cpu")
-        data = [self.suite.resolve(p) for p in e.data]
-        res = context_loss(loaded, data, e.max_len, e.min_len, e.max_docs, e.seed, n_bins=e.bins, name=name,
-                           progress=self.progress)
-        res.pop("per_position_loss", None)  # thousands of floats per arm; the bins carry the curve
-        res["context_ranges"] = range_losses(res, e.table_contexts)
-        res.update(self._tasks(loaded, data, name))
-        if e.harness:
-            from longmix.eval.harness import run_harness
-
-            h = e.harness
-            del loaded  # lm-eval loads the checkpoint its own way
-            paths = [self.suite.resolve(p) for p in h.include_path or []]
-            res["harness"] = run_harness(hf, h.tasks, include_path=paths, limit=h.limit, num_fewshot=h.num_fewshot,
-                                         seed=e.seed)
+        ctx = SuiteRun(name=name, data=[self.suite.resolve(p) for p in e.data], max_len=e.max_len, seed=e.seed,
+                       resolve=self.suite.resolve, progress=self.progress)
+        loaded: Any = load_checkpoint(hf, device="cpu")
+        res: dict[str, Any] = {}
+        for ev in suite_evaluations():
+            spec = e if ev.key is None else getattr(e, ev.key)
+            if spec is None:
+                continue
+            if ev.on_folder:
+                loaded = None  # it loads the checkpoint its own way: one model in memory at a time
+            out = ev.run(hf if ev.on_folder else loaded, spec, ctx)
+            if ev.key is None:
+                res.update(out)
+            else:
+                res[ev.key] = out
         return res
-
-    def _tasks(self, loaded: Any, data: list[Path], name: str) -> dict[str, Any]:
-        """The suite's optional task evaluations of one checkpoint: RULER, probes, context gain."""
-        e, out = self.suite.eval, {}
-        if e.ruler:
-            from longmix.eval.ruler import TASKS, Generator, build_samples, haystack_texts, score_samples, summarize
-            from longmix.eval.ruler_run import generate_all
-
-            r = e.ruler
-            hay = haystack_texts([self.suite.resolve(p) for p in r.haystack] if r.haystack else data, e.seed,
-                                 r.lengths)
-            built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, hay, r.style), r.tasks or list(TASKS),
-                                  r.lengths, r.depths or [None], r.samples, e.seed)
-            out["ruler"] = summarize(score_samples(built, generate_all(loaded, built, 1, f"ruler {name}")),
-                                     r.threshold)
-        if e.probes:
-            from longmix.eval.probes import filler_texts, run_probes, summarize_probes
-
-            p = e.probes
-            fill = filler_texts([self.suite.resolve(f) for f in p.filler] if p.filler else data, e.seed,
-                                max(p.lengths) * 12)
-            out["probes"] = summarize_probes(run_probes(loaded, fill, p.lengths, p.depths, p.trials, e.seed,
-                                                        tuple(p.tasks), 1, self.progress))
-        if e.dependency:
-            from longmix.eval.dependency_loss import dependency_loss
-
-            d = e.dependency
-            out["dependency"] = dependency_loss(loaded, [self.suite.resolve(p) for p in d.data], e.max_len,
-                                                d.max_docs, d.skip_repeat, name, self.progress)
-        if e.context_gain:
-            from longmix.eval.context_gain import context_gain
-
-            g = e.context_gain
-            res = context_gain(loaded, data, e.max_len, g.window, g.stride, g.max_docs, e.seed, name=name)
-            res.pop("per_document_gain", None)
-            out["context_gain"] = res
-        return out
 
     def _eval_base(self, hf: Path) -> dict[str, Any]:
         key = settings_hash(str(hf), self.suite.eval.model_dump(), (hf / "config.json").stat().st_mtime)
@@ -277,19 +244,3 @@ class AblationRunner:
                "eval": self._eval(a["folder"] / "hf", name), "checkpoint": str(a["folder"] / "hf")}
         write_json(a["folder"] / "result.json", res)
         return res
-
-
-def range_keys(edges: list[int]) -> list[str]:
-    return [f"{lo}-{hi}" for lo, hi in zip([0, *edges[:-1]], edges, strict=True)]
-
-
-def range_losses(res: dict[str, Any], edges: list[int]) -> dict[str, float | None]:
-    """Mean binned loss over context ranges (0, e1], (e1, e2], ...: the columns of the results table."""
-    b = res["bins"]
-    out: dict[str, float | None] = {}
-    lo = 0
-    for hi in edges:
-        vals = [loss for c, loss in zip(b["context"], b["loss"], strict=True) if lo < c <= hi]
-        out[f"{lo}-{hi}"] = sum(vals) / len(vals) if vals else None
-        lo = hi
-    return out

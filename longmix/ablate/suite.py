@@ -12,6 +12,12 @@ from pydantic import Field, model_validator
 
 from longmix.core.errors import UserError
 from longmix.core.recipe_io import Strict, deep_merge, load_with_extends, parse_model
+from longmix.eval.evaluations.context_gain import GainSpec
+from longmix.eval.evaluations.context_loss import ContextLossSpec
+from longmix.eval.evaluations.dependency_loss import DependencySpec
+from longmix.eval.evaluations.harness import HarnessSpec
+from longmix.eval.evaluations.probes import ProbeSpec
+from longmix.eval.evaluations.ruler import RulerSpec
 
 
 class PhaseSpec(Strict):
@@ -43,62 +49,6 @@ class BaseSpec(Strict):
         return self
 
 
-class RulerSpec(Strict):
-    """RULER-style tasks per arm (longmix eval ruler)."""
-
-    haystack: list[str] | None = Field(None, description="real text for the essay haystacks (default: eval.data)")
-    tasks: list[str] | None = Field(None, description="default: all")
-    lengths: list[int] = Field([1024, 2048], min_length=1)
-    depths: list[float] | None = Field(None, description="NIAH target depths (0-1); default: at random, as RULER")
-    style: Literal["ruler", "lm-eval"] = Field("ruler", description="NVIDIA RULER's prompts, or lm-eval's variant")
-    samples: int = Field(2, ge=1)
-    threshold: float = 85.6
-
-    @model_validator(mode="after")
-    def _known(self) -> RulerSpec:
-        from longmix.eval.ruler import TASKS
-
-        if bad := sorted(set(self.tasks or []) - set(TASKS)):
-            raise ValueError(f"unknown RULER task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
-        return self
-
-
-class ProbeSpec(Strict):
-    """Passkey and first-sentence probes per arm (longmix eval probes)."""
-
-    filler: list[str] | None = Field(None, description="real text for the filler (default: eval.data)")
-    tasks: list[Literal["passkey", "first_sentence"]] = ["passkey", "first_sentence"]
-    lengths: list[int] = Field([512, 1024, 2048], min_length=1)
-    depths: list[float] = [0.0, 0.5, 1.0]
-    trials: int = Field(3, ge=1)
-
-
-class GainSpec(Strict):
-    """Context gain per arm (longmix eval context-gain) on eval.data at eval.max_len."""
-
-    window: int = Field(128, ge=1)
-    stride: int | None = Field(None, ge=1)
-    max_docs: int = Field(8, ge=1)
-
-
-class DependencySpec(Strict):
-    """Loss on planted long-range dependencies by distance (longmix eval dependency-loss)."""
-
-    data: list[str] = Field(min_length=1, description="documents written by `longmix demo-longdep`")
-    max_docs: int = Field(24, ge=1)
-    skip_repeat: int = Field(2, ge=0, description="unscored first tokens of a copied passage")
-
-
-class HarnessSpec(Strict):
-    """lm-evaluation-harness tasks per arm (longmix eval harness): short-task retention beside the long-context
-    numbers. Offline, only tasks over local data run (`include_path`, docs/evaluation.md)."""
-
-    tasks: list[str] = Field(min_length=1)
-    include_path: list[str] | None = Field(None, description="folders of task YAMLs (relative to the suite)")
-    limit: int | None = Field(None, ge=1, description="documents per task (default: all)")
-    num_fewshot: int | None = Field(None, ge=0)
-
-
 class FindingSpec(Strict):
     """One finding of the paper and how this suite tests it; its verdict is computed from results.json."""
 
@@ -126,14 +76,10 @@ class FindingSpec(Strict):
         return self
 
 
-class EvalSpec(Strict):
-    data: list[str] = Field(min_length=1, description="held-out documents (JSONL files/folders)")
-    max_len: int = Field(2048, ge=8)
-    min_len: int | None = None
-    max_docs: int = Field(16, ge=1)
-    seed: int = 0
-    bins: int = Field(16, ge=4)
-    table_contexts: list[int] = Field([256, 1024, 2048], description="report loss at context ranges up to these")
+class EvalSpec(ContextLossSpec):
+    """A suite's `eval:` section: loss vs context's settings (ContextLossSpec: data, max_len, ...), then one
+    optional section per task evaluation, each the settings its evaluation module declares."""
+
     ruler: RulerSpec | None = None
     probes: ProbeSpec | None = None
     context_gain: GainSpec | None = None

@@ -26,7 +26,7 @@ def ablate(
     s = load_suite(suite, quick=quick)
     if report_only:
         from longmix.ablate.report import rewrite_report
-        from longmix.ablate.runner import range_keys
+        from longmix.eval.evaluations.context_loss import range_keys
 
         folder = (output.resolve() if output else s.resolve(s.output)) / "report"
         rewrite_report(folder / "results.json", {

@@ -17,17 +17,12 @@ console = Console(stderr=True)
 
 def _texts(inputs: list[Path], text_field: str, max_docs: int | None) -> Iterator[str]:
     from longmix.data.ingest.normalize import normalize_text
-    from longmix.data.ingest.readers import Good, expand_input, read_records
+    from longmix.data.ingest.texts import read_texts
 
-    n = 0
-    for path in inputs:
-        for f, fmt in expand_input(path):
-            for rec in read_records(f, fmt, text_field):
-                if isinstance(rec, Good):
-                    yield normalize_text(rec.text)
-                    n += 1
-                    if max_docs and n >= max_docs:
-                        return
+    for n, (_, text) in enumerate(read_texts(inputs, text_field), 1):
+        yield normalize_text(text)
+        if max_docs and n >= max_docs:
+            return
 
 
 @tokenizer_app.command("train")

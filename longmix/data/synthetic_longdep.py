@@ -156,11 +156,11 @@ def _char_to_token(offsets: list[tuple[int, int]], n_chars: int) -> list[int]:
 
 
 def filler_lines(paths: list[Path]) -> list[str]:
-    from longmix.data.ingest.readers import Good, read_jsonl
+    from longmix.data.ingest.texts import read_texts
 
     files = [f for p in paths for f in (sorted(p.rglob("*.jsonl")) if p.is_dir() else [p])]
-    lines = [ln for f in files for rec in read_jsonl(f, "text", "id", 256 << 20) if isinstance(rec, Good)
-             for ln in rec.text.splitlines() if len(ln.split()) >= 3]
+    lines = [ln for _, t in read_texts(files, "text", "id", 256 << 20, fmt="jsonl")
+             for ln in t.splitlines() if len(ln.split()) >= 3]
     if not lines:
         from longmix.core.errors import UserError
 

@@ -54,11 +54,10 @@ def boilerplate(text: str, rng: random.Random) -> str:
 
 
 def _source_texts(paths: list[Path]) -> list[str]:
-    from longmix.data.ingest.readers import Good, read_jsonl
+    from longmix.data.ingest.texts import read_texts
 
     files = [f for p in paths for f in (sorted(p.rglob("*.jsonl")) if p.is_dir() else [p])]
-    texts = [rec.text for f in files for rec in read_jsonl(f, "text", "id", 256 << 20)
-             if isinstance(rec, Good) and len(rec.text) > 200]
+    texts = [t for _, t in read_texts(files, "text", "id", 256 << 20, fmt="jsonl") if len(t) > 200]
     if not texts:
         from longmix.core.errors import UserError
 

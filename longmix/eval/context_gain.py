@@ -23,9 +23,9 @@ import numpy as np
 
 from longmix.eval.context_loss import log_bins
 from longmix.eval.loading import sample_documents
-from longmix.eval.progress import progress
 from longmix.models.loading import Loaded
 from longmix.models.token_loss import document_gain
+from longmix.pipeline.progress import progress
 
 
 def context_gain(loaded: Loaded, data: list[Path], max_len: int, window: int = 128, stride: int | None = None,

@@ -47,7 +47,7 @@ def context_loss(loaded: Loaded, data: list[Path], max_len: int, min_len: int | 
                  max_docs: int | None = 64, seed: int = 0, batch_size: int = 4, n_bins: int = 24,
                  name: str = "model", progress: bool = True, fit_min: int = 16) -> dict[str, Any]:
     """Loss by context position of one checkpoint, binned, with the power-law fit of its binned curve."""
-    from longmix.eval.progress import progress as progress_of
+    from longmix.pipeline.progress import progress as progress_of
 
     min_len = max_len if min_len is None else min_len
     if not 2 <= min_len <= max_len:

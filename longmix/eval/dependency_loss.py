@@ -48,7 +48,7 @@ def dependency_loss(loaded: Loaded, paths: list[Path], max_len: int, max_docs: i
                     skip_repeat: int = 2, name: str = "model", progress: bool = True) -> dict[str, Any]:
     """Mean target and source loss per planned distance (and per kind); documents are cut at ``max_len``
     tokens and pairs whose target lies past the cut are not scored."""
-    from longmix.eval.progress import progress as progress_of
+    from longmix.pipeline.progress import progress as progress_of
 
     docs = read_dependency_docs(paths, max_docs)
     rows: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)

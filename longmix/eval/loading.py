@@ -42,7 +42,7 @@ def _packed_documents(f: Path, table: Any) -> Iterator[tuple[str, np.ndarray]]:
 def iter_records(paths: list[Path], text_field: str = "text") -> Iterator[tuple[str, str | np.ndarray]]:
     """(id, text) from JSONL; (id, token ids) from tokenized Arrow IPC shards (their BOS/EOS included), and
     from a mix's packed shards or manifest (each document segment of each row)."""
-    from longmix.data.ingest.readers import Good, read_jsonl
+    from longmix.data.ingest.texts import read_texts
     from longmix.formats.ipc import read_ipc
 
     for path in paths:
@@ -59,9 +59,21 @@ def iter_records(paths: list[Path], text_field: str = "text") -> Iterator[tuple[
                                     strict=True):
                     yield str(rid), np.asarray(ids, dtype=np.int64)
                 continue
-            for k, rec in enumerate(read_jsonl(f, text_field, "id", 256 << 20)):
-                if isinstance(rec, Good):
-                    yield rec.id or f"{f.name}:{k}", rec.text
+            yield from read_texts([f], text_field, "id", 256 << 20, fmt="jsonl")
+
+
+def seeded_texts(paths: list[Path], seed: int, chars: int) -> tuple[list[str], int]:
+    """The non-empty texts of a corpus in a seeded order, as few as reach ``chars`` characters (all of a
+    smaller corpus), and how many characters they hold: the filler of probes and RULER haystacks."""
+    texts = [t for _, t in iter_records(paths) if isinstance(t, str) and t.strip()]
+    random.Random(seed).shuffle(texts)
+    out, total = [], 0
+    for t in texts:
+        if total >= chars:
+            break
+        out.append(t)
+        total += len(t)
+    return out, total
 
 
 def encode(tok: Any, text: str, n_tokens: int, bos_id: int | None) -> np.ndarray:

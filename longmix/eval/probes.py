@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from longmix.core.errors import UserError
-from longmix.eval.loading import iter_records
+from longmix.eval.loading import seeded_texts
 from longmix.models.loading import Loaded
 
 PASSKEY_INTRO = "There is a pass key hidden inside a lot of irrelevant text. Find it and memorize it.\n"
@@ -93,14 +93,7 @@ class ProbeResult:
 
 def filler_texts(paths: list[Path], seed: int, min_chars: int) -> list[str]:
     """Documents of a corpus in a seeded order, until ``min_chars`` characters are gathered."""
-    texts = [t for _, t in iter_records(paths) if isinstance(t, str) and t.strip()]
-    random.Random(seed).shuffle(texts)
-    out, total = [], 0
-    for t in texts:
-        out.append(t)
-        total += len(t)
-        if total >= min_chars:
-            break
+    out, total = seeded_texts(paths, seed, min_chars)
     if total < min_chars:
         raise UserError(f"filler corpus has {total:,} characters; the probes need at least {min_chars:,}")
     return out
@@ -164,7 +157,7 @@ def greedy(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> lis
 def run_probes(loaded: Loaded, fillers: list[str], lengths: list[int], depths: list[float], trials: int,
                seed: int, tasks: tuple[str, ...] = ("passkey", "first_sentence"), batch_size: int = 8,
                progress: bool = True) -> list[ProbeResult]:
-    from longmix.eval.progress import progress as progress_of
+    from longmix.pipeline.progress import progress as progress_of
 
     builder = _Builder(loaded, fillers)
     jobs: list[tuple[str, int, float]] = [("passkey", L, d) for L in lengths for d in depths if "passkey" in tasks]

@@ -103,16 +103,9 @@ HAYSTACK_CHARS = 8_000_000  # the same haystack whatever lengths are asked for (
 def haystack_texts(paths: list[Any], seed: int, lengths: Sequence[int]) -> list[str]:
     """Real-text haystack documents in a seeded order, a fixed amount of them (all of a corpus smaller than
     ``HAYSTACK_CHARS``): the lengths asked for must not change which text a cell's prompts draw from."""
-    from longmix.eval.loading import iter_records
+    from longmix.eval.loading import seeded_texts
 
-    texts = [t for _, t in iter_records(paths) if isinstance(t, str) and t.strip()]
-    random.Random(seed).shuffle(texts)
-    out, total = [], 0
-    for t in texts:
-        if total >= HAYSTACK_CHARS:
-            break
-        out.append(t)
-        total += len(t)
+    out, total = seeded_texts(paths, seed, HAYSTACK_CHARS)
     need = max(lengths) * 12
     if total < need:
         raise UserError(f"filler corpus has {total:,} characters; {max(lengths):,}-token prompts need about "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from longmix.eval.probes import greedy
-from longmix.eval.progress import progress
 from longmix.eval.ruler import RulerSample
 from longmix.models.loading import Loaded
+from longmix.pipeline.progress import progress
 
 
 def generate_all(loaded: Loaded, samples: list[RulerSample], batch_size: int, label: str = "ruler") -> list[str]:

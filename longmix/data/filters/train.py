@@ -14,7 +14,7 @@ import numpy as np
 
 from longmix.core.errors import UserError
 from longmix.data.filters import fasttext_models as ft
-from longmix.data.ingest.readers import Good, expand_input, read_records
+from longmix.data.ingest.texts import read_texts as input_texts
 
 QUALITY_POS, QUALITY_NEG = "hq", "lq"
 _MAX_DOC_BYTES = 64 << 20
@@ -30,9 +30,7 @@ def read_texts(patterns: list[str], text_field: str = "text") -> list[str]:
             raise UserError(f"training input '{pattern}' matches no file")
         for m in matches:
             path = Path(m)
-            for file, fmt in expand_input(path):
-                records = read_records(file, fmt, text_field, None, _MAX_DOC_BYTES)
-                texts.extend(r.text for r in records if isinstance(r, Good) and r.text.strip())
+            texts.extend(t for _, t in input_texts([path], text_field, None, _MAX_DOC_BYTES) if t.strip())
     return texts
 
 
