@@ -257,20 +257,28 @@ class Generator:
 
     def _vt_example(self, rng: random.Random) -> str:
         """RULER's worked example: three-letter names, sized to 500 tokens, answered; value 12345 (a fresh value
-        per prompt in RULER; lm-eval draws one)."""
+        per prompt in RULER; lm-eval draws one). Drawn once per cell (task, length), as RULER and lm-eval draw
+        one per dataset, so the example varies with the seed and the length. Its noise grows 5, 10, 15, ...
+        lines (RULER starts its search at the step) while the text, plus its answers written as a list (what
+        RULER counts), fits."""
         names = self._names(rng, 5, 3)
         value = "12345" if self.style == "ruler" else str(rng.randint(10_000, 99_998))
-        n = 1
-        while True:  # grow by 5 noise lines, as RULER sizes the example
-            body, answer = self._vt_text(names, value, n + 5, random.Random(f"vt-example:{n}"))
-            if self.n_tokens(body + answer) + (0 if self.style == "ruler" else 30) > 500:
+        layout = rng.getrandbits(64)
+        reserve = (0 if self.style == "ruler" else 30) + self.n_tokens(" " + str(names))
+        n = 5
+        while True:
+            body, answer = self._vt_text(names, value, n + 5, random.Random(layout))
+            if self.n_tokens(body + answer) + reserve > 500:
                 break
             n += 5
-        body, answer = self._vt_text(names, value, n, random.Random(f"vt-example:{n}"))
+        body, answer = self._vt_text(names, value, n, random.Random(layout))
         return body + answer + (" " if self.style == "lm-eval" else "") + " ".join(names)
 
-    def vt(self, length: int, rng: random.Random, hops: int = 4) -> RulerSample:
-        example = self._vt_example(random.Random("vt-example"))
+    def vt(self, length: int, rng: random.Random, cell: dict[str, Any] | None = None, hops: int = 4) -> RulerSample:
+        cell = {} if cell is None else cell
+        if "vt_example" not in cell:
+            cell["vt_example"] = self._vt_example(rng)
+        example = cell["vt_example"]
         names = self._names(rng, hops + 1, 5)
         value = str(rng.randint(10_000, 99_998))
         # each prompt renames the example's variables (and, in RULER, gives it a value of its own)
@@ -283,11 +291,17 @@ class Generator:
             example = example + "\n\n\n\n"
         layout = rng.getrandbits(64)
 
+        # RULER counts the answers, written as a list, beside the prompt when it sizes the noise
+        reserve = T.ANSWER_TOKENS["vt"] + self.n_tokens(" " + str(names))
+
         def build(n: int) -> tuple[str, int]:
             body, answer = self._vt_text(names, value, n, random.Random(layout))
-            return example + self._join("vt", body, answer), T.ANSWER_TOKENS["vt"]
+            return example + self._join("vt", body, answer), reserve
 
-        _, text = self._largest("vt", length, build, 1, max(1, length // 8), 10 if self.style == "lm-eval" else 1)
+        # lm-eval searches 10, 20, 30, ... noise lines (its first try is the step, not 1); the NVIDIA style
+        # here fills the length to the line
+        lo, step = (10, 10) if self.style == "lm-eval" else (1, 1)
+        _, text = self._largest("vt", length, build, lo, max(lo, length // 8), step)
         return self._sample("vt", length, None, text, names)
 
     # -- common words
@@ -325,33 +339,61 @@ class Generator:
         return self._sample("cwe", length, None, text, common_of(n))
 
     # -- frequent words
-    def fwe(self, length: int, rng: random.Random, alpha: float = 2.0) -> RulerSample:
+    def fwe(self, length: int, rng: random.Random, cell: dict[str, Any] | None = None,
+            alpha: float = 2.0) -> RulerSample:
         from scipy.special import zeta
 
-        size = (length - T.ANSWER_TOKENS["fwe"]) // 50 if self.style == "ruler" else length // 50
-        vocab: set[str] = set()
-        while len(vocab) < max(size, 4):
-            vocab.add("".join(rng.choices(_LOWER, k=6)))
-        ranked = sorted(vocab)
-        random.Random(42).shuffle(ranked)
-        ranked[0] = "..."  # the most frequent "word" is RULER's noise, which the question says to ignore
-        weights = np.arange(1, len(ranked) + 1, dtype=np.float64) ** -alpha / zeta(alpha)
+        cell = {} if cell is None else cell
 
-        def build(n: int) -> tuple[str, int]:
+        size = (length - T.ANSWER_TOKENS["fwe"]) // 50 if self.style == "ruler" else length // 50
+        budget = length - len(self.bos) - (T.ANSWER_TOKENS["fwe"] if self.style == "ruler" else 0)
+        step = max(1, length // 32)
+
+        def draw_vocab() -> list[str]:
+            vocab: set[str] = set()
+            while len(vocab) < max(size, 4):
+                vocab.add("".join(rng.choices(_LOWER, k=6)))
+            ranked = sorted(vocab)
+            random.Random(42).shuffle(ranked)
+            ranked[0] = "..."  # the most frequent "word" is RULER's noise, which the question says to ignore
+            return ranked
+
+        weights = np.arange(1, max(size, 4) + 1, dtype=np.float64) ** -alpha / zeta(alpha)
+
+        def build(ranked: list[str], n: int) -> str:
             counts = (n * weights).astype(int)
             words = [w for w, c in zip(ranked, counts, strict=True) for _ in range(c)]
             random.Random(42).shuffle(words)
-            body = T.FWE_TEMPLATE.format(context=" ".join(words))
-            return self._join("fwe", body, T.FWE_ANSWER), T.ANSWER_TOKENS["fwe"] if self.style == "ruler" else 0
+            return self._join("fwe", T.FWE_TEMPLATE.format(context=" ".join(words)), T.FWE_ANSWER)
 
-        _, text = self._largest("fwe", length, build, 8, length * 2,
-                                max(1, length // 32) if self.style == "lm-eval" else 1)
+        if "fwe_words" not in cell:
+            # RULER sizes once per cell, with a vocabulary of its own: from length/6 up by length/32 while the
+            # prompt stays under the budget, then one step back
+            sizing, n = draw_vocab(), length // 6
+            while self.n_tokens(build(sizing, n)) < budget:
+                n += step
+            cell["fwe_words"] = n - step
+        ranked, n = draw_vocab(), cell["fwe_words"]
+        text = build(ranked, n)
+        while self.n_tokens(text) > budget and n > step:  # each prompt steps down only while it is too long
+            n -= step
+            text = build(ranked, n)
+        if n <= 0 or self.n_tokens(text) > budget:
+            raise UserError(f"length {length} is too short for RULER's fwe prompt and its answer budget")
         return self._sample("fwe", length, None, text, ranked[1:4])
 
-    def sample(self, task: str, length: int, depth: float | None, rng: random.Random) -> RulerSample:
+    def sample(self, task: str, length: int, depth: float | None, rng: random.Random,
+               cell: dict[str, Any] | None = None) -> RulerSample:
+        """One prompt of a cell. `cell` holds what RULER draws once per cell and shares among its prompts
+        (vt's worked example, fwe's word count): pass the same dict for every prompt of one cell."""
+        cell = {} if cell is None else cell
         if task in NIAH_TASKS:
             return self.niah(task, length, depth, rng)
-        return {"vt": self.vt, "cwe": self.cwe, "fwe": self.fwe}[task](length, rng)
+        if task == "vt":
+            return self.vt(length, rng, cell)
+        if task == "fwe":
+            return self.fwe(length, rng, cell)
+        return self.cwe(length, rng)
 
 
 def build_samples(gen: Generator, tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[float | None],
@@ -364,8 +406,8 @@ def build_samples(gen: Generator, tasks: Sequence[str], lengths: Sequence[int], 
     for task in tasks:
         for L in lengths:
             for d in (depths if task in NIAH_TASKS else [None]):
-                rng = random.Random(f"{seed}:{task}:{L}:{d}")
-                out += [gen.sample(task, L, d, rng) for _ in range(samples)]
+                rng, cell = random.Random(f"{seed}:{task}:{L}:{d}"), {}
+                out += [gen.sample(task, L, d, rng, cell) for _ in range(samples)]
     return out
 
 

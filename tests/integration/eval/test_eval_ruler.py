@@ -46,7 +46,10 @@ def test_prompts_leave_the_answer_budget_and_no_more(gen) -> None:
     assert {s.task for s in samples} == set(ruler.TASKS)
     for s in samples:
         assert s.max_new_tokens == T.ANSWER_TOKENS[s.task]
-        assert s.length - SLACK <= len(s.prompt) + s.max_new_tokens <= s.length, (s.task, s.length, len(s.prompt))
+        # fwe is sized on RULER's coarse grid (steps of length/32 on its Zipf scale, up to 3 tokens a unit), so
+        # its prompts may fall short by one step
+        slack = 3 * (s.length // 32) if s.task == "fwe" else SLACK
+        assert s.length - slack <= len(s.prompt) + s.max_new_tokens <= s.length, (s.task, s.length, len(s.prompt))
         assert s.prompt[0] == gen.bos[0] and s.answers
 
 
