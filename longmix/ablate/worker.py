@@ -14,13 +14,13 @@ def main(jobs_path: str) -> None:
     import torch.distributed as dist
 
     from longmix.train.recipe import load_train_recipe
-    from longmix.train.trainer import end_process_group, train
+    from longmix.train.trainer import end_rank, train
 
     for job in json.loads(Path(jobs_path).read_text()):
         rec = load_train_recipe(job["recipe"])
         train(rec)
         dist.barrier()
-    end_process_group()
+    end_rank()
 
 
 if __name__ == "__main__":

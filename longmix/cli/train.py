@@ -50,11 +50,11 @@ def train(
             console.print(f"[red]error:[/red] training exited with code {rc} (see the rank logs above)")
             sys.exit(rc)
         return
-    from longmix.train.trainer import end_process_group
+    from longmix.train.trainer import end_rank
     from longmix.train.trainer import train as run_train
 
     run_train(rec, stop_at_step)
-    end_process_group()
+    end_rank()
 
 
 def export(
