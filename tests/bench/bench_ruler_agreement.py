@@ -42,8 +42,9 @@ def lm_eval_scores(model: Path, length: int, samples: int, batch: int, tasks: li
 
 def longmix_scores(model: Path, length: int, samples: int, batch: int, style: str,
                    tasks: list[str]) -> dict[str, list[float]]:
-    from longmix.eval.ruler import Generator, build_samples, score_samples
+    from longmix.eval.ruler import Generator, build_samples
     from longmix.eval.ruler_run import generate_all
+    from longmix.eval.ruler_score import score_samples
     from longmix.models.loading import load_checkpoint
 
     loaded = load_checkpoint(model, device="cpu", dtype="float32")

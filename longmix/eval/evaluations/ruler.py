@@ -41,8 +41,9 @@ class RulerSpec(Strict):
 def score(loaded: Any, haystack: list[str], style: str, tasks: Sequence[str], lengths: Sequence[int],
           depths: Sequence[float | None], samples: int, seed: int, batch_size: int, label: str) -> list[Any]:
     """One checkpoint's scored RULER samples (the same prompts for the same haystack and seed)."""
-    from longmix.eval.ruler import Generator, build_samples, score_samples
+    from longmix.eval.ruler import Generator, build_samples
     from longmix.eval.ruler_run import generate_all
+    from longmix.eval.ruler_score import score_samples
 
     built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, haystack, style), tasks, lengths, depths,
                           samples, seed)
@@ -51,7 +52,8 @@ def score(loaded: Any, haystack: list[str], style: str, tasks: Sequence[str], le
 
 def run(loaded: Any, r: RulerSpec, ctx: SuiteRun) -> dict[str, Any]:
     """The summary (results.json keeps no single prompts)."""
-    from longmix.eval.ruler import TASKS, haystack_texts, summarize
+    from longmix.eval.ruler import TASKS, haystack_texts
+    from longmix.eval.ruler_score import summarize
 
     hay = haystack_texts([ctx.resolve(p) for p in r.haystack] if r.haystack else ctx.data, ctx.seed, r.lengths)
     results = score(loaded, hay, r.style, r.tasks or list(TASKS), r.lengths, r.depths or [None], r.samples,
@@ -85,7 +87,8 @@ def cli(
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
-    from longmix.eval.ruler import STYLES, TASKS, haystack_texts, results_json, summarize
+    from longmix.eval.ruler import STYLES, TASKS, haystack_texts
+    from longmix.eval.ruler_score import results_json, summarize
 
     lens = [int(v) for v in floats(lengths, "--lengths")]
     deps: list[float | None] = [None] if depths.strip() == "random" else list(floats(depths, "--depths"))

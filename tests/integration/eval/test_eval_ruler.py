@@ -12,7 +12,7 @@ import pytest
 from helpers_train import stdlib_texts
 
 from longmix.core.errors import UserError
-from longmix.eval import ruler
+from longmix.eval import ruler, ruler_score
 from longmix.eval import ruler_templates as T
 from longmix.formats.tokenizer_files import load_tokenizer
 
@@ -144,8 +144,9 @@ def test_fwe_has_rulers_noise_zipf_counts_and_question(gen) -> None:
 
 def test_scripted_models_score_100_and_0_on_every_task(gen) -> None:
     samples = _all(gen)
-    right = ruler.summarize(ruler.score_samples(samples, [" " + ", ".join(s.answers) + "." for s in samples]))
-    wrong = ruler.summarize(ruler.score_samples(samples, [" I do not know." for _ in samples]))
+    answered = [" " + ", ".join(s.answers) + "." for s in samples]
+    right = ruler_score.summarize(ruler_score.score_samples(samples, answered))
+    wrong = ruler_score.summarize(ruler_score.score_samples(samples, [" I do not know." for _ in samples]))
     assert set(right["tasks"]) == set(ruler.TASKS)
     for t in ruler.TASKS:
         assert right["table"][t] == [100.0] * len(LENGTHS) and wrong["table"][t] == [0.0] * len(LENGTHS)
@@ -154,14 +155,14 @@ def test_scripted_models_score_100_and_0_on_every_task(gen) -> None:
 
 
 def test_scoring_matches_rulers_definitions() -> None:
-    assert ruler.string_match_all("The numbers are 1234567 and 7654321.", ["1234567", "7654321"]) == 100.0
-    assert ruler.string_match_all("only 1234567", ["1234567", "7654321"]) == 50.0
-    assert ruler.string_match_all("Apple, BANANA", ["apple", "banana", "cherry"]) == pytest.approx(200 / 3)
-    assert ruler.string_match_all("", ["x"]) == 0.0
-    assert ruler.postprocess("  ABC\x07def\n ") == "ABC\ndef"  # RULER's clean-up: control characters as newlines
-    assert ruler.effective_length({1024: 99.0, 2048: 90.0, 4096: 80.0, 8192: 95.0}) == 2048
-    assert ruler.effective_length({1024: 50.0}) is None
-    assert ruler.effective_length({1024: 91.0, 2048: 89.0}, threshold=90.0) == 1024
+    assert ruler_score.string_match_all("The numbers are 1234567 and 7654321.", ["1234567", "7654321"]) == 100.0
+    assert ruler_score.string_match_all("only 1234567", ["1234567", "7654321"]) == 50.0
+    assert ruler_score.string_match_all("Apple, BANANA", ["apple", "banana", "cherry"]) == pytest.approx(200 / 3)
+    assert ruler_score.string_match_all("", ["x"]) == 0.0
+    assert ruler_score.postprocess("  ABC\x07def\n ") == "ABC\ndef"  # RULER's clean-up: control characters as newlines
+    assert ruler_score.effective_length({1024: 99.0, 2048: 90.0, 4096: 80.0, 8192: 95.0}) == 2048
+    assert ruler_score.effective_length({1024: 50.0}) is None
+    assert ruler_score.effective_length({1024: 91.0, 2048: 89.0}, threshold=90.0) == 1024
 
 
 def test_prompts_are_deterministic_per_seed(gen) -> None:
