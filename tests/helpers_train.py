@@ -206,3 +206,41 @@ def rows_loss_sum(model: Any, ids: np.ndarray, pos: np.ndarray, tgt: np.ndarray)
                                                        ignore_index=IGNORE, reduction="sum").item()
             count += int((t != IGNORE).sum())
     return total, count
+
+
+def make_sft_manifest(out: Path, tok_path: Path, seq_len: int, max_chars: int, doc_chars: int,
+                      rows_per_shard: int = 40, seed: int = 0) -> Path:
+    """An SFT manifest from the stdlib rows of ``make_manifest``: each document's tokens are counted with a
+    seeded probability of 0.5 (a stand-in for assistant spans of uneven length), never a document's first
+    token nor padding, so rows count very different numbers of targets."""
+    import hashlib
+
+    from longmix.formats.manifest import SftInfo, load_manifest
+    from longmix.formats.packed_shards import read_rows
+
+    plain = make_manifest(out / "plain", tok_path, seq_len, max_chars, rows_per_shard, doc_chars=doc_chars)
+    manifest = load_manifest(plain)
+    rows = [read_rows(plain.parent / s.path, seq_len) for s in manifest.shards]
+    rng = np.random.default_rng(seed)
+    masked = []
+    for block in rows:
+        mask = (rng.random(block.input_ids.shape) < rng.random((len(block), 1))).astype(np.uint8)
+        for r in range(len(block)):
+            starts = np.concatenate([[0], np.cumsum(block.row(r)["doc_lens"])[:-1]])
+            mask[r, starts] = 0
+            mask[r, seq_len - int(block.pad[r]):] = 0
+            mask[r, starts[0] + 1] = 1  # every row counts something
+        block.loss_mask = mask
+        masked.append(block)
+    infos = write_shards(masked, out, seq_len, rows_per_shard=rows_per_shard)
+    template = out / "chat_template.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    sft = SftInfo(loss_mode="output", template=template.name,
+                  template_sha256=hashlib.sha256(template.read_bytes()).hexdigest(), packing="test",
+                  examples=int(sum(np.count_nonzero(b.seg_sources >= 0) for b in masked)),
+                  loss_tokens=int(sum(int(b.loss_mask.sum()) for b in masked)))
+    sft_manifest = manifest.model_copy(update={
+        "tokenizer": tokenizer_entry(tok_path, out), "shards": shard_entries(infos, out),
+        "totals": totals_from(infos, manifest.totals.truncated_documents), "sft": sft})
+    write_manifest(sft_manifest, out / "manifest.json")
+    return out / "manifest.json"

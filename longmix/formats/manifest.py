@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -66,6 +67,18 @@ class Lineage(_Model):
     created: str
 
 
+class SftInfo(_Model):
+    """What makes a manifest an SFT manifest: every shard has a loss_mask column, written under this loss mode
+    with this chat template (a copy of it sits in the manifest's folder, so its hash can be checked)."""
+
+    loss_mode: Literal["output", "input_and_output", "all"]
+    template: str = Field(description="the chat template file, relative to the manifest's folder")
+    template_sha256: str
+    packing: str = Field(description="how examples share rows, e.g. 'short: best_fit, long: pad'")
+    examples: int = Field(ge=0)
+    loss_tokens: int = Field(ge=0, description="tokens whose prediction the loss counts, over all shards")
+
+
 class Manifest(_Model):
     format: Literal["longmix.manifest/1"] = FORMAT
     seq_len: int = Field(gt=0)
@@ -76,6 +89,7 @@ class Manifest(_Model):
     packing: dict[str, Any]  # strategy and its statistics (PackStats.to_dict())
     mix: dict[str, Any]  # target vs achieved per source x bucket, repetitions (MixReport.to_dict())
     lineage: Lineage
+    sft: SftInfo | None = None
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # the second one only where the source has it
@@ -197,7 +211,10 @@ def load_manifest(path: str | Path) -> Manifest:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ManifestError(f"{path}: field '{where}': {err['msg']}; re-run the pack stage") from None
-    for what, named in [("tokenizer", manifest.tokenizer.path)] + [("shard", e.path) for e in manifest.shards]:
+    named_files = [("tokenizer", manifest.tokenizer.path)] + [("shard", e.path) for e in manifest.shards]
+    if manifest.sft is not None:
+        named_files.append(("chat template", manifest.sft.template))
+    for what, named in named_files:
         inside = Path(named)
         if inside.is_absolute() or ".." in inside.parts:
             raise ManifestError(f"{path}: {what} path {named!r} leaves the manifest's folder; a manifest only "
@@ -212,7 +229,8 @@ def check_shard_layout(path: str | Path, manifest: Manifest) -> None:
     if not manifest.shards:
         raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
     manifest_tokenizer(path, manifest)  # one small file: hashing it costs nothing next to a launch
-    want = shard_schema(manifest.seq_len)
+    check_sft_template(path, manifest)
+    want = shard_schema(manifest.seq_len, manifest.sft is not None)
     for entry in manifest.shards:
         shard = path.parent / entry.path
         if not shard.is_file():
@@ -222,6 +240,8 @@ def check_shard_layout(path: str | Path, manifest: Manifest) -> None:
         except (OSError, pa.ArrowException) as exc:
             raise ManifestError(f"{path}: shard {entry.path}: not an Arrow IPC file ({exc})") from None
         if not schema.equals(want):
+            if ("loss_mask" in schema.names) != (manifest.sft is not None):
+                raise ManifestError(f"{path}: shard {entry.path}: " + _mask_mismatch(manifest))
             ids = schema.field("input_ids").type if "input_ids" in schema.names else "no input_ids"
             raise ManifestError(f"{path}: shard {entry.path}: not a packed shard of seq_len {manifest.seq_len} "
                                 f"(input_ids: {ids}); re-run the pack stage")
@@ -237,7 +257,9 @@ def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
     if not manifest.shards:
         raise ManifestError(f"{path}: lists no shards; re-run the pack stage")
     manifest_tokenizer(path, manifest)
+    check_sft_template(path, manifest)
     base = path.parent
+    loss_tokens = 0
     for entry in manifest.shards:
         shard = base / entry.path
         where = f"{path}: shard {entry.path}"
@@ -255,6 +277,10 @@ def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
             raise ManifestError(f"{where}: not a packed shard (seq_len {manifest.seq_len}): {exc}") from None
         if len(rows) != entry.rows:
             raise ManifestError(f"{where}: has {len(rows)} rows, manifest says {entry.rows}")
+        if (rows.loss_mask is not None) != (manifest.sft is not None):
+            raise ManifestError(f"{where}: " + _mask_mismatch(manifest))
+        if rows.loss_mask is not None:
+            loss_tokens += int(rows.loss_mask.sum(dtype=np.int64))
         tokens = len(rows) * manifest.seq_len - int(rows.pad.sum())
         if tokens != entry.tokens:
             raise ManifestError(f"{where}: holds {tokens} tokens, manifest says {entry.tokens}")
@@ -268,4 +294,26 @@ def verify_manifest(path: str | Path, check_content: bool = True) -> Manifest:
     n_tokens = sum(s.tokens for s in manifest.shards)
     if n_tokens != manifest.totals.tokens:
         raise ManifestError(f"{path}: shards hold {n_tokens} tokens, totals say {manifest.totals.tokens}")
+    if manifest.sft is not None and loss_tokens != manifest.sft.loss_tokens:
+        raise ManifestError(f"{path}: shards' loss masks count {loss_tokens} tokens, sft.loss_tokens says "
+                            f"{manifest.sft.loss_tokens}; the masks changed after packing, re-run sft-pack")
     return manifest
+
+
+def check_sft_template(path: Path, manifest: Manifest) -> None:
+    """An SFT manifest's chat template is there and is the one its masks were written with."""
+    if manifest.sft is None:
+        return
+    template = path.parent / manifest.sft.template
+    if not template.is_file():
+        raise ManifestError(f"{path}: chat template {manifest.sft.template} is missing; re-run sft-pack")
+    digest = sha256_file(template)
+    if digest != manifest.sft.template_sha256:
+        raise ManifestError(f"{path}: chat template {manifest.sft.template} changed after packing (sha256 "
+                            f"{digest[:16]}..., manifest {manifest.sft.template_sha256[:16]}...); re-run sft-pack")
+
+
+def _mask_mismatch(manifest: Manifest) -> str:
+    if manifest.sft is not None:
+        return "has no loss_mask column, but the manifest is an SFT manifest (sft: ...); re-run sft-pack"
+    return "has a loss_mask column, but the manifest records no sft section; re-run sft-pack"

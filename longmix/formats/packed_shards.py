@@ -1,7 +1,8 @@
 """Packed shards: Arrow IPC files (uncompressed, one record batch each) that memory-map for training.
 
 Schema per DESIGN.md: input_ids fixed_size_list<uint32>[seq_len], doc_lens list<int32>,
-doc_sources list<int16>, pad int32. The padding segment, when present, is the last one and has source
+doc_sources list<int16>, pad int32; SFT shards add loss_mask fixed_size_list<uint8>[seq_len].
+The padding segment, when present, is the last one and has source
 -1. Files are written to a temp name in the target folder and renamed into place, so a reader never
 sees a half-written shard. The global shuffle permutes rows across all shards with a seeded permutation,
 gathering from memory-mapped inputs, so it needs memory for one output shard plus the permutation.
@@ -33,15 +34,16 @@ class ShardInfo:
     sha256: str
 
 
-def shard_schema(seq_len: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("input_ids", pa.list_(pa.uint32(), seq_len), nullable=False),
-            pa.field("doc_lens", pa.list_(pa.int32()), nullable=False),
-            pa.field("doc_sources", pa.list_(pa.int16()), nullable=False),
-            pa.field("pad", pa.int32(), nullable=False),
-        ]
-    )
+def shard_schema(seq_len: int, loss_mask: bool = False) -> pa.Schema:
+    fields = [
+        pa.field("input_ids", pa.list_(pa.uint32(), seq_len), nullable=False),
+        pa.field("doc_lens", pa.list_(pa.int32()), nullable=False),
+        pa.field("doc_sources", pa.list_(pa.int16()), nullable=False),
+        pa.field("pad", pa.int32(), nullable=False),
+    ]
+    if loss_mask:
+        fields.append(pa.field("loss_mask", pa.list_(pa.uint8(), seq_len), nullable=False))
+    return pa.schema(fields)
 
 
 def to_record_batch(rows: PackedRows, seq_len: int) -> pa.RecordBatch:
@@ -49,15 +51,18 @@ def to_record_batch(rows: PackedRows, seq_len: int) -> pa.RecordBatch:
     if rows.input_ids.shape[1:] != (seq_len,):
         raise ValueError(f"rows have length {rows.input_ids.shape[1:]}, expected ({seq_len},)")
     seg_offsets = pa.array(rows.seg_offsets.astype(np.int32))
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.FixedSizeListArray.from_arrays(pa.array(rows.input_ids.reshape(-1)), seq_len),
-            pa.ListArray.from_arrays(seg_offsets, pa.array(rows.seg_lens.astype(np.int32))),
-            pa.ListArray.from_arrays(seg_offsets, pa.array(rows.seg_sources.astype(np.int16))),
-            pa.array(rows.pad.astype(np.int32)),
-        ],
-        schema=shard_schema(seq_len),
-    )
+    columns = [
+        pa.FixedSizeListArray.from_arrays(pa.array(rows.input_ids.reshape(-1)), seq_len),
+        pa.ListArray.from_arrays(seg_offsets, pa.array(rows.seg_lens.astype(np.int32))),
+        pa.ListArray.from_arrays(seg_offsets, pa.array(rows.seg_sources.astype(np.int16))),
+        pa.array(rows.pad.astype(np.int32)),
+    ]
+    if rows.loss_mask is not None:
+        if rows.loss_mask.shape != rows.input_ids.shape:
+            raise ValueError(f"loss_mask has shape {rows.loss_mask.shape}, input_ids {rows.input_ids.shape}")
+        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(rows.loss_mask.astype(np.uint8).reshape(-1)),
+                                                         seq_len))
+    return pa.RecordBatch.from_arrays(columns, schema=shard_schema(seq_len, rows.loss_mask is not None))
 
 
 def write_shard(path: str | Path, rows: PackedRows, seq_len: int) -> ShardInfo:
@@ -146,7 +151,8 @@ def open_shard(path: str | Path) -> pa.Table:
 def read_rows(path: str | Path, seq_len: int) -> PackedRows:
     """A shard as PackedRows whose arrays are zero-copy views of the memory map."""
     table = open_shard(path)
-    if not table.schema.equals(shard_schema(seq_len)):
+    masked = "loss_mask" in table.schema.names
+    if not table.schema.equals(shard_schema(seq_len, masked)):
         raise ValueError(f"{path}: schema does not match the packed-shard schema for seq_len={seq_len}")
     if table.num_rows == 0:
         return PackedRows(
@@ -155,6 +161,7 @@ def read_rows(path: str | Path, seq_len: int) -> PackedRows:
             np.zeros(0, np.int16),
             np.zeros(1, np.int64),
             np.zeros(0, np.int32),
+            np.zeros((0, seq_len), np.uint8) if masked else None,
         )
     table = table.combine_chunks()  # a no-op for our one-batch shards
     ids = table.column("input_ids").chunk(0)
@@ -167,7 +174,13 @@ def read_rows(path: str | Path, seq_len: int) -> PackedRows:
         seg_sources=srcs.values.to_numpy()[offsets[0] : offsets[-1]],
         seg_offsets=offsets - offsets[0],
         pad=table.column("pad").chunk(0).to_numpy(),
+        loss_mask=_fixed_rows(table.column("loss_mask").chunk(0), seq_len) if masked else None,
     )
+
+
+def _fixed_rows(arr: pa.FixedSizeListArray, seq_len: int) -> np.ndarray:
+    """A fixed-size list column as a zero-copy (rows, seq_len) view."""
+    return arr.values.to_numpy()[arr.offset * seq_len : (arr.offset + len(arr)) * seq_len].reshape(-1, seq_len)
 
 
 def check_rows(rows: PackedRows, seq_len: int, n_sources: int) -> str | None:
@@ -196,6 +209,30 @@ def check_rows(rows: PackedRows, seq_len: int, n_sources: int) -> str | None:
     doc_src = rows.seg_sources[~is_pad_seg]
     if len(doc_src) and (doc_src.min() < 0 or doc_src.max() >= n_sources):
         return f"a document segment has a source index outside 0..{n_sources - 1}"
+    if rows.loss_mask is not None:
+        return _check_loss_mask(rows, seq_len)
+    return None
+
+
+def _check_loss_mask(rows: PackedRows, seq_len: int) -> str | None:
+    """The loss mask is 0/1, never on padding, never on a segment's first token (nothing predicts it), and each
+    row has at least one target (a row without one would train nothing yet count as a sequence)."""
+    mask = rows.loss_mask
+    if mask.shape != (len(rows), seq_len) or (len(rows) and mask.max() > 1):
+        return "loss_mask is not a 0/1 array of shape (rows, seq_len)"
+    # Rows already sum to seq_len here, so a segment's offset in the flat token stream is row * seq_len + start.
+    flat_start = np.concatenate([[0], np.cumsum(rows.seg_lens.astype(np.int64))[:-1]])
+    starts = np.zeros((len(rows), seq_len), dtype=bool)
+    row_of_seg, seg_start = flat_start // seq_len, flat_start % seq_len
+    starts[row_of_seg, seg_start] = True
+    if np.any(mask.astype(bool) & starts):
+        return f"row {int(np.flatnonzero((mask.astype(bool) & starts).any(axis=1))[0])}: loss_mask set on a " \
+               "segment's first token"
+    tail = np.arange(seq_len)[None, :] >= (seq_len - rows.pad)[:, None]
+    if np.any(mask.astype(bool) & tail):
+        return f"row {int(np.flatnonzero((mask.astype(bool) & tail).any(axis=1))[0])}: loss_mask set on padding"
+    if np.any(mask.sum(axis=1) == 0):
+        return f"row {int(np.flatnonzero(mask.sum(axis=1) == 0)[0])}: loss_mask counts no token"
     return None
 
 

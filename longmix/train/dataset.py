@@ -52,7 +52,8 @@ class PackedDataset(torch.utils.data.Dataset):
             raise IndexError(f"row {index} of a {len(self)}-row mix")
         idx = np.array([index % len(self)], dtype=np.int64)
         lens, pads = self.data.meta(idx)
-        ids, pos, tgt = masking.build_arrays(self.data.tokens(idx), lens, pads, self.doc_masking)
+        ids, pos, tgt = masking.build_arrays(self.data.tokens(idx), lens, pads, self.doc_masking,
+                                             self.data.loss_masks(idx))
         cu = np.concatenate([[0], np.cumsum(lens[0])]).astype(np.int32)
         return {"input_ids": torch.from_numpy(ids[0]), "labels": torch.from_numpy(hf_labels(tgt[0])),
                 "position_ids": torch.from_numpy(pos[0]), "cu_seqlens": torch.from_numpy(cu)}

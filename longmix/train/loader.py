@@ -58,6 +58,16 @@ class PhaseData:
         return [self.shards[s].seg_sources[self.shards[s].seg_offsets[r] : self.shards[s].seg_offsets[r + 1]]
                 for s, r in zip(shard.tolist(), local.tolist(), strict=True)]
 
+    def loss_masks(self, idx: np.ndarray) -> np.ndarray | None:
+        """loss_mask of the rows at ``idx`` (n, seq_len) uint8 for an SFT manifest, None for pretraining rows."""
+        if self.manifest.sft is None:
+            return None
+        shard, local = self._locate(idx)
+        out = np.empty((len(idx), self.seq_len), dtype=np.uint8)
+        for j, (s, r) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
+            out[j] = self.shards[s].loss_mask[r]
+        return out
+
     def tokens(self, idx: np.ndarray) -> np.ndarray:
         """input_ids of the rows at ``idx`` (n, seq_len) uint32, copied out of the memory map."""
         shard, local = self._locate(idx)
@@ -93,6 +103,7 @@ class MicroBatch:
     position_ids: np.ndarray
     targets: np.ndarray
     groups: np.ndarray  # per position: source x length bucket of its segment (train/breakdown.py), -1 if unpredicted
+    weights: np.ndarray | None = None  # example weighting: per position 1 / (its example's counted targets)
 
 
 @dataclass
@@ -101,9 +112,15 @@ class StepBatch:
 
     phase: int
     micro: list[MicroBatch]
-    global_predicted: int  # targets over all ranks: the loss denominator
+    global_predicted: int  # targets over all ranks: the loss denominator under token weighting
     global_tokens: int  # non-padding tokens over all ranks
     global_attn_pairs: int  # Σ doc_len² over all ranks (for MFU)
+    global_examples: int = 0  # examples with a counted target over all ranks: the denominator of example weighting
+
+    @property
+    def denominator(self) -> int:
+        """What the step's summed (weighted) token losses are divided by: the global-batch mean."""
+        return self.global_examples if self.micro and self.micro[0].weights is not None else self.global_predicted
 
 
 def plan_phases(recipe: TrainRecipe, phases: list[PhaseData], world: int) -> list[PhasePlan]:
@@ -142,6 +159,7 @@ class Loader:
         self.rank, self.world = rank, world
         self.seed = recipe.seed
         self.doc_masking = recipe.data.doc_masking
+        self.by_example = recipe.data.loss_weighting == "example"
         self.holdout_n = recipe.data.holdout_sequences
         self.phase_start = np.concatenate([[0], np.cumsum([p.steps for p in plans])])
         self._split = [self._holdout_split(k) for k in range(len(phases))]
@@ -190,17 +208,23 @@ class Loader:
         k, rows = self.global_rows(step)
         data, plan = self.phases[k], self.plans[k]
         lens, pads = data.meta(rows)
+        masks = data.loss_masks(rows)  # every rank counts the whole step's targets: the global-batch mean
         L = plan.seq_len
-        meta = list(zip(lens, pads.tolist(), strict=True))
-        predicted = sum(masking.predicted_count(dl, p, L, self.doc_masking) for dl, p in meta)
-        pairs = sum(masking.attention_pairs(dl, p, L, self.doc_masking) for dl, p in meta)
+        meta = list(zip(lens, pads.tolist(), [None] * len(rows) if masks is None else masks, strict=True))
+        predicted = sum(masking.predicted_count(dl, p, L, self.doc_masking, m) for dl, p, m in meta)
+        examples = sum(masking.example_count(dl, m, p, L, self.doc_masking) for dl, p, m in meta) \
+            if self.by_example else 0
+        pairs = sum(masking.attention_pairs(dl, p, L, self.doc_masking) for dl, p, _ in meta)
         micro = []
         for sl in self.rank_slices(step):
             ids = data.tokens(rows[sl])
-            ids, pos, tgt = masking.build_arrays(ids, [lens[i] for i in sl], pads[sl], self.doc_masking)
-            groups = breakdown.token_groups([lens[i] for i in sl], data.sources(rows[sl]), tgt, L)
-            micro.append(MicroBatch(rows[sl], ids, pos, tgt, groups))
-        return StepBatch(k, micro, int(predicted), int(len(rows) * L - pads.sum()), int(pairs))
+            mb_lens = [lens[i] for i in sl]
+            ids, pos, tgt = masking.build_arrays(ids, mb_lens, pads[sl], self.doc_masking,
+                                                 None if masks is None else masks[sl])
+            groups = breakdown.token_groups(mb_lens, data.sources(rows[sl]), tgt, L)
+            weights = masking.example_weights(mb_lens, tgt) if self.by_example else None
+            micro.append(MicroBatch(rows[sl], ids, pos, tgt, groups, weights))
+        return StepBatch(k, micro, int(predicted), int(len(rows) * L - pads.sum()), int(pairs), int(examples))
 
     def holdout(self, k: int, per_forward: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """This rank's share of phase k's holdout rows: (rows, input_ids, position_ids, targets).
@@ -211,7 +235,8 @@ class Loader:
         rows, padded = self._holdout_rows(k, per_forward)
         data = self.phases[k]
         lens, pads = data.meta(padded)
-        ids, pos, tgt = masking.build_arrays(data.tokens(padded), lens, pads, self.doc_masking)
+        ids, pos, tgt = masking.build_arrays(data.tokens(padded), lens, pads, self.doc_masking,
+                                             data.loss_masks(padded))
         tgt[len(rows) :] = masking.IGNORE
         return rows, ids, pos, tgt
 

@@ -5,6 +5,11 @@ causal mask from the restarts, provided ``use_cache=False`` and no ``attention_m
 last token of a document predicts nothing (its next token opens another document) and padding is
 never predicted. With masking off, positions run 0..seq_len-1 and a document boundary is predicted
 like any other token (plain concatenated training, the ablation baseline); padding is still skipped.
+
+SFT rows carry a loss mask (formats/packed_rows.py): target t counts only where ``loss_mask[t + 1]`` is set, so
+the loss mode chosen when packing (assistant tokens only, or the long input too) decides what is learned. The
+loss is a mean over the whole global batch: by token (every counted target weighs the same) or, as LongAlign
+proposes for packed SFT, by example (each example's mean target loss weighs the same, however long it is).
 """
 
 from __future__ import annotations
@@ -39,8 +44,18 @@ def row_targets(input_ids: np.ndarray, doc_lens: np.ndarray, pad: int, doc_maski
     return targets
 
 
-def predicted_count(doc_lens: np.ndarray, pad: int, seq_len: int, doc_masking: bool) -> int:
-    """How many targets a row has, from metadata alone (what ``row_targets`` leaves un-ignored)."""
+def apply_loss_mask(targets: np.ndarray, loss_mask: np.ndarray) -> np.ndarray:
+    """Targets (any leading shape) with those whose predicted token is outside the loss mask ignored, in place."""
+    targets[..., :-1][loss_mask[..., 1:] == 0] = IGNORE
+    return targets
+
+
+def predicted_count(doc_lens: np.ndarray, pad: int, seq_len: int, doc_masking: bool,
+                    loss_mask: np.ndarray | None = None) -> int:
+    """How many targets a row has (what ``row_targets`` and the loss mask leave un-ignored), from metadata alone
+    for pretraining rows; an SFT row's mask is 0 on padding and segment starts, so its sum is the count."""
+    if loss_mask is not None:
+        return int(loss_mask.sum(dtype=np.int64))
     real = seq_len - pad
     if not doc_masking:
         return max(real - 1, 0)
@@ -58,10 +73,36 @@ def attention_pairs(doc_lens: np.ndarray, pad: int, seq_len: int, doc_masking: b
     return int((lens * lens).sum())
 
 
+def example_count(doc_lens: np.ndarray, loss_mask: np.ndarray | None, pad: int, seq_len: int,
+                  doc_masking: bool) -> int:
+    """Examples (segments) of a row with at least one counted target: the denominator of example weighting."""
+    lens = np.asarray(doc_lens, dtype=np.int64)
+    if loss_mask is None:
+        lens = lens[:-1] if pad > 0 else lens
+        return int(np.count_nonzero(lens > (1 if doc_masking else 0)))
+    counted = np.add.reduceat(loss_mask.astype(np.int64), np.concatenate([[0], np.cumsum(lens)[:-1]]))
+    return int(np.count_nonzero(counted))
+
+
+def example_weights(doc_lens: Sequence[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Per-position weights (rows, seq_len) float64: 1 / (counted targets of its example) where the target
+    counts, else 0. A target belongs to the example of the position that predicts it."""
+    weights = np.zeros(targets.shape, dtype=np.float64)
+    for r, lens in enumerate(doc_lens):
+        lens = np.asarray(lens, dtype=np.int64)
+        seg = np.repeat(np.arange(len(lens)), lens)
+        counted = targets[r] != IGNORE
+        per_seg = np.bincount(seg[counted], minlength=len(lens))
+        weights[r, counted] = 1.0 / per_seg[seg[counted]]
+    return weights
+
+
 def build_arrays(
-    input_ids: np.ndarray, doc_lens: Sequence[np.ndarray], pads: np.ndarray, doc_masking: bool
+    input_ids: np.ndarray, doc_lens: Sequence[np.ndarray], pads: np.ndarray, doc_masking: bool,
+    loss_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(input_ids, position_ids, targets) as int64 arrays of shape (rows, seq_len)."""
+    """(input_ids, position_ids, targets) as int64 arrays of shape (rows, seq_len); ``loss_mask`` (rows,
+    seq_len), an SFT shard's, leaves only the targets it counts."""
     n, seq_len = input_ids.shape
     ids = input_ids.astype(np.int64)
     pos = np.empty((n, seq_len), dtype=np.int64)
@@ -69,4 +110,6 @@ def build_arrays(
     for r in range(n):
         pos[r] = row_positions(doc_lens[r], seq_len, doc_masking)
         tgt[r] = row_targets(ids[r], doc_lens[r], int(pads[r]), doc_masking)
+    if loss_mask is not None:
+        apply_loss_mask(tgt, loss_mask)
     return ids, pos, tgt

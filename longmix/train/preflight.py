@@ -51,6 +51,9 @@ def _preflight(recipe: Any, world: int) -> RunPlan:
         t = manifests[-1].tokenizer
         check_tokenizer_agrees(recipe.model, recipe, t, str(path))
         match_tokenizer(config, recipe.model, t.vocab_size, t.bos_id, t.eos_id, t.pad_id, str(path))
+    if recipe.data.loss_weighting == "example" and recipe.model.tiled_loss:
+        raise UserError("data.loss_weighting: example needs per-token weights, which model.tiled_loss does not "
+                        "take; set model.tiled_loss: false")
     sp = recipe.parallel.sequence_parallel_size
     if sp > 1:
         sp_check(sp, world, config, [m.seq_len for m in manifests], config._attn_implementation)

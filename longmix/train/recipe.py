@@ -80,6 +80,15 @@ class DataConfig(Strict):
     doc_masking: bool = Field(True, description="no attention across packed documents; False is an ablation")
     holdout_sequences: int = Field(0, ge=0, description="sequences per phase kept out of training for eval")
     verify: bool = Field(True, description="check every shard's sha256 before training")
+    loss_weighting: Literal["token", "example"] = Field(
+        "token", description="the loss is a mean over the global batch's counted tokens (token) or over its "
+        "examples, each example's own token mean (example: LongAlign's weighting for packed SFT)")
+
+    @model_validator(mode="after")
+    def _weighting(self) -> DataConfig:
+        if self.loss_weighting == "example" and not self.doc_masking:
+            raise ValueError("loss_weighting: example needs doc_masking: true (an example is a packed document)")
+        return self
 
 
 class BatchConfig(Strict):

@@ -130,20 +130,26 @@ class Trainer:
 
     def _forward_sum(self, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor,
                      full_pos: np.ndarray | None = None,
-                     breakdowns: list[tuple[GroupSums, torch.Tensor]] = ()) -> torch.Tensor:
+                     breakdowns: list[tuple[GroupSums, torch.Tensor]] = (),
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
         """Sum of token losses. No attention_mask on purpose: documents are found from position_ids.
         ``full_pos`` (whole rows, before any sequence-parallel split) gives FlexAttention its documents, from
         which it builds one block mask per window for the whole forward. Each (sums, groups) of ``breakdowns``
-        gets the per-token losses added by group (detached: the gradient only ever sees the sum)."""
+        gets the per-token losses added by group (detached: the gradient only ever sees the sum). ``weights``
+        (example weighting) makes it Σ weight x token loss; preflight refuses it with the tiled head."""
         if self.flex and full_pos is not None:
             with flex_attention.use_documents(torch.from_numpy(full_pos).to(self.device)):
-                return self._forward_sum(ids, pos, tgt, None, breakdowns)
+                return self._forward_sum(ids, pos, tgt, None, breakdowns, weights)
         if self.tile is None:
             logits = self.engine(input_ids=ids, position_ids=pos, use_cache=False).logits
             if breakdowns:
                 per_token = token_losses(logits, tgt)
                 for sums, groups in breakdowns:
                     sums.add(per_token, groups)
+            if weights is not None:
+                per = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
+                                      ignore_index=IGNORE, reduction="none")
+                return (per.double() * weights.view(-1)).sum().float()
             return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1),
                                    ignore_index=IGNORE, reduction="sum")
         # The last hidden state is returned as an output (not captured on the side) so that DeepSpeed's
@@ -167,18 +173,20 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64)
         sums = self._group_sums(batch.phase)
         # ZeRO-3's reduce-scatter averages gradients over all ranks (sequence-parallel ones included, see
-        # dsconfig): scaling by world makes the result Σ loss / N_global.
-        scale = self.world / batch.global_predicted
+        # dsconfig): scaling by world makes the result Σ loss / N_global, N_global being the whole global batch's
+        # counted tokens (or examples), whatever the ranks, micro-batches and sequence-parallel split.
+        scale = self.world / batch.denominator
         for mb in batch.micro:
             ids, pos, tgt, groups = self._tensors(mb.input_ids, mb.position_ids, mb.targets, mb.groups)
-            s = self._forward_sum(ids, pos, tgt, mb.position_ids, [(sums, groups)] if sums else [])
+            weights = self._tensors(mb.weights)[0] if mb.weights is not None else None
+            s = self._forward_sum(ids, pos, tgt, mb.position_ids, [(sums, groups)] if sums else [], weights)
             self.engine.backward(s * scale, scale_wrt_gas=False)
             self.engine.step()
             loss_sum += s.detach().double().cpu()
         dist.all_reduce(loss_sum)
         if sums is not None:
             sums.all_reduce(self.device)
-        return float(loss_sum) / batch.global_predicted, sums
+        return float(loss_sum) / batch.denominator, sums
 
     @torch.no_grad()
     def evaluate(self, phase: int) -> dict[str, Any] | None:
