@@ -1,5 +1,6 @@
 """SFT training: the loss is a mean over the whole global batch's counted tokens (or examples), so the batch cut
-into 1 or 4 micro-batches on one rank, or into 2 ranks x 2 micro-batches, gives the same loss and gradients.
+into 1 or 4 micro-batches on one rank, into 2 ranks x 2 micro-batches, or split along the sequence over 2 ranks
+(Ulysses, SP=2), gives the same loss and gradients.
 
 The manifest's rows count very different numbers of targets (make_sft_manifest), so a per-micro-batch or
 per-rank mean would differ from the global one: the test would catch it (see the last assertion)."""
@@ -15,7 +16,8 @@ from helpers_train import make_sft_manifest, make_tokenizer, run_longmix, tiny_r
 from longmix.train.trainer import read_metrics
 
 pytestmark = pytest.mark.slow
-LAYOUTS = {"1x1": (1, 1024), "1x4": (1, 256), "2x2": (2, 256)}  # ranks, micro_batch_tokens (128-token rows)
+# ranks, micro_batch_tokens, sequence-parallel size (128-token rows, 8 per step)
+LAYOUTS = {"1x1": (1, 1024, 1), "1x4": (1, 256, 1), "2x2": (2, 256, 1), "sp2": (2, 256, 2)}
 
 
 def _steps(run: Path) -> dict[int, dict]:
@@ -27,12 +29,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path
     root = tmp_path_factory.mktemp("sft-loss")
     manifest = make_sft_manifest(root / "sft", make_tokenizer(root / "tok"), 128, 40_000, doc_chars=500)
     out = {}
-    for weighting, layouts in (("token", ("1x1", "1x4", "2x2")), ("example", ("1x1", "2x2"))):
+    for weighting, layouts in (("token", ("1x1", "1x4", "2x2", "sp2")), ("example", ("1x1", "2x2", "sp2"))):
         for name in layouts:
-            nproc, micro = LAYOUTS[name]
+            nproc, micro, sp = LAYOUTS[name]
             recipe = tiny_recipe(root / "unused", [{"manifest": str(manifest), "steps": 2}],
                                  data={"holdout_sequences": 0, "loss_weighting": weighting},
                                  batch={"tokens_per_step": 1024, "micro_batch_tokens": micro},
+                                 parallel={"sequence_parallel_size": sp},
                                  checkpoint={"every_steps": 100, "keep_last": 1})
             path = write_train_recipe(root / f"{weighting}-{name}.yaml", **recipe)
             out[weighting, name] = root / f"{weighting}-{name}"
