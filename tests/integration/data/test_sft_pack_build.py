@@ -131,6 +131,14 @@ def test_loss_modes_count_more_tokens_in_turn(data: Path) -> None:
     assert 0 < counts["output"] < counts["input_and_output"] < counts["all"]
 
 
+def test_max_examples_keeps_the_first_of_the_seeded_order(data: Path) -> None:
+    res = _sft_pack(_recipe(data, "capped", max_examples=12))
+    assert res.exit_code == 0, res.output
+    report = json.loads((data / "capped" / "report.json").read_text())
+    assert report["uses"] == 91 and report["dropped"]["max_examples"] == 91 - 12
+    assert report["kept"] == 12 - report["dropped"]["too_long"]
+
+
 @pytest.mark.parametrize(("case", "says"), [
     ("bad_line", "bad.jsonl:2: no assistant turn"),
     ("no_template", "no chat template"),
