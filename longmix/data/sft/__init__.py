@@ -1,0 +1,1 @@
+"""Long-context instruction tuning data: chat examples, templates, SFT shards."""
