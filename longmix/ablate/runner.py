@@ -18,6 +18,7 @@ from longmix.ablate.suite import (
     Suite,
     arm_data_dict,
     arm_seq_lens,
+    arm_sft_dict,
     arm_train_dict,
     base_data_dict,
     pretrain_dict,
@@ -44,11 +45,19 @@ def dotted_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def data_lineage(manifest: Path, base_recipe: dict[str, Any]) -> dict[str, Any]:
-    """What the arm's manifest says it was built from, and where that differs from the suite's base recipe."""
+    """What the arm's manifest says it was built from, and where that differs from the suite's base recipe
+    (a data recipe, or an SFT suite's sft-pack recipe)."""
     lin = json.loads(manifest.read_text())["lineage"]
-    ref = parse_model(Recipe, base_recipe, "base data recipe").model_dump(mode="json")
+    model = _sft_recipe_model() if json.loads(manifest.read_text()).get("sft") else Recipe
+    ref = parse_model(model, base_recipe, "base data recipe").model_dump(mode="json")
     diff = [k for k in dotted_diff(ref, lin["recipe"]) if k not in ("name", "output")]
     return {"manifest": str(manifest), "recipe_sha256": lin["recipe_sha256"], "differs_from_base": diff}
+
+
+def _sft_recipe_model() -> type:
+    from longmix.data.sft.sft_settings import SftRecipe
+
+    return SftRecipe
 
 
 class AblationRunner:
@@ -64,6 +73,9 @@ class AblationRunner:
         from longmix.pipeline.runner import check_flow
 
         for arm in self.suite.arms:
+            if self.suite.base.sft is not None:
+                self._sft_recipe(arm)
+                continue
             for sl in arm_seq_lens(self.suite, arm):
                 data = {**arm_data_dict(self.suite, arm, sl), "output": str(self.out / "check")}
                 where = f"suite {self.suite.name}, arm {arm.name}" + (f" at seq_len {sl}" if sl else "")
@@ -86,7 +98,38 @@ class AblationRunner:
         return build_data(recipe, folder, self.out / "data", self.progress)
 
     def arm_manifests(self, arm: ArmSpec) -> list[Path]:
+        if self.suite.base.sft is not None:
+            return [self._sft_data(arm)]
         return [self._data(arm_data_dict(self.suite, arm, sl)) for sl in arm_seq_lens(self.suite, arm)]
+
+    def _sft_recipe(self, arm: ArmSpec) -> Any:
+        """The arm's sft-pack recipe, checked (its files and the model's chat template too) before anything runs."""
+        from longmix.data.sft.sft_build import check_sft
+
+        recipe = arm_sft_dict(self.suite, arm)
+        folder = self.out / "data" / f"sft-{settings_hash(recipe)}"
+        parsed = parse_model(_sft_recipe_model(), {**recipe, "output": str(folder)},
+                             f"suite {self.suite.name}, arm {arm.name}")
+        check_sft(parsed)
+        return parsed
+
+    def _sft_data(self, arm: ArmSpec) -> Path:
+        """Arms with identical sft-pack recipes share one folder. Packing takes seconds and is deterministic, so
+        it always reruns: a regenerated long-QA file can never be trained on stale shards."""
+        from longmix.data.sft.sft_build import build_sft
+
+        recipe = self._sft_recipe(arm)
+        build_sft(recipe)
+        return Path(recipe.output) / "manifest.json"
+
+    @staticmethod
+    def _data_key(manifest: Path) -> str | list[str]:
+        """What an arm's training depends on in its data: the recipe, and for SFT shards (rebuilt every run, from
+        inputs that may have been regenerated) the shards' own hashes too."""
+        m = json.loads(manifest.read_text())
+        if not m.get("sft"):
+            return m["lineage"]["recipe_sha256"]
+        return [m["lineage"]["recipe_sha256"], *[s["sha256"] for s in m["shards"]]]
 
     # ---- base model ---------------------------------------------------------------------------------------
     def base_model(self) -> tuple[Path | None, dict[str, Any] | None]:
@@ -135,8 +178,7 @@ class AblationRunner:
             for seed in s.seeds:
                 folder = self.out / "arms" / f"{arm.name}-s{seed}"
                 train = arm_train_dict(s, arm, seed, base_hf, manifests, folder / "run")
-                train_key = settings_hash(train, [json.loads(m.read_text())["lineage"]["recipe_sha256"]
-                                                  for m in manifests])
+                train_key = settings_hash(train, [self._data_key(m) for m in manifests])
                 key = settings_hash(train_key, eval_cfg)  # an eval-only change re-evaluates, never retrains
                 self._claim(folder, train_key)
                 cached = self._cached(folder, key)

@@ -37,7 +37,9 @@ class PretrainSpec(Strict):
 
 
 class BaseSpec(Strict):
-    data: str = Field(description="data recipe (YAML), relative to the suite")
+    data: str | None = Field(None, description="data recipe (YAML), relative to the suite")
+    sft: str | None = Field(None, description="an `sft-pack` recipe (YAML), relative to the suite, instead of data: "
+                            "the arms instruction-tune base.model on SFT shards")
     model: str | None = Field(None, description="HF checkpoint to continue from (or use pretrain)")
     pretrain: PretrainSpec | None = None
     train: dict[str, Any] = Field(description="training template every arm starts from (no data.phases)")
@@ -46,6 +48,10 @@ class BaseSpec(Strict):
     def _one_model(self) -> BaseSpec:
         if (self.model is None) == (self.pretrain is None):
             raise ValueError("set exactly one of base.model (a checkpoint) or base.pretrain (train one once)")
+        if (self.data is None) == (self.sft is None):
+            raise ValueError("set exactly one of base.data (a data recipe) or base.sft (an sft-pack recipe)")
+        if self.sft is not None and self.model is None:
+            raise ValueError("base.sft tunes a checkpoint: set base.model")
         return self
 
 
@@ -103,6 +109,7 @@ class ArmSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     label: str | None = None
     data: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base data recipe")
+    sft: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base sft-pack recipe")
     train: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training template")
     from_scratch: bool = Field(False, description="start from base.pretrain.train's model, not the base model")
     phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec()])
@@ -146,6 +153,14 @@ class Suite(Strict):
                 raise ValueError(f"finding '{f.finding}' names unknown arm(s) {', '.join(bad)}")
         if any(a.from_scratch for a in self.arms) and self.base.pretrain is None:
             raise ValueError("from_scratch arms need base.pretrain (its train.model is the from-scratch model)")
+        sft = self.base.sft is not None
+        for a in self.arms:
+            if a.sft and not sft:
+                raise ValueError(f"arm {a.name}: sft overrides need base.sft (an sft-pack recipe)")
+            if a.data and sft:
+                raise ValueError(f"arm {a.name}: data overrides need base.data; an SFT suite's arms override sft")
+            if sft and len(a.phases) != 1:
+                raise ValueError(f"arm {a.name}: an SFT arm trains one phase on its SFT shards")
         return self
 
     def resolve(self, p: str) -> Path:
@@ -188,7 +203,9 @@ def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
 
 def base_data_dict(suite: Suite, pretrain: bool = False) -> dict[str, Any]:
     """The base data recipe (``pretrain``: the pretraining one, when base.pretrain names its own) with
-    `extends` resolved and its folder recorded, so arms can move its output."""
+    `extends` resolved and its folder recorded, so arms can move its output; an SFT suite's sft-pack recipe."""
+    if suite.base.sft is not None and not pretrain:
+        return base_sft_dict(suite)
     pre = suite.base.pretrain
     path = suite.resolve(pre.data if pretrain and pre is not None and pre.data else suite.base.data)
     if not path.is_file():
@@ -196,6 +213,22 @@ def base_data_dict(suite: Suite, pretrain: bool = False) -> dict[str, Any]:
     data = load_with_extends(path)
     data["base_dir"] = str(path.parent)
     return data
+
+
+def base_sft_dict(suite: Suite) -> dict[str, Any]:
+    """The base sft-pack recipe with `extends` resolved and its folder recorded (its paths stay relative to it)."""
+    assert suite.base.sft is not None
+    path = suite.resolve(suite.base.sft)
+    if not path.is_file():
+        raise UserError(f"suite {suite.name}: base sft-pack recipe '{path}' not found")
+    data = load_with_extends(path)
+    data["base_dir"] = str(path.parent)
+    return data
+
+
+def arm_sft_dict(suite: Suite, arm: ArmSpec) -> dict[str, Any]:
+    """The sft-pack recipe of one arm (output left to the runner)."""
+    return deep_merge(base_sft_dict(suite), copy.deepcopy(arm.sft))
 
 
 def arm_data_dict(suite: Suite, arm: ArmSpec, seq_len: int | None) -> dict[str, Any]:
@@ -222,6 +255,8 @@ def with_seq_len(data: dict[str, Any], seq_len: int) -> dict[str, Any]:
 
 
 def arm_seq_lens(suite: Suite, arm: ArmSpec) -> list[int]:
+    if suite.base.sft is not None:
+        return [int(arm_sft_dict(suite, arm)["seq_len"])]
     default = arm_data_dict(suite, arm, None).get("seq_len")
     out = []
     for p in arm.phases:

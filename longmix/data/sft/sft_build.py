@@ -28,7 +28,13 @@ from longmix.core.atomic import atomic_path, write_json
 from longmix.data.sft.chat import ChatExample, chat_files, read_chat_files
 from longmix.data.sft.sft_pack import SftExample, SftPackStats, layout_name, pack_sft
 from longmix.data.sft.sft_settings import SftRecipe
-from longmix.data.sft.template import TEMPLATE_FILE, encode_chats, load_chat_template, template_bytes
+from longmix.data.sft.template import (
+    TEMPLATE_FILE,
+    ChatTemplate,
+    encode_chats,
+    load_chat_template,
+    template_bytes,
+)
 from longmix.formats.manifest import (
     Manifest,
     SftInfo,
@@ -90,12 +96,19 @@ def plan_uses(recipe: SftRecipe, per_source: list[list[ChatExample]], counts: li
     return ordered
 
 
+def check_sft(recipe: SftRecipe) -> tuple[list[list[Path]], ChatTemplate, list[list[ChatExample]]]:
+    """Everything that can be wrong before tokenization (files, the model's chat template, every data line), as
+    one-line errors; returns what it read: each source's files, the template and each source's examples."""
+    files = [chat_files(src.paths, Path(recipe.base_dir) if recipe.base_dir else None) for src in recipe.sources]
+    tpl = load_chat_template(recipe.resolve(recipe.model))
+    per_source = [read_chat_files(f, src.name) for f, src in zip(files, recipe.sources, strict=True)]
+    return files, tpl, per_source
+
+
 def build_sft(recipe: SftRecipe) -> dict[str, Any]:
     """Write the SFT shards, manifest and report of ``recipe``; returns the report."""
     model = recipe.resolve(recipe.model)
-    files = [chat_files(src.paths, Path(recipe.base_dir) if recipe.base_dir else None) for src in recipe.sources]
-    tpl = load_chat_template(model)
-    per_source = [read_chat_files(f, src.name) for f, src in zip(files, recipe.sources, strict=True)]
+    files, tpl, per_source = check_sft(recipe)
     counts = [SourceCounts(src.weight, read=len(ex)) for src, ex in zip(recipe.sources, per_source, strict=True)]
     ordered = plan_uses(recipe, per_source, counts)
 
