@@ -101,3 +101,16 @@ def test_bad_heldout_is_one_line(smollm2, tmp_path, app) -> None:
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "doc"}]}) + "\n")
     one_line_error(cli("longqa", smollm2, "--data", bad, "-o", tmp_path / "o"), "bad.jsonl:1",
                    "reference assistant answer")
+
+
+def test_suite_run_keeps_the_summary(smollm2, heldout, tmp_path) -> None:
+    """A suite's `eval.longqa`: the data relative to the suite file, max_len from eval.max_len when unset,
+    the summary only (results.json keeps no single answers)."""
+    from longmix.eval.evaluation import SuiteRun
+    from longmix.models.loading import load_checkpoint
+
+    spec = evaluation.LongQASpec(data=heldout.name, max_examples=3, max_new_tokens=8)
+    ctx = SuiteRun(name="arm", data=[], max_len=400, seed=1, resolve=lambda p: heldout.parent / p, progress=False)
+    summary = evaluation.run(load_checkpoint(smollm2, device="cpu"), spec, ctx)
+    assert summary["n"] + summary["skipped"] == 3 and "by_depth" in summary and "results" not in summary
+    assert summary["interval"].endswith("seed 1")
