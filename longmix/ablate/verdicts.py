@@ -7,6 +7,8 @@ A metric name picks one number out of a run's result:
 - ``dep@A-B`` / ``dep_source@A-B``: loss on the planted dependency targets (or at their sources) whose
   distance is in (A, B] (eval.dependency);
 - ``passkey@L``: passkey exact match at length L, mean over depths (eval.probes);
+- ``longqa.em`` / ``longqa.f1`` / ``longqa.rouge_l``: held-out long-QA mean (eval.longqa); ``longqa.f1@0.8-1.0``:
+  the mean over one evidence-depth bin (a bin label of the summary's ``by_depth``);
 - ``gain``: the mean context gain (eval.context_gain); ``beta``: the fitted power-law exponent;
 - ``heldout``, ``tflops``: the trainer's held-out loss and TFLOPs per rank;
 - ``spike`` / ``recovery_steps``: the loss jump at the first phase switch and the steps until the loss is
@@ -17,10 +19,12 @@ A metric name picks one number out of a run's result:
 from __future__ import annotations
 
 import math
+import re
 from statistics import mean, stdev
 from typing import Any
 
 VERDICTS = ("reproduced", "not shown", "contradicted")
+LONGQA_METRICS = ("longqa.em", "longqa.f1", "longqa.rouge_l")
 
 
 def switch_spike(curve: list[dict[str, Any]], before: int = 3) -> tuple[float | None, int | None]:
@@ -56,6 +60,13 @@ def metric(run: dict[str, Any], name: str) -> float | None:
             return None
         j = p["lengths"].index(int(arg))
         return mean(row[j] for row in p["exact"])
+    if key in LONGQA_METRICS:
+        q, m = e.get("longqa"), key.split(".", 1)[1]
+        if not q:
+            return None
+        if not arg:
+            return q.get(m)
+        return next((b[m] for b in q["by_depth"] if b["bin"] == arg), None)
     if key == "gain":
         return (e.get("context_gain") or {}).get("mean_gain")
     if key == "beta":
@@ -76,13 +87,15 @@ def check_metric_name(name: str) -> None:
     for part in name.split(" - "):
         key, _, arg = part.strip().partition("@")
         if key not in ("loss", "dep", "dep_source", "passkey", "gain", "beta", "heldout", "tflops", "spike",
-                       "recovery_steps"):
+                       "recovery_steps", *LONGQA_METRICS):
             raise ValueError(f"unknown metric '{part.strip()}' (see longmix.ablate.verdicts)")
         if key in ("loss", "dep", "dep_source") and not (len(arg.split("-")) == 2 and
                                                          all(x.isdigit() for x in arg.split("-"))):
             raise ValueError(f"metric '{part.strip()}' needs a range, e.g. {key}@1024-2048")
         if key == "passkey" and not arg.isdigit():
             raise ValueError(f"metric '{part.strip()}' needs a length, e.g. passkey@2048")
+        if key in LONGQA_METRICS and arg and not re.fullmatch(r"\d\.\d-\d\.\d", arg):
+            raise ValueError(f"metric '{part.strip()}': a depth bin looks like {key}@0.8-1.0")
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float | None, float | None]:

@@ -161,3 +161,28 @@ def plot_harness(results: list[dict[str, Any]], out: Path) -> Path:
     ax.set_title("lm-evaluation-harness tasks")
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def plot_longqa_depth(results: list[dict[str, Any]], out: Path, metric: str = "f1") -> Path:
+    """Long-QA score by evidence depth bin, one line per checkpoint, with each bin's 95% bootstrap interval
+    (bins without examples left out)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, r in enumerate(results):
+        s = r["summary"]
+        pts = [(b, b[metric], b[f"{metric}_ci"]) for b in s["by_depth"] if b["n"]]
+        if not pts:
+            continue
+        x = [(b["lo"] + b["hi"]) / 2 for b, _, _ in pts]
+        y = [v for _, v, _ in pts]
+        err = np.asarray([[v - ci[0] for _, v, ci in pts], [ci[1] - v for _, v, ci in pts]])
+        ax.errorbar(x, y, yerr=err, fmt="o-", ms=4, capsize=3, color=f"C{k % 10}",
+                    label=f"{r['name']} (mean {s[metric]:.3f}, n={s['n']})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("evidence depth in the document (bin middle)")
+    ax.set_ylabel(f"{metric} (95% bootstrap interval)")
+    ax.set_title(f"Held-out long QA: {metric} by evidence depth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)

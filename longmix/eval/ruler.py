@@ -15,6 +15,10 @@ as RULER builds them (templates and word lists in `ruler_templates.py`):
 
 A prompt is the task text followed by its answer prefix (RULER's base template: completion style, no chat
 template), sized so that it plus the task's answer budget (RULER's `tokens_to_generate`) fits the length.
+``chat`` (a `longmix.eval.chat_prompt.ChatPrompt`): RULER in chat form, as RULER's model templates do it: the
+task text is the user turn of the model's chat template (generation prompt added) and the answer prefix follows
+the generation prompt; the template's scaffolding counts toward the length (no BOS of our own: the template
+carries what the model was tuned with). Without it, prompts are byte-identical to the base template's.
 ``style="lm-eval"`` builds lm-evaluation-harness 0.4.13's variant of the same tasks instead (its CWE prompt
 omits the worked example it sizes for, its FWE prompt fills the whole length, its VT keeps RULER's old
 "assgined" and other spacing), for a like-for-like comparison with that harness.
@@ -81,9 +85,14 @@ class Generator:
     """Builds RULER prompts with a tokenizer (``tokenizers.Tokenizer``), an optional BOS id and real haystack
     texts (the essay haystack of ``niah_single_2/3`` and the multi-needle tasks)."""
 
-    def __init__(self, tokenizer: Any, bos_id: int | None, haystack: list[str], style: str = "ruler"):
+    def __init__(self, tokenizer: Any, bos_id: int | None, haystack: list[str], style: str = "ruler",
+                 chat: Any = None):
         if style not in STYLES:
             raise UserError(f"unknown RULER prompt style '{style}'; choose from {', '.join(STYLES)}")
+        if chat is not None and style != "ruler":
+            raise UserError("RULER in chat form uses RULER's own prompts (style ruler), not lm-eval's")
+        self.chat = chat
+        self._prefix = ""  # the answer prefix of the prompt text being built (set by _join)
         self.tok = tokenizer
         self.bos = [bos_id] if bos_id is not None else []
         self.style = style
@@ -95,6 +104,15 @@ class Generator:
     def n_tokens(self, text: str) -> int:
         return len(self.ids(text))
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """The prompt of a task text that ends with its answer prefix: BOS and the text (base template), or the
+        text before the prefix as the chat template's user turn, then the prefix (chat form)."""
+        if self.chat is None:
+            return self.bos + self.ids(text)
+        cut = len(text) - len(self._prefix)
+        assert text.endswith(self._prefix), "a prompt text ends with the answer prefix _join put there"
+        return self.ids(self.chat.user_prompt(text[:cut])) + (self.ids(self._prefix) if self._prefix else [])
+
     # -- sizing and assembly
     def _largest(self, task: str, length: int, build: Callable[[int], tuple[str, int]], lo: int, hi: int,
                  step: int = 1) -> tuple[int, str]:
@@ -102,7 +120,7 @@ class Generator:
         tokens it must leave free) fits `length` tokens with the BOS, and that prompt."""
         def fits(n: int) -> tuple[bool, str]:
             text, reserve = build(n)
-            return len(self.bos) + self.n_tokens(text) + reserve <= length, text
+            return len(self.prompt_ids(text)) + reserve <= length, text
 
         ok, best = fits(lo)
         best_n = lo
@@ -121,12 +139,13 @@ class Generator:
     def _join(self, task: str, body: str, answer: str) -> str:
         """RULER: the task text, then the answer prefix as it is; lm-eval: the stripped prefix after the
         task's target delimiter."""
+        self._prefix = answer
         if self.style == "ruler":
             return body + answer
         return body + T.LM_EVAL_DELIMITER.get(task, " ") + answer.strip()
 
     def _sample(self, task: str, length: int, depth: float | None, text: str, answers: list[str]) -> RulerSample:
-        return RulerSample(task, length, depth, self.bos + self.ids(text), answers, T.ANSWER_TOKENS[task])
+        return RulerSample(task, length, depth, self.prompt_ids(text), answers, T.ANSWER_TOKENS[task])
 
     # -- needle in a haystack
     @staticmethod
@@ -310,7 +329,7 @@ class Generator:
         cell = {} if cell is None else cell
 
         size = (length - T.ANSWER_TOKENS["fwe"]) // 50 if self.style == "ruler" else length // 50
-        budget = length - len(self.bos) - (T.ANSWER_TOKENS["fwe"] if self.style == "ruler" else 0)
+        budget = length - (T.ANSWER_TOKENS["fwe"] if self.style == "ruler" else 0)  # the prompt's, BOS included
         step = max(1, length // 32)
 
         def draw_vocab() -> list[str]:
@@ -334,15 +353,15 @@ class Generator:
             # RULER sizes once per cell, with a vocabulary of its own: from length/6 up by length/32 while the
             # prompt stays under the budget, then one step back
             sizing, n = draw_vocab(), length // 6
-            while self.n_tokens(build(sizing, n)) < budget:
+            while len(self.prompt_ids(build(sizing, n))) < budget:
                 n += step
             cell["fwe_words"] = n - step
         ranked, n = draw_vocab(), cell["fwe_words"]
         text = build(ranked, n)
-        while self.n_tokens(text) > budget and n > step:  # each prompt steps down only while it is too long
+        while len(self.prompt_ids(text)) > budget and n > step:  # each prompt steps down only while it is too long
             n -= step
             text = build(ranked, n)
-        if n <= 0 or self.n_tokens(text) > budget:
+        if n <= 0 or len(self.prompt_ids(text)) > budget:
             raise UserError(f"length {length} is too short for RULER's fwe prompt and its answer budget")
         return self._sample("fwe", length, None, text, ranked[1:4])
 

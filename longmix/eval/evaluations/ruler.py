@@ -28,6 +28,7 @@ class RulerSpec(Strict):
     style: Literal["ruler", "lm-eval"] = Field("ruler", description="NVIDIA RULER's prompts, or lm-eval's variant")
     samples: int = Field(2, ge=1)
     threshold: float = 85.6
+    chat: bool = Field(False, description="prompts in the checkpoint's chat template (an instruction-tuned model)")
 
     @model_validator(mode="after")
     def _known(self) -> RulerSpec:
@@ -35,29 +36,34 @@ class RulerSpec(Strict):
 
         if bad := sorted(set(self.tasks or []) - set(TASKS)):
             raise ValueError(f"unknown RULER task(s) {', '.join(bad)}; choose from {', '.join(TASKS)}")
+        if self.chat and self.style != "ruler":
+            raise ValueError("ruler.chat uses RULER's own prompts (style ruler), not lm-eval's")
         return self
 
 
 def score(loaded: Any, haystack: list[str], style: str, tasks: Sequence[str], lengths: Sequence[int],
-          depths: Sequence[float | None], samples: int, seed: int, batch_size: int, label: str) -> list[Any]:
-    """One checkpoint's scored RULER samples (the same prompts for the same haystack and seed)."""
+          depths: Sequence[float | None], samples: int, seed: int, batch_size: int, label: str,
+          chat: Any = None) -> list[Any]:
+    """One checkpoint's scored RULER samples (the same prompts for the same haystack and seed); ``chat`` (a
+    ChatPrompt) puts them in the chat form."""
     from longmix.eval.ruler import Generator, build_samples
     from longmix.eval.ruler_run import generate_all
     from longmix.eval.ruler_score import score_samples
 
-    built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, haystack, style), tasks, lengths, depths,
-                          samples, seed)
+    built = build_samples(Generator(loaded.tokenizer, loaded.bos_id, haystack, style, chat), tasks, lengths,
+                          depths, samples, seed)
     return score_samples(built, generate_all(loaded, built, batch_size, label))
 
 
 def run(loaded: Any, r: RulerSpec, ctx: SuiteRun) -> dict[str, Any]:
     """The summary (results.json keeps no single prompts)."""
+    from longmix.eval.chat_prompt import chat_of_loaded
     from longmix.eval.ruler import TASKS, haystack_texts
     from longmix.eval.ruler_score import summarize
 
     hay = haystack_texts([ctx.resolve(p) for p in r.haystack] if r.haystack else ctx.data, ctx.seed, r.lengths)
     results = score(loaded, hay, r.style, r.tasks or list(TASKS), r.lengths, r.depths or [None], r.samples,
-                    ctx.seed, 1, f"ruler {ctx.name}")
+                    ctx.seed, 1, f"ruler {ctx.name}", chat_of_loaded(loaded) if r.chat else None)
     return summarize(results, r.threshold)
 
 
@@ -77,6 +83,8 @@ def cli(
     threshold: Annotated[float, typer.Option(help="score that counts as effective (RULER: Llama-2-7B at 4K)")] = 85.6,
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int, typer.Option(min=1)] = 1,
+    chat: Annotated[bool, typer.Option("--chat", help="each prompt in the checkpoint's chat template: the task as "
+                                       "the user turn, the answer prefix after the generation prompt")] = False,
     rope_theta: Annotated[float | None, typer.Option(help="load with this RoPE base instead (a load-time ABF)")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json (default: the checkpoint's)")] = None,
     device: Device = "auto",
@@ -87,6 +95,7 @@ def cli(
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
+    from longmix.eval.chat_prompt import chat_of_loaded, require_chat_template
     from longmix.eval.ruler import STYLES, TASKS, haystack_texts
     from longmix.eval.ruler_score import results_json, summarize
 
@@ -101,11 +110,16 @@ def cli(
         raise UserError(f"--style must be one of {', '.join(STYLES)}")
     if bad := sorted(set(names) - set(TASKS)):
         raise UserError(f"unknown --tasks {', '.join(bad)}; choose from {', '.join(TASKS)}")
+    if chat and style != "ruler":
+        raise UserError("--chat uses RULER's own prompts (--style ruler), not lm-eval's")
+    for ckpt in checkpoints if chat else []:
+        require_chat_template(ckpt, "longmix eval ruler --chat")
     fillers = haystack_texts(haystack, seed, lens)
     output.mkdir(parents=True, exist_ok=True)
 
     def one(loaded: Any, name: str) -> dict[str, Any]:
-        results = score(loaded, fillers, style, names, lens, deps, samples, seed, batch_size, f"ruler {name}")
+        results = score(loaded, fillers, style, names, lens, deps, samples, seed, batch_size, f"ruler {name}",
+                        chat_of_loaded(loaded) if chat else None)
         summary = summarize(results, threshold)
         _outputs(name, summary, threshold, output)
         return {"name": name, "rope_theta": rope_theta, "summary": summary, "results": results_json(results)}
@@ -113,7 +127,9 @@ def cli(
     report = each_checkpoint(checkpoints, one, tokenizer=tokenizer, device=device, dtype=dtype, rope_theta=rope_theta,
                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     write_json(output / "ruler.json", {"seed": seed, "lengths": lens, "depths": deps, "samples": samples,
-                                       "style": style, "template": "base (completion, no chat template)",
+                                       "style": style, "template": "chat (the checkpoint's chat template, the "
+                                       "answer prefix after the generation prompt)" if chat else
+                                       "base (completion, no chat template)",
                                        "checkpoints": report})
     console.print(f"wrote {output / 'ruler.json'} and heatmaps in {output}")
 
