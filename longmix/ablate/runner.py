@@ -90,6 +90,16 @@ class AblationRunner:
             path = self.suite.resolve(self.suite.base.model)
             if not (path / "config.json").is_file():
                 raise UserError(f"base model '{path}' has no config.json (run `make demo` or give another)")
+            e = self.suite.eval
+            if e.longqa is not None or (e.ruler is not None and e.ruler.chat):
+                from longmix.eval.chat_prompt import require_chat_template
+
+                require_chat_template(path, f"suite {self.suite.name}: eval.longqa / eval.ruler.chat")
+        if self.suite.eval.longqa is not None:
+            data = self.suite.resolve(self.suite.eval.longqa.data)
+            if not data.is_file():
+                raise UserError(f"suite {self.suite.name}: eval.longqa.data '{data}' not found (run `longmix "
+                                "sft-data` first: it writes heldout.jsonl)")
 
     # ---- data -------------------------------------------------------------------------------------------
     def _data(self, recipe: dict[str, Any]) -> Path:

@@ -16,6 +16,7 @@ from longmix.eval.evaluations.context_gain import GainSpec
 from longmix.eval.evaluations.context_loss import ContextLossSpec
 from longmix.eval.evaluations.dependency_loss import DependencySpec
 from longmix.eval.evaluations.harness import HarnessSpec
+from longmix.eval.evaluations.longqa import LongQASpec
 from longmix.eval.evaluations.probes import ProbeSpec
 from longmix.eval.evaluations.ruler import RulerSpec
 
@@ -88,6 +89,7 @@ class EvalSpec(ContextLossSpec):
 
     ruler: RulerSpec | None = None
     probes: ProbeSpec | None = None
+    longqa: LongQASpec | None = None
     context_gain: GainSpec | None = None
     dependency: DependencySpec | None = None
     harness: HarnessSpec | None = None
@@ -197,8 +199,13 @@ def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
         if e.context_gain else None
     dep = e.dependency.model_copy(update={"max_docs": min(e.dependency.max_docs, q.max_docs)}) \
         if e.dependency else None
+    # long QA keeps its own max_len: --quick's short eval.max_len would skip every long example
+    longqa = e.longqa.model_copy(update={"max_examples": min(e.longqa.max_examples or q.max_docs, q.max_docs),
+                                         "max_new_tokens": min(e.longqa.max_new_tokens, 16),
+                                         "max_len": e.longqa.max_len or e.max_len}) if e.longqa else None
     return e.model_copy(update={"max_len": q.max_len, "max_docs": q.max_docs, "table_contexts": q.table_contexts,
-                                "ruler": ruler, "probes": probes, "context_gain": gain, "dependency": dep})
+                                "ruler": ruler, "probes": probes, "context_gain": gain, "dependency": dep,
+                                "longqa": longqa})
 
 
 def base_data_dict(suite: Suite, pretrain: bool = False) -> dict[str, Any]:

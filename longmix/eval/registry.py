@@ -5,12 +5,22 @@ first (every suite measures it), then the task sections, then those that load th
 from __future__ import annotations
 
 from longmix.eval.evaluation import Evaluation
-from longmix.eval.evaluations import context_gain, context_loss, dependency_loss, harness, probes, rope, ruler
+from longmix.eval.evaluations import (
+    context_gain,
+    context_loss,
+    dependency_loss,
+    harness,
+    longqa,
+    probes,
+    rope,
+    ruler,
+)
 
 EVALUATIONS: tuple[Evaluation, ...] = (
     context_loss.EVALUATION,
     ruler.EVALUATION,
     probes.EVALUATION,
+    longqa.EVALUATION,
     dependency_loss.EVALUATION,
     context_gain.EVALUATION,
     rope.EVALUATION,

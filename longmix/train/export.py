@@ -82,7 +82,8 @@ def special_tokens(tok: Path, state: dict) -> dict[str, str]:
 def write_tokenizer(tok: Path, state: dict, config: Any, out: Path) -> None:
     """tokenizer.json and a tokenizer_config.json naming the special tokens, so AutoTokenizer, lm-eval and
     vLLM know where sequences start and stop. An imported checkpoint's own tokenizer_config.json (its chat
-    template, its settings) is kept, with the special tokens filled in where it lacks them."""
+    template, its settings) is kept, with the special tokens filled in where it lacks them; an SFT run's chat
+    template (chat_template.jinja beside its manifest) comes along, so the tuned model chats as it was tuned."""
     shutil.copy2(tok, out / "tokenizer.json")
     own = tok.parent / "tokenizer_config.json"
     settings = json.loads(own.read_text()) if tok.name == "tokenizer.json" and own.is_file() else {}
@@ -91,6 +92,9 @@ def write_tokenizer(tok: Path, state: dict, config: Any, out: Path) -> None:
         settings.setdefault(f"{name}_token", token)
     settings.setdefault("model_max_length", getattr(config, "max_position_embeddings", None) or 1 << 30)
     (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    template = tok.parent / "chat_template.jinja"  # an SFT manifest's: the template its loss masks followed
+    if tok.name == "tokenizer.json" and template.is_file():
+        shutil.copy2(template, out / template.name)
 
 
 def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:

@@ -13,7 +13,8 @@ def test_every_registered_evaluation_is_a_command_once() -> None:
     commands = [c.name for c in eval_app.registered_commands]
     assert commands == [e.command for e in EVALUATIONS]
     assert len(set(commands)) == len(commands)
-    assert {"context-loss", "probes", "context-gain", "dependency-loss", "ruler", "rope", "harness"} == set(commands)
+    assert {"context-loss", "probes", "longqa", "context-gain", "dependency-loss", "ruler", "rope",
+            "harness"} == set(commands)
 
 
 def test_suite_sections_are_the_registered_suite_evaluations() -> None:
@@ -29,4 +30,5 @@ def test_suite_sections_are_the_registered_suite_evaluations() -> None:
 def test_folder_evaluations_run_after_the_loaded_model_is_done() -> None:
     order = [e.on_folder for e in suite_evaluations()]
     assert order == sorted(order)  # False (loaded model) before True (checkpoint folder)
-    assert [e.key for e in suite_evaluations()] == [None, "ruler", "probes", "dependency", "context_gain", "harness"]
+    assert [e.key for e in suite_evaluations()] == [None, "ruler", "probes", "longqa", "dependency", "context_gain",
+                                                    "harness"]
