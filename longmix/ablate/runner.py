@@ -92,7 +92,7 @@ class AblationRunner:
                 raise UserError(f"base model '{path}' has no config.json (run `make demo` or give another)")
             e = self.suite.eval
             if e.longqa is not None or (e.ruler is not None and e.ruler.chat):
-                from longmix.eval.chat_prompt import require_chat_template
+                from longmix.models.chat_template import require_chat_template
 
                 require_chat_template(path, f"suite {self.suite.name}: eval.longqa / eval.ruler.chat")
         if self.suite.eval.longqa is not None:

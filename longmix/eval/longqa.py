@@ -134,10 +134,11 @@ def select(examples: list[QAExample], max_examples: int | None, seed: int) -> li
 def prompts(examples: list[QAExample], chat: Any, tokenizer: Any, max_len: int,
             max_new_tokens: int) -> tuple[list[tuple[QAExample, list[int]]], int]:
     """(example, prompt ids) of those whose prompt plus the answer budget fits ``max_len``, and how many did
-    not. ``chat.render`` applies the chat template; ``tokenizer`` is the model's ``tokenizers.Tokenizer``."""
+    not. ``chat.prompt`` applies the chat template (generation prompt added); ``tokenizer`` is the model's
+    ``tokenizers.Tokenizer``."""
     kept, skipped = [], 0
     for ex in examples:
-        ids = tokenizer.encode(chat.render(ex.messages), add_special_tokens=False).ids
+        ids = tokenizer.encode(chat.prompt(ex.messages), add_special_tokens=False).ids
         if len(ids) + max_new_tokens > max_len:
             skipped += 1
         else:

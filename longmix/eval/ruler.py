@@ -15,7 +15,7 @@ as RULER builds them (templates and word lists in `ruler_templates.py`):
 
 A prompt is the task text followed by its answer prefix (RULER's base template: completion style, no chat
 template), sized so that it plus the task's answer budget (RULER's `tokens_to_generate`) fits the length.
-``chat`` (a `longmix.eval.chat_prompt.ChatPrompt`): RULER in chat form, as RULER's model templates do it: the
+``chat`` (a `longmix.models.chat_template.ChatTemplate`): RULER in chat form, as RULER's model templates do it: the
 task text is the user turn of the model's chat template (generation prompt added) and the answer prefix follows
 the generation prompt; the template's scaffolding counts toward the length (no BOS of our own: the template
 carries what the model was tuned with). Without it, prompts are byte-identical to the base template's.

@@ -33,7 +33,6 @@ from longmix.data.sft.template import (
     ChatTemplate,
     encode_chats,
     load_chat_template,
-    template_bytes,
 )
 from longmix.formats.manifest import (
     Manifest,
@@ -159,7 +158,7 @@ def build_sft(recipe: SftRecipe) -> dict[str, Any]:
         if stale.name not in written:
             stale.unlink()
     with atomic_path(out / TEMPLATE_FILE) as tmp:
-        tmp.write_bytes(template_bytes(tpl))
+        tmp.write_bytes(tpl.template_bytes())
 
     names = [s.name for s in recipe.sources]
     sft = SftInfo(loss_mode=recipe.loss_mode, template=TEMPLATE_FILE, template_sha256=tpl.sha256, packing=layout,

@@ -20,75 +20,25 @@ the predicted token, never on an example's first token (nothing predicts it).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from longmix.core.errors import UserError
+from longmix.models.chat_template import TEMPLATE_FILE, ChatTemplate, load_chat_template
+
+__all__ = ["TEMPLATE_FILE", "ChatTemplate", "load_chat_template", "encode_chats", "LOSS_MODES", "LossMode"]
 
 LossMode = Literal["output", "input_and_output", "all"]
 LOSS_MODES: tuple[str, ...] = ("output", "input_and_output", "all")
-TEMPLATE_FILE = "chat_template.jinja"
-
-
-@dataclass(frozen=True)
-class ChatTemplate:
-    """A model folder's fast tokenizer and chat template; ``sha256`` is that of the template file's bytes."""
-
-    folder: Path
-    tokenizer: Any  # a transformers fast tokenizer
-    text: str
-    sha256: str
 
 
 @dataclass(frozen=True)
 class Encoded:
     ids: np.ndarray  # uint32
     loss_mask: np.ndarray  # uint8, aligned with ids; 0 at position 0
-
-
-def load_chat_template(folder: str | Path) -> ChatTemplate:
-    """The folder's tokenizer (no remote code) and chat template: ``chat_template.jinja`` when present, else the
-    tokenizer config's. A folder without one, or without a fast tokenizer (no offsets), is a UserError."""
-    folder = Path(folder)
-    if not (folder / "tokenizer.json").is_file():
-        raise UserError(f"model folder '{folder}' has no tokenizer.json (import one with `longmix model import`)")
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"model folder '{folder}': cannot load its tokenizer ({str(exc).splitlines()[0]})") from None
-    if not getattr(tok, "is_fast", False):
-        raise UserError(f"model folder '{folder}': the tokenizer is not a fast tokenizer; the loss mask needs its "
-                        "character offsets")
-    file = folder / TEMPLATE_FILE
-    if file.is_file():
-        raw = file.read_bytes()
-        text = raw.decode("utf-8")
-    elif isinstance(tok.chat_template, str) and tok.chat_template:
-        text = tok.chat_template
-        raw = text.encode("utf-8")
-    elif isinstance(tok.chat_template, dict):
-        raise UserError(f"model folder '{folder}' has several named chat templates; keep one in {TEMPLATE_FILE}")
-    else:
-        raise UserError(f"model folder '{folder}' has no chat template ({TEMPLATE_FILE} or tokenizer_config.json "
-                        "chat_template); SFT needs the model's own")
-    return ChatTemplate(folder, tok, text, hashlib.sha256(raw).hexdigest())
-
-
-def template_bytes(tpl: ChatTemplate) -> bytes:
-    """The bytes whose sha256 is ``tpl.sha256`` (what sft-pack copies beside the manifest)."""
-    file = tpl.folder / TEMPLATE_FILE
-    return file.read_bytes() if file.is_file() else tpl.text.encode("utf-8")
-
-
-def render(tpl: ChatTemplate, messages: list[dict[str, str]]) -> str:
-    return tpl.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=tpl.text)
 
 
 def encode_chats(tpl: ChatTemplate, conversations: Sequence[list[dict[str, str]]], mode: LossMode,
@@ -100,7 +50,7 @@ def encode_chats(tpl: ChatTemplate, conversations: Sequence[list[dict[str, str]]
     special = set(tpl.tokenizer.all_special_ids) | set(tpl.tokenizer.added_tokens_decoder)
     for lo in range(0, len(conversations), batch):
         chunk = conversations[lo: lo + batch]
-        texts = [render(tpl, m) for m in chunk]
+        texts = [tpl.render(m) for m in chunk]
         enc = tpl.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         for messages, text, ids, offsets in zip(chunk, texts, enc["input_ids"], enc["offset_mapping"], strict=True):
             ids = np.asarray(ids, dtype=np.uint32)
@@ -113,7 +63,7 @@ def encode_chats(tpl: ChatTemplate, conversations: Sequence[list[dict[str, str]]
 def content_spans(tpl: ChatTemplate, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
     """(start, end) of each message's content in the rendered ``text``."""
     markers = [f"\u2063LMXC{k}\u2063" for k in range(len(messages))]
-    marked = render(tpl, [{**m, "content": mk} for m, mk in zip(messages, markers, strict=True)])
+    marked = tpl.render([{**m, "content": mk} for m, mk in zip(messages, markers, strict=True)])
     pieces, rest = [], marked
     for mk in markers:
         head, sep, rest = rest.partition(mk)

@@ -17,6 +17,8 @@ from longmix.core.recipe_io import Strict
 from longmix.eval.evaluation import Evaluation, SuiteRun, each_checkpoint
 from longmix.eval.evaluations.options import AttnImpl, Device, Dtype, TrustCode, console, out_console
 
+CHAT = "a chat-form evaluation"
+
 
 class LongQASpec(Strict):
     """Held-out long QA per arm (longmix eval longqa)."""
@@ -31,11 +33,11 @@ class LongQASpec(Strict):
 
 def run(loaded: Any, q: LongQASpec, ctx: SuiteRun) -> dict[str, Any]:
     """The summary (results.json keeps no single answers)."""
-    from longmix.eval.chat_prompt import chat_of_loaded
     from longmix.eval.longqa import read_heldout, run_longqa, select, summarize
+    from longmix.models.chat_template import template_of_loaded
 
     examples = select(read_heldout(ctx.resolve(q.data)), q.max_examples, ctx.seed)
-    results, skipped = run_longqa(loaded, chat_of_loaded(loaded), examples, q.max_len or ctx.max_len,
+    results, skipped = run_longqa(loaded, template_of_loaded(loaded, CHAT), examples, q.max_len or ctx.max_len,
                                   q.max_new_tokens, q.batch_size, f"longqa {ctx.name}", ctx.progress)
     return summarize(results, skipped, ctx.seed)
 
@@ -57,9 +59,9 @@ def cli(
 ) -> None:
     """Held-out long-document QA in the model's chat template, greedy; exact match, token F1 and ROUGE-L with
     95% bootstrap intervals, by evidence depth and prompt style."""
-    from longmix.eval.chat_prompt import chat_of_loaded, require_chat_template
     from longmix.eval.longqa import read_heldout, results_json, run_longqa, select, summarize
     from longmix.eval.plots import plot_longqa_depth
+    from longmix.models.chat_template import require_chat_template, template_of_loaded
 
     for ckpt in checkpoints:  # every mistake before the first model loads
         if not (ckpt / "config.json").is_file():
@@ -69,7 +71,7 @@ def cli(
     output.mkdir(parents=True, exist_ok=True)
 
     def one(loaded: Any, name: str) -> dict[str, Any]:
-        results, skipped = run_longqa(loaded, chat_of_loaded(loaded), examples, max_len, max_new_tokens,
+        results, skipped = run_longqa(loaded, template_of_loaded(loaded, CHAT), examples, max_len, max_new_tokens,
                                       batch_size, f"longqa {name}")
         summary = summarize(results, skipped, seed)
         _table(name, summary)

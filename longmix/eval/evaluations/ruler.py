@@ -17,6 +17,8 @@ from longmix.core.recipe_io import Strict
 from longmix.eval.evaluation import Evaluation, SuiteRun, each_checkpoint
 from longmix.eval.evaluations.options import AttnImpl, Device, Dtype, TrustCode, console, floats, out_console
 
+CHAT = "a chat-form evaluation"
+
 
 class RulerSpec(Strict):
     """RULER-style tasks per arm (longmix eval ruler)."""
@@ -45,7 +47,7 @@ def score(loaded: Any, haystack: list[str], style: str, tasks: Sequence[str], le
           depths: Sequence[float | None], samples: int, seed: int, batch_size: int, label: str,
           chat: Any = None) -> list[Any]:
     """One checkpoint's scored RULER samples (the same prompts for the same haystack and seed); ``chat`` (a
-    ChatPrompt) puts them in the chat form."""
+    ChatTemplate) puts them in the chat form."""
     from longmix.eval.ruler import Generator, build_samples
     from longmix.eval.ruler_run import generate_all
     from longmix.eval.ruler_score import score_samples
@@ -57,13 +59,13 @@ def score(loaded: Any, haystack: list[str], style: str, tasks: Sequence[str], le
 
 def run(loaded: Any, r: RulerSpec, ctx: SuiteRun) -> dict[str, Any]:
     """The summary (results.json keeps no single prompts)."""
-    from longmix.eval.chat_prompt import chat_of_loaded
     from longmix.eval.ruler import TASKS, haystack_texts
     from longmix.eval.ruler_score import summarize
+    from longmix.models.chat_template import template_of_loaded
 
     hay = haystack_texts([ctx.resolve(p) for p in r.haystack] if r.haystack else ctx.data, ctx.seed, r.lengths)
     results = score(loaded, hay, r.style, r.tasks or list(TASKS), r.lengths, r.depths or [None], r.samples,
-                    ctx.seed, 1, f"ruler {ctx.name}", chat_of_loaded(loaded) if r.chat else None)
+                    ctx.seed, 1, f"ruler {ctx.name}", template_of_loaded(loaded, CHAT) if r.chat else None)
     return summarize(results, r.threshold)
 
 
@@ -95,9 +97,9 @@ def cli(
 ) -> None:
     """RULER-style synthetic tasks (needle in a haystack, variable tracking, common/frequent words), scored as
     RULER does, with the effective length."""
-    from longmix.eval.chat_prompt import chat_of_loaded, require_chat_template
     from longmix.eval.ruler import STYLES, TASKS, haystack_texts
     from longmix.eval.ruler_score import results_json, summarize
+    from longmix.models.chat_template import require_chat_template, template_of_loaded
 
     lens = [int(v) for v in floats(lengths, "--lengths")]
     deps: list[float | None] = [None] if depths.strip() == "random" else list(floats(depths, "--depths"))
@@ -119,7 +121,7 @@ def cli(
 
     def one(loaded: Any, name: str) -> dict[str, Any]:
         results = score(loaded, fillers, style, names, lens, deps, samples, seed, batch_size, f"ruler {name}",
-                        chat_of_loaded(loaded) if chat else None)
+                        template_of_loaded(loaded, CHAT) if chat else None)
         summary = summarize(results, threshold)
         _outputs(name, summary, threshold, output)
         return {"name": name, "rope_theta": rope_theta, "summary": summary, "results": results_json(results)}

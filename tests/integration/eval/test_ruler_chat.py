@@ -10,8 +10,8 @@ from helpers_train import stdlib_texts
 from longmix.core.errors import UserError
 from longmix.eval import ruler
 from longmix.eval import ruler_templates as T
-from longmix.eval.chat_prompt import ChatPrompt
 from longmix.formats.tokenizer_files import load_tokenizer
+from longmix.models.chat_template import ChatTemplate, load_chat_template
 
 ASSISTANT = "<|im_start|>assistant\n"
 PREFIX = {"niah": " The special magic", "vt": " Answer: According to the chain(s)", "cwe": " Answer: The top 10",
@@ -19,8 +19,8 @@ PREFIX = {"niah": " The special magic", "vt": " Answer: According to the chain(s
 
 
 @pytest.fixture(scope="module")
-def chat(smollm2) -> ChatPrompt:
-    return ChatPrompt(smollm2)
+def chat(smollm2) -> ChatTemplate:
+    return load_chat_template(smollm2)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_chat_prompts_are_apply_chat_template_then_the_answer_prefix(chat, tok) 
         user = head.split("<|im_start|>user\n", 1)[1].removesuffix("<|im_end|>\n")
         assert prefix.startswith(PREFIX[s.task.split("_")[0]]), (s.task, prefix)
         # the prompt is transformers' own chat-template tokens of the user turn, then the prefix's tokens
-        hf = chat._hf.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True)
+        hf = chat.tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True)
         assert s.prompt == list(hf["input_ids"]) + tok.encode(prefix, add_special_tokens=False).ids, s.task
         # the same task text as the base template's prompt (RULER's wording), only sized for the scaffolding
         base = tok.decode(p.prompt[1:])
