@@ -1,0 +1,1 @@
+"""Long-context instruction data: self-instruct long QA from long documents (`longmix sft-data`)."""
