@@ -16,7 +16,8 @@ him himself his how i if in into is it its itself just me more most my myself no
 other our ours ourselves out over own same she should so some such than that the their theirs them themselves then
 there these they this those through to too under until up very was we were what when where which while who whom
 why will with would you your yours yourself yourselves also may might must shall
-""".split())
+passage document text
+""".split())  # (the last line: words an answer uses to speak of its source, not of what the source says)
 
 
 def words(text: str) -> list[str]:
