@@ -152,6 +152,16 @@ def parse_reply(style: str, reply: str) -> tuple[str, str] | None:
     return m.group("q"), m.group("a")
 
 
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|\Z)")
+
+
+def complete_sentences(answer: str) -> str:
+    """An answer the token limit cut off, back to its last full sentence ("" when it has none): a half sentence
+    taught as an answer teaches stopping mid-thought."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(answer)]
+    return answer[:ends[-1]].strip() if ends else ""
+
+
 def part_of(depth: float) -> str:
     return "beginning" if depth < 1 / 3 else "middle" if depth < 2 / 3 else "end"
 

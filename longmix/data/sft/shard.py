@@ -18,6 +18,7 @@ from longmix.data.sft.longqa import (
     Cut,
     Document,
     check_messages,
+    complete_sentences,
     cut_document,
     generation_messages,
     parse_reply,
@@ -91,7 +92,9 @@ def run_shard(docs: list[Document], settings: SftDataSettings, tok: Any, prompte
         counts["tokens_generated"] += len(reply)
         counts["by_style"][q.style]["generated"] += 1
         parsed = parse_reply(q.style, prompter.text(reply))
-        if parsed is None:
+        if parsed is not None and len(reply) >= s.max_new_tokens:  # no stop token: the limit cut it off
+            parsed = (parsed[0], complete_sentences(parsed[1]))
+        if parsed is None or not parsed[1]:
             q.dropped = "unparsable"
             continue
         q.question, q.answer = parsed

@@ -15,6 +15,7 @@ from longmix.data.sft.chat import ChatTemplate, load_chat_template
 from longmix.data.sft.check import support, token_f1, verdict
 from longmix.data.sft.longqa import (
     Document,
+    complete_sentences,
     cut_document,
     is_heldout,
     parse_reply,
@@ -81,6 +82,12 @@ def test_parse_reply_strict() -> None:
     assert parse_reply("summary", " The passage says w1.") == ("Summarize the passage in one or two sentences.",
                                                                "The passage says w1.")
     assert parse_reply("summary", "   ") is None
+
+
+def test_cut_off_answers_go_back_to_their_last_sentence() -> None:
+    assert complete_sentences('It is "w1." Then w2 is') == 'It is "w1."'
+    assert complete_sentences("Use str.format() here. And the") == "Use str.format() here."
+    assert complete_sentences("no sentence end at all") == ""
 
 
 def test_heldout_split_is_by_document_and_near_its_fraction() -> None:
