@@ -32,7 +32,9 @@ GEN_PREFILL = {"factual": "Question:", "summary": "Summary:", "where": "Question
 CHECK_INSTRUCTION = "Here is a passage.\n\n{chunk}\n\nAnswer the question using only the passage, briefly.\n{question}"
 SUMMARY_QUESTION = "Summarize the passage in one or two sentences."
 
-_QA = re.compile(r"\AQuestion:[ \t]*(?P<q>[^\n]*\S)[ \t]*\n+[ \t]*Answer:[ \t]*(?P<a>\S.*?)\s*\Z", re.DOTALL)
+# a question may wrap over lines (the model copies the passage's line breaks); a second "Question:" after the
+# answer starts another pair, and only the first is taken
+_QA = re.compile(r"\AQuestion:\s*(?P<q>\S.*?)\s*\n\s*Answer:[ \t]*(?P<a>\S.*?)\s*(?:\n\s*Question:.*)?\Z", re.DOTALL)
 _SUMMARY = re.compile(r"\ASummary:[ \t]*(?P<a>\S.*?)\s*\Z", re.DOTALL)
 
 
@@ -147,9 +149,9 @@ def parse_reply(style: str, reply: str) -> tuple[str, str] | None:
         m = _SUMMARY.match(text)
         return (SUMMARY_QUESTION, m.group("a")) if m else None
     m = _QA.match(text)
-    if not m or "Question:" in m.group("a") or "Answer:" in m.group("a"):
+    if not m or "Answer:" in m.group("a"):
         return None
-    return m.group("q"), m.group("a")
+    return " ".join(m.group("q").split()), m.group("a")
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|\Z)")
@@ -179,7 +181,8 @@ def long_example(style: str, cut: Cut, question: str, answer: str) -> tuple[str,
     if style == "where":
         ask = ("Answer the question using the document above, and say in which part of the document (the "
                f"beginning, the middle or the end) the answer is.\nQuestion: {question}")
-        return f"{cut.text}\n\n{ask}", f"{answer} This is in the {part_of(cut.depth)} of the document."
+        where = {"beginning": "at the beginning", "middle": "in the middle", "end": "at the end"}[part_of(cut.depth)]
+        return f"{cut.text}\n\n{ask}", f"{answer} This is {where} of the document."
     return f"{cut.text}\n\nAnswer the question using the document above.\nQuestion: {question}", answer
 
 

@@ -78,7 +78,10 @@ def test_parse_reply_strict() -> None:
     assert parse_reply("where", " What is w1?\n\nAnswer: w2\n") == ("What is w1?", "w2")
     assert parse_reply("factual", " What is w1? The answer is w2.") is None
     assert parse_reply("factual", " \nAnswer: w2") is None
-    assert parse_reply("factual", " Q?\nAnswer: a\nQuestion: again?\nAnswer: b") is None
+    assert parse_reply("factual", " Q?\nAnswer: a\n\nQuestion: again?\nAnswer: b") == ("Q?", "a")  # the first pair
+    assert parse_reply("factual", " Why is\nw1 here?\n\nAnswer: w2.") == ("Why is w1 here?", "w2.")
+    assert parse_reply("factual", " Q?\nAnswer:") is None
+    assert parse_reply("factual", " Q?\nAnswer: a\nAnswer: b") is None
     assert parse_reply("summary", " The passage says w1.") == ("Summarize the passage in one or two sentences.",
                                                                "The passage says w1.")
     assert parse_reply("summary", "   ") is None
@@ -118,7 +121,8 @@ def test_record_follows_the_contract() -> None:
     p = r["provenance"]
     assert r["id"] == "d2-q0" and [m["role"] for m in r["messages"]] == ["user", "assistant"]
     assert r["messages"][0]["content"].startswith(cut.text) and "Q?" in r["messages"][0]["content"]
-    assert r["messages"][1]["content"].startswith("A. This is in the ")
+    assert r["messages"][1]["content"].startswith("A. This is ")
+    assert r["messages"][1]["content"].endswith(" of the document.")
     assert cut.text[slice(*p["chunk_chars"])] == cut.chunk and p["doc_tokens"] == 200
     assert set(p) >= {"doc_id", "source", "generator", "style", "question", "answer", "chunk_chars", "chunk_tokens",
                       "doc_chars", "doc_tokens", "depth", "check", "seed"}
