@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from longmix.cli import ablate, check, data, eval, filters, manifest, model, sft_pack, tokenizer, train
+from longmix.cli import ablate, check, data, eval, filters, manifest, model, sft, sft_pack, tokenizer, train
 from longmix.core.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,6 +34,7 @@ app.command("demo-lowq")(data.demo_lowq)
 app.add_typer(filters.quality_app, name="quality")
 app.add_typer(filters.langid_app, name="langid")
 app.add_typer(tokenizer.tokenizer_app, name="tokenizer")
+app.command("sft-data")(sft.sft_data)
 app.command("sft-pack")(sft_pack.sft_pack)
 app.command("verify")(manifest.verify)
 app.command("export-data")(manifest.export_data)

@@ -140,18 +140,11 @@ class _Builder:
 
 
 def greedy(loaded: Loaded, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of prompts, batched; prompts of unequal length are padded on the left (masked out,
-    positions counted from each prompt's first real token), as generation harnesses batch them."""
-    import torch
+    """Greedy continuations of prompts, in one batch, stopping at EOS (see ``longmix.models.generate``)."""
+    from longmix.models.generate import generate
 
-    width = max(len(p) for p in prompts)
-    pad = loaded.eos_id if loaded.eos_id is not None else 0
-    ids = torch.as_tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=loaded.device)
-    mask = torch.as_tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=loaded.device)
-    with torch.no_grad():
-        out = loaded.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                    max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=loaded.eos_id)
-    return [loaded.tokenizer.decode(row[width:].tolist(), skip_special_tokens=True) for row in out]
+    stops = [loaded.eos_id] if loaded.eos_id is not None else []
+    return generate(loaded, prompts, max_new_tokens, batch_size=len(prompts), stop_ids=stops)
 
 
 def run_probes(loaded: Loaded, fillers: list[str], lengths: list[int], depths: list[float], trials: int,
