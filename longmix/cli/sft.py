@@ -14,6 +14,8 @@ def sft_data(
     recipe: Annotated[Path | None, typer.Argument(help="sft-data recipe (YAML); options override its keys")] = None,
     input: Annotated[list[Path] | None, typer.Option(
         "--input", "-i", help="JSONL/Parquet files or folders of long documents (`text`, optional `id`)")] = None,
+    section_separator: Annotated[str | None, typer.Option(
+        help="join records named <doc id><separator><section> into one document each (e.g. ':')")] = None,
     generator: Annotated[Path | None, typer.Option(help="instruction-tuned HF model folder (chat template)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="output folder")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of cuts, chunks, styles, sampling, held-out split")] = None,
@@ -43,7 +45,9 @@ def sft_data(
         if not recipe.is_file():
             raise UserError(f"recipe '{recipe}' not found")
         data = load_with_extends(recipe)
-    options = {"input": input or None, "generator": generator, "output": output, "seed": seed,
+        data = _from_recipe_folder(data, recipe.resolve().parent)
+    options = {"input": input or None, "section_separator": section_separator, "generator": generator,
+               "output": output, "seed": seed,
                "min_tokens": min_tokens, "max_tokens": max_tokens, "target_tokens": target_tokens,
                "chunk_tokens": chunk_tokens, "styles": style or None, "questions_per_doc": questions_per_doc,
                "max_new_tokens": max_new_tokens, "batch_size": batch_size, "min_support": min_support,
@@ -56,3 +60,19 @@ def sft_data(
     typer.echo(f"sft-data: {report['kept']} of {report['in']} questions kept (dropped: {dropped}); "
                f"{report['train_examples']} in {settings.output / 'longqa.jsonl'}, {report['heldout_examples']} "
                f"held out in {settings.output / 'heldout.jsonl'}")
+
+
+def _from_recipe_folder(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A recipe's relative paths start at its own folder, as in every longmix recipe (options: the shell's)."""
+    def rel(p: Any) -> Any:
+        return str(folder / p) if isinstance(p, str) and not Path(p).expanduser().is_absolute() else p
+
+    out = dict(data)
+    for key in ("generator", "output"):
+        if key in out:
+            out[key] = rel(out[key])
+    if isinstance(out.get("input"), list):
+        out["input"] = [rel(p) for p in out["input"]]
+    elif "input" in out:
+        out["input"] = [rel(out["input"])]
+    return out

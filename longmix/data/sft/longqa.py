@@ -45,8 +45,10 @@ class Document:
     text: str
 
 
-def read_documents(paths: list[Path], text_field: str = "text", id_field: str | None = "id") -> list[Document]:
-    """Every record of ``paths`` (JSONL/Parquet files or folders, read as ingest reads them), in order. No input
+def read_documents(paths: list[Path], text_field: str = "text", id_field: str | None = "id",
+                   section_separator: str | None = None) -> list[Document]:
+    """Every record of ``paths`` (JSONL/Parquet files or folders, read as ingest reads them), in order, with
+    sections joined into their documents when ``section_separator`` is set (``join_sections``). No input
     files, an empty document or a repeated id is a UserError: all are found before any generation."""
     from longmix.data.ingest.texts import read_texts
 
@@ -68,7 +70,17 @@ def read_documents(paths: list[Path], text_field: str = "text", id_field: str | 
     if not docs:
         raise UserError(f"sft-data: no readable documents in {', '.join(map(str, paths))} (text field "
                         f"'{text_field}')")
-    return docs
+    return join_sections(docs, section_separator) if section_separator else docs
+
+
+def join_sections(docs: list[Document], separator: str) -> list[Document]:
+    """Records that are sections of one document, named ``<document id><separator><section>`` (a book's
+    chapters, a module's docstrings), joined in input order into that document, sections apart by a blank
+    line; a record whose id lacks the separator is a document of its own. Long documents often come cut."""
+    groups: dict[str, list[Document]] = {}
+    for d in docs:
+        groups.setdefault(d.id.split(separator, 1)[0], []).append(d)
+    return [Document(key, parts[0].source, "\n\n".join(p.text for p in parts)) for key, parts in groups.items()]
 
 
 def rng_for(seed: int, doc_id: str, what: str) -> random.Random:

@@ -65,7 +65,7 @@ def prepare(settings: SftDataSettings) -> Plan:
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise UserError(f"sft-data: '{config_path}' is not a JSON object") from None
     settings.check(window if isinstance(window, int) else None)
-    docs = read_documents(list(settings.input), settings.text_field, settings.id_field)
+    docs = read_documents(list(settings.input), settings.text_field, settings.id_field, settings.section_separator)
     config_sha = hashlib.sha256(raw).hexdigest()
     digest = settings_hash(settings.model_dump(exclude={"output"}), config_sha)
     plan = Plan(settings, docs, template, load_tokenizer(gen / "tokenizer.json"), config_sha, digest)

@@ -21,6 +21,8 @@ class SftDataSettings(Strict):
     seed: int = 0
     text_field: str = "text"
     id_field: str | None = "id"
+    # records named <document id><separator><section> are sections of one document, joined in input order
+    section_separator: str | None = Field(default=None, min_length=1)
     min_tokens: int = Field(default=1000, ge=1)  # documents shorter than this (generator tokens) are dropped
     max_tokens: int = Field(default=1_000_000, ge=1)  # and longer than this
     target_tokens: int = Field(default=1500, ge=16)  # the long document is cut to this many tokens around the chunk

@@ -196,3 +196,12 @@ def test_chat_template_missing_is_a_user_error(tmp_path: Path, smollm2: Path) ->
                                                   "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}")
     text = load_chat_template(tmp_path).prompt([{"role": "user", "content": "hi"}])
     assert text == "[user] hi\n[assistant] "
+
+
+def test_sections_join_into_their_documents(tmp_path: Path) -> None:
+    rows = [{"id": "mod/a", "text": "A intro."}, {"id": "topic/x", "text": "X."}, {"id": "mod/a:10:f", "text": "f."},
+            {"id": "mod/b:3:g", "text": "g."}, {"id": "mod/a:20:h", "text": "h."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    docs = read_documents([tmp_path / "d.jsonl"], section_separator=":")
+    assert [(d.id, d.text) for d in docs] == [("mod/a", "A intro.\n\nf.\n\nh."), ("topic/x", "X."), ("mod/b", "g.")]
+    assert len(read_documents([tmp_path / "d.jsonl"])) == 5
