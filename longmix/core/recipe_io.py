@@ -20,6 +20,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def unique_names(items: list[Any], what: str = "source") -> list[Any]:
+    """``items`` (each with a ``name``), or a ValueError naming the repeated names: a recipe's sources are
+    addressed by name (weights, shares, doc_sources), so two with one name would be silently merged."""
+    names = [i.name for i in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+    return items
+
+
 def settings_hash(*parts: Any) -> str:
     """A short, stable hash of settings (pydantic models or JSON-able values): what decides whether a
     finished stage can be reused."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from longmix.core.errors import UserError
-from longmix.core.recipe_io import Strict, load_with_extends, parse_model
+from longmix.core.recipe_io import Strict, load_with_extends, parse_model, unique_names
 from longmix.core.storage import cache_dir, glob_uri, is_uri
 from longmix.data.dedup.settings import ExactDedupConfig, NearDedupConfig
 from longmix.data.filters.settings import FilterConfig
@@ -82,11 +82,7 @@ class Recipe(Strict):
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
-        names = [s.name for s in sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
-        return sources
+        return unique_names(sources)
 
     def resolve(self, path: str) -> Path:
         p = Path(os.path.expanduser(path))

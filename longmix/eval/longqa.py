@@ -16,7 +16,6 @@ import json
 import random
 import re
 import string
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,14 +68,9 @@ def exact_match(prediction: str, reference: str) -> float:
 
 def token_f1(prediction: str, reference: str) -> float:
     """F1 of the normalized tokens' multiset overlap; two empty answers agree (1.0), one empty one scores 0."""
-    p, r = normalize_answer(prediction).split(), normalize_answer(reference).split()
-    if not p or not r:
-        return float(p == r)
-    common = sum((Counter(p) & Counter(r)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
+    from longmix.data.sft.check import overlap_f1
+
+    return overlap_f1(normalize_answer(prediction).split(), normalize_answer(reference).split())
 
 
 def score(prediction: str, reference: str) -> dict[str, float]:

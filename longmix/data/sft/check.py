@@ -41,7 +41,11 @@ def support(answer: str, chunk: str) -> float:
 def token_f1(a: str, b: str) -> float:
     """SQuAD-style token F1 over lowercased words, stopwords out (two answers sharing only "the" agree on
     nothing)."""
-    x, y = content_words(a), content_words(b)
+    return overlap_f1(content_words(a), content_words(b))
+
+
+def overlap_f1(x: list[str], y: list[str]) -> float:
+    """F1 of two token lists' multiset overlap (SQuAD's); two empty lists agree (1.0), one empty scores 0."""
     if not x or not y:
         return float(x == y)
     common = sum((Counter(x) & Counter(y)).values())

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from longmix.core.recipe_io import Strict, load_with_extends, parse_model
+from longmix.core.recipe_io import Strict, load_with_extends, parse_model, unique_names
 
 
 class SftPacking(Strict):
@@ -42,11 +42,7 @@ class SftRecipe(Strict):
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, sources: list[SftSource]) -> list[SftSource]:
-        names = [s.name for s in sources]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"source names must be unique; repeated: {', '.join(dup)}")
-        return sources
+        return unique_names(sources)
 
     @model_validator(mode="after")
     def _threshold_fits(self) -> SftRecipe:
