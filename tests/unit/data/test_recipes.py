@@ -15,7 +15,9 @@ ARMS = ["natural", "remove-long", "upsample-long", "filtered", "filtered-upsampl
 
 
 SUITES = sorted((PIPELINES / "ablations").glob("*.yaml"))  # ablation suites, not data recipes
-RECIPES = sorted(p for p in PIPELINES.rglob("*.yaml") if p not in SUITES)
+SFT_DATA = sorted((PIPELINES / "sft").glob("*qa.yaml"))  # longmix sft-data recipes
+SFT_PACK = sorted([*(PIPELINES / "sft").glob("*pack*.yaml"), PIPELINES / "ablations" / "sft-loss" / "pack.yaml"])
+RECIPES = sorted(p for p in PIPELINES.rglob("*.yaml") if p not in {*SUITES, *SFT_DATA, *SFT_PACK})
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(PIPELINES)))
@@ -24,6 +26,23 @@ def test_recipe_writes_outside_the_source_tree(path):
     recipe = load_recipe(path)
     out = Path(os.path.normpath(Path(recipe.base_dir) / recipe.output))  # not resolved: build/ may be a link
     assert Path(recipe.output).is_absolute() or out.is_relative_to(PIPELINES.parent / "build"), out
+
+
+@pytest.mark.parametrize("path", SFT_DATA + SFT_PACK, ids=lambda p: str(p.relative_to(PIPELINES)))
+def test_sft_recipe_writes_outside_the_source_tree(path):
+    from longmix.cli.sft import _from_recipe_folder
+    from longmix.core.recipe_io import load_with_extends, parse_model
+    from longmix.data.sft.settings import SftDataSettings
+    from longmix.data.sft.sft_settings import load_sft_recipe
+
+    if path in SFT_DATA:
+        settings = parse_model(SftDataSettings, _from_recipe_folder(load_with_extends(path), path.parent), str(path))
+        out = Path(os.path.normpath(settings.output))
+    else:
+        recipe = load_sft_recipe(path)
+        out = Path(os.path.normpath(recipe.resolve(recipe.output)))
+    if path.name != "pack.yaml":  # the suite's pack recipe leaves its output to the runner
+        assert out.is_relative_to(PIPELINES.parent / "build"), out
 
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.name)
