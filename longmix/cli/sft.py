@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,7 +66,8 @@ def sft_data(
 def _from_recipe_folder(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A recipe's relative paths start at its own folder, as in every longmix recipe (options: the shell's)."""
     def rel(p: Any) -> Any:
-        return str(folder / p) if isinstance(p, str) and not Path(p).expanduser().is_absolute() else p
+        relative = isinstance(p, str) and not Path(p).expanduser().is_absolute()
+        return os.path.normpath(folder / p) if relative else p
 
     out = dict(data)
     for key in ("generator", "output"):
