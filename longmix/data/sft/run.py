@@ -67,7 +67,9 @@ def prepare(settings: SftDataSettings) -> Plan:
     settings.check(window if isinstance(window, int) else None)
     docs = read_documents(list(settings.input), settings.text_field, settings.id_field, settings.section_separator)
     config_sha = hashlib.sha256(raw).hexdigest()
-    digest = settings_hash(settings.model_dump(exclude={"output"}), config_sha)
+    # paths as the folders they name, so another spelling of the same input is the same run
+    named = {"input": [str(Path(p).resolve()) for p in settings.input], "generator": str(gen.resolve())}
+    digest = settings_hash({**settings.model_dump(mode="json", exclude={"output"}), **named}, config_sha)
     plan = Plan(settings, docs, template, load_tokenizer(gen / "tokenizer.json"), config_sha, digest)
     for k in range(len(plan.shards)):
         counts = shard_paths(settings.output, k)[1]
