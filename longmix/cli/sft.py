@@ -37,16 +37,8 @@ def sft_data(
         "--trust-remote-code", help="allow a generator folder's own model code")] = False,
 ) -> None:
     """Generate long-QA SFT examples (longqa.jsonl, heldout.jsonl, report.json), resuming finished shards."""
-    from longmix.core.recipe_io import load_with_extends, parse_model
     from longmix.data.sft.run import prepare, run
-    from longmix.data.sft.settings import SftDataSettings
 
-    data: dict[str, Any] = {}
-    if recipe is not None:
-        if not recipe.is_file():
-            raise UserError(f"recipe '{recipe}' not found")
-        data = load_with_extends(recipe)
-        data = _from_recipe_folder(data, recipe.resolve().parent)
     options = {"input": input or None, "section_separator": section_separator, "generator": generator,
                "output": output, "seed": seed,
                "min_tokens": min_tokens, "max_tokens": max_tokens, "target_tokens": target_tokens,
@@ -54,13 +46,26 @@ def sft_data(
                "max_new_tokens": max_new_tokens, "batch_size": batch_size, "min_support": min_support,
                "min_agreement": min_agreement, "heldout_fraction": heldout_fraction,
                "docs_per_shard": docs_per_shard, "device": device, "trust_remote_code": trust_remote_code or None}
-    data.update({k: v for k, v in options.items() if v is not None})
-    settings = parse_model(SftDataSettings, data, str(recipe) if recipe else "sft-data options")
+    settings = settings_of(recipe, {k: v for k, v in options.items() if v is not None})
     report = run(prepare(settings))  # prepare checks everything before the model loads
     dropped = ", ".join(f"{r} {n}" for r, n in report["dropped"].items() if n) or "none"
     typer.echo(f"sft-data: {report['kept']} of {report['in']} questions kept (dropped: {dropped}); "
                f"{report['train_examples']} in {settings.output / 'longqa.jsonl'}, {report['heldout_examples']} "
                f"held out in {settings.output / 'heldout.jsonl'}")
+
+
+def settings_of(recipe: Path | None, options: dict[str, Any] | None = None) -> Any:
+    """The sft-data settings of a recipe (its relative paths from its folder), options overriding its keys."""
+    from longmix.core.recipe_io import load_with_extends, parse_model
+    from longmix.data.sft.settings import SftDataSettings
+
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        if not recipe.is_file():
+            raise UserError(f"recipe '{recipe}' not found")
+        data = _from_recipe_folder(load_with_extends(recipe), recipe.resolve().parent)
+    data.update(options or {})
+    return parse_model(SftDataSettings, data, str(recipe) if recipe else "sft-data options")
 
 
 def _from_recipe_folder(data: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ otherwise fail or, worse, train on nothing. Fields beside the conversation (id, 
 from __future__ import annotations
 
 import glob
+import os
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ def chat_files(paths: Sequence[str | Path], base: Path | None = None) -> list[Pa
     for raw in paths:
         p = Path(raw)
         if base is not None and not p.is_absolute():
-            p = base / p
+            p = Path(os.path.normpath(base / p))
         if any(ch in str(raw) for ch in "*?["):
             found = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
         elif p.is_dir():

@@ -3,6 +3,7 @@ mode and the packing of SFT shards."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +55,7 @@ class SftRecipe(Strict):
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
-        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+        return p if p.is_absolute() or not self.base_dir else Path(os.path.normpath(Path(self.base_dir) / p))
 
 
 def load_sft_recipe(path: str | Path, output: str | Path | None = None) -> SftRecipe:

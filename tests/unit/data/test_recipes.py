@@ -30,14 +30,11 @@ def test_recipe_writes_outside_the_source_tree(path):
 
 @pytest.mark.parametrize("path", SFT_DATA + SFT_PACK, ids=lambda p: str(p.relative_to(PIPELINES)))
 def test_sft_recipe_writes_outside_the_source_tree(path):
-    from longmix.cli.sft import _from_recipe_folder
-    from longmix.core.recipe_io import load_with_extends, parse_model
-    from longmix.data.sft.settings import SftDataSettings
+    from longmix.cli.sft import settings_of
     from longmix.data.sft.sft_settings import load_sft_recipe
 
     if path in SFT_DATA:
-        settings = parse_model(SftDataSettings, _from_recipe_folder(load_with_extends(path), path.parent), str(path))
-        out = Path(os.path.normpath(settings.output))
+        out = Path(os.path.normpath(settings_of(path).output))
     else:
         recipe = load_sft_recipe(path)
         out = Path(os.path.normpath(recipe.resolve(recipe.output)))
