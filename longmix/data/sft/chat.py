@@ -9,8 +9,8 @@ otherwise fail or, worse, train on nothing. Fields beside the conversation (id, 
 from __future__ import annotations
 
 import glob
-import os
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
