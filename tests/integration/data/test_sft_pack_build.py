@@ -20,12 +20,6 @@ from longmix.core.errors import UserError
 from longmix.formats.manifest import verify_manifest
 from longmix.formats.packed_shards import read_rows
 
-REPO = Path(__file__).resolve().parents[3]
-SMOL = REPO / "build" / "models" / "smollm2-135m"
-DOCS = REPO / "build" / "demo" / "corpus" / "docs"
-pytestmark = pytest.mark.skipif(not (SMOL / "tokenizer.json").is_file() or not DOCS.is_dir(),
-                                reason="build/models/smollm2-135m or the demo corpus is missing")
-
 app = typer.Typer()
 app.command("sft-pack")(sft_pack)
 app.command("unused")(lambda: None)  # a second command keeps `sft-pack` a subcommand, as in the real app
@@ -36,10 +30,10 @@ def _sft_pack(*args: str | Path):
     return res
 
 
-def summaries(n: int) -> list[dict]:
+def summaries(docs: Path, n: int) -> list[dict]:
     """Chat examples from the demo docs: user = a paragraph + "Summarize.", assistant = its first sentence."""
     out = []
-    for f in sorted(DOCS.glob("*.jsonl")):
+    for f in sorted(docs.glob("*.jsonl")):
         for line in f.read_text().splitlines():
             for para in json.loads(line)["text"].split("\n\n"):
                 para = para.strip()
@@ -60,9 +54,10 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path, smollm2: Path) -> Path:
     root = tmp_path_factory.mktemp("sft-data")
-    _jsonl(root / "long" / "part-0.jsonl", summaries(40))
+    (root / "model").symlink_to(smollm2, target_is_directory=True)  # the recipes name it as model/
+    _jsonl(root / "long" / "part-0.jsonl", summaries(demo_corpus / "docs", 40))
     short = [{"instruction": f"Add {a} and {a + 1}.", "output": str(2 * a + 1)} for a in range(30)]
     short.append({"instruction": "Repeat this. " + "word " * 400, "output": "no"})  # over seq_len 256: dropped
     _jsonl(root / "short.jsonl", short)
@@ -70,7 +65,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _recipe(root: Path, out: str, **over) -> Path:
-    recipe = {"output": out, "model": str(SMOL), "seq_len": 256, "loss_mode": "output", "seed": 3,
+    recipe = {"output": out, "model": str(root / "model"), "seq_len": 256, "loss_mode": "output", "seed": 3,
               "rows_per_shard": 8, "packing": {"long": "pad", "long_threshold": 128},
               "sources": [{"name": "longqa", "paths": ["long"], "weight": 1.5},
                           {"name": "short", "paths": ["short.jsonl"], "weight": 1}], **over}
@@ -157,7 +152,7 @@ def test_mistakes_are_one_line_errors_before_anything_is_written(data: Path, tmp
         bare = tmp_path / "bare"
         bare.mkdir()
         for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
-            (bare / name).write_bytes((SMOL / name).read_bytes())
+            (bare / name).write_bytes((data / "model" / name).read_bytes())
         over["model"] = str(bare)
     elif case == "bad_key":
         over["packing"] = {"shape": "x"}

@@ -15,8 +15,6 @@ from longmix.core.errors import UserError
 from longmix.data.sft.chat import chat_files, read_chat_files
 from longmix.data.sft.template import encode_chats, load_chat_template
 
-REPO = Path(__file__).resolve().parents[3]
-SMOL = REPO / "build" / "models" / "smollm2-135m"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 END = "<|im_end|>"
 
@@ -30,12 +28,9 @@ CONVERSATIONS = [
      {"role": "assistant", "content": "Hi!"}],
 ]
 
-needs_model = pytest.mark.skipif(not (SMOL / "tokenizer.json").is_file(), reason="build/models/smollm2-135m missing")
-
-
 @pytest.fixture(scope="module")
-def smol():
-    return load_chat_template(SMOL)
+def smol(smollm2: Path):
+    return load_chat_template(smollm2)
 
 
 def _masked_text(tpl, enc) -> str:
@@ -43,7 +38,6 @@ def _masked_text(tpl, enc) -> str:
                                 clean_up_tokenization_spaces=False)
 
 
-@needs_model
 def test_ids_equal_apply_chat_template(smol) -> None:
     for conv, enc in zip(CONVERSATIONS, encode_chats(smol, CONVERSATIONS, "output"), strict=True):
         want = smol.tokenizer.apply_chat_template(conv, tokenize=True)["input_ids"]
@@ -51,14 +45,12 @@ def test_ids_equal_apply_chat_template(smol) -> None:
         assert enc.ids.dtype == np.uint32 and enc.loss_mask.shape == enc.ids.shape
 
 
-@needs_model
 def test_output_mode_masks_the_answers_and_their_end_of_turn(smol) -> None:
     for conv, enc in zip(CONVERSATIONS, encode_chats(smol, CONVERSATIONS, "output"), strict=True):
         assert enc.loss_mask[0] == 0
         assert _masked_text(smol, enc) == "".join(m["content"] + END for m in conv if m["role"] == "assistant")
 
 
-@needs_model
 def test_input_and_output_mode_masks_every_content_not_the_scaffolding(smol) -> None:
     for conv, enc in zip(CONVERSATIONS, encode_chats(smol, CONVERSATIONS, "input_and_output"), strict=True):
         got = _masked_text(smol, enc)
@@ -69,7 +61,6 @@ def test_input_and_output_mode_masks_every_content_not_the_scaffolding(smol) -> 
     assert DEFAULT_SYSTEM in rendered and "<|im_start|>user\n" in rendered
 
 
-@needs_model
 def test_a_token_straddling_scaffolding_and_content_is_not_content(smol) -> None:
     """Two leading spaces after the role header's newline: the tokenizer merges the newline with the first space;
     that token is partly scaffolding, so it stays out of the mask (a token counts only when inside a content)."""
@@ -78,19 +69,17 @@ def test_a_token_straddling_scaffolding_and_content_is_not_content(smol) -> None
     assert _masked_text(smol, enc) == " Hi" + "Yo" + END
 
 
-@needs_model
 def test_all_mode_masks_every_token_but_the_first(smol) -> None:
     (enc,) = encode_chats(smol, CONVERSATIONS[1:2], "all")
     assert enc.loss_mask[0] == 0 and enc.loss_mask[1:].all()
 
 
-@needs_model
-def test_template_hash_and_missing_template(smol, tmp_path: Path) -> None:
-    assert smol.sha256 == hashlib.sha256((SMOL / "chat_template.jinja").read_bytes()).hexdigest()
+def test_template_hash_and_missing_template(smol, smollm2: Path, tmp_path: Path) -> None:
+    assert smol.sha256 == hashlib.sha256((smollm2 / "chat_template.jinja").read_bytes()).hexdigest()
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
-        shutil.copy(SMOL / name, bare / name)
+        shutil.copy(smollm2 / name, bare / name)
     with pytest.raises(UserError, match="no chat template") as err:
         load_chat_template(bare)
     assert "\n" not in str(err.value)
