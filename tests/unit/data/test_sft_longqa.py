@@ -205,3 +205,19 @@ def test_sections_join_into_their_documents(tmp_path: Path) -> None:
     docs = read_documents([tmp_path / "d.jsonl"], section_separator=":")
     assert [(d.id, d.text) for d in docs] == [("mod/a", "A intro.\n\nf.\n\nh."), ("topic/x", "X."), ("mod/b", "g.")]
     assert len(read_documents([tmp_path / "d.jsonl"])) == 5
+
+
+def test_a_builds_documents_parquet_is_an_input(tmp_path: Path, demo_corpus: Path) -> None:
+    """A built flow's documents (the Parquet shards of a stage, e.g. the filter's kept documents) read like JSONL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from longmix.data.ingest.texts import read_texts
+
+    rows = [json.loads(x) for x in (demo_corpus / "docs" / "part-00000.jsonl").read_text().splitlines()[:5]]
+    shard = tmp_path / "shards" / "docs" / "part-00000.parquet"
+    shard.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]}), shard)
+    docs = read_documents([tmp_path / "shards"])
+    assert [(d.id, d.text) for d in docs] == [(r["id"], r["text"]) for r in rows]
+    assert len(list(read_texts([shard]))) == 5
