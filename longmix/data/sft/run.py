@@ -108,15 +108,19 @@ def run(plan: Plan, progress: bool = True) -> dict[str, Any]:
     if todo:
         loaded = load_checkpoint(s.generator, device=s.device, trust_remote_code=s.trust_remote_code)
         prompter = Prompter(plan.tokenizer, plan.template, loaded.bos_id)
-        planned = sum(len(shards[k]) for k in todo) * s.questions_per_doc * 2  # first step + check, at most
-        with progress_of("sft-data", planned, progress) as advance:
+        per_doc = s.questions_per_doc * 2  # prompts per document: first step + check, at most
+        with progress_of("sft-data", sum(len(shards[k]) for k in todo) * per_doc, progress) as advance:
+            generated = [0]
+
             def gen(prompts: list[list[int]]) -> list[list[int]]:
+                generated[0] += len(prompts)
                 return generate_ids(loaded, prompts, s.max_new_tokens, seed=s.seed, temperature=s.temperature,
                                     top_p=s.top_p, batch_size=s.batch_size, on_batch=advance)
 
             for done, k in enumerate(todo, 1):
-                t0 = time.perf_counter()
+                t0, generated[0] = time.perf_counter(), 0
                 records, counts = run_shard(shards[k], s, plan.tokenizer, prompter, gen, s.generator.name)
+                advance(len(shards[k]) * per_doc - generated[0])  # prompts a dropped question never needed
                 took = time.perf_counter() - t0
                 seconds += took
                 new_tokens += counts["tokens_generated"]
@@ -124,7 +128,7 @@ def run(plan: Plan, progress: bool = True) -> dict[str, Any]:
                 _write_jsonl(data_path, records)
                 write_json(counts_path, {**counts, "settings_hash": plan.settings_hash, "seconds": round(took, 3)})
                 eta = seconds / done * (len(todo) - done)
-                log.info("sft-data: shard %d/%d (%d of %d to do) kept %d of %d, %.0f new tokens/s, ETA %.0f s",
+                log.info("sft-data: shard %d/%d (%d of %d this run) kept %d of %d, %.0f new tokens/s, ETA %.0f s",
                          k + 1, len(shards), done, len(todo), counts["kept"], counts["in"],
                          counts["tokens_generated"] / max(took, 1e-9), eta)
     return finish(plan, seconds, new_tokens)
