@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from longmix.core.errors import UserError
-from longmix.eval.probes import greedy, rouge_l
+from longmix.eval.probes import rouge_l
 
 METRICS = ("em", "f1", "rouge_l")
 DEPTH_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -143,7 +143,9 @@ def prompts(examples: list[QAExample], chat: Any, tokenizer: Any, max_len: int,
 def run_longqa(loaded: Any, chat: Any, examples: list[QAExample], max_len: int, max_new_tokens: int,
                batch_size: int = 1, label: str = "longqa", show: bool = True) -> tuple[list[QAResult], int]:
     """Greedy answers to the examples that fit, scored; (results in the examples' order, skipped count).
-    Prompts batch by length (longest first), so a batch pads little; the order does not change an answer."""
+    Prompts batch by length (longest first), so a batch pads little; the order does not change an answer. An
+    answer ends at EOS or the chat template's end-of-turn token, whichever the model writes first."""
+    from longmix.models.generate import generate, stop_ids_of
     from longmix.pipeline.progress import progress
 
     kept, skipped = prompts(examples, chat, loaded.tokenizer, max_len, max_new_tokens)
@@ -152,7 +154,9 @@ def run_longqa(loaded: Any, chat: Any, examples: list[QAExample], max_len: int, 
     with progress(label, len(kept), show) as advance:
         for s in range(0, len(order), batch_size):
             part = order[s:s + batch_size]
-            for i, out in zip(part, greedy(loaded, [kept[i][1] for i in part], max_new_tokens), strict=True):
+            answers = generate(loaded, [kept[i][1] for i in part], max_new_tokens, batch_size=len(part),
+                               stop_ids=stop_ids_of(loaded))
+            for i, out in zip(part, answers, strict=True):
                 outputs[i] = out.strip()
             advance(len(part))
     results = [QAResult(ex.id, ex.style, ex.depth, ex.question, ex.answer, out, len(ids), **score(out, ex.answer))
