@@ -200,7 +200,8 @@ class AblationRunner:
         log.info("%s: %d arm runs, %d cached, %d to train", s.name, len(arms), sum(a["cached"] for a in arms),
                  len(jobs))
         if jobs:
-            self._launch(jobs)
+            for group in ([jobs] if s.launch == "together" else [[job] for job in jobs]):
+                self._launch(group)
         results = []
         base_result = self._eval_base(base_hf) if base_hf is not None else None
         for a in arms:

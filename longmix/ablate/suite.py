@@ -133,6 +133,10 @@ class Suite(Strict):
     eval: EvalSpec
     quick: QuickSpec
     arms: list[ArmSpec] = Field(min_length=1)
+    launch: Literal["together", "per_arm"] = Field(
+        "together", description="together: every arm run trained in one launch (start-up paid once; fits small "
+        "models, as DeepSpeed does not return an engine's memory to the system between runs in one process); "
+        "per_arm: one launch per arm run (a real checkpoint's engines, several GB per rank, would add up)")
     reference: str | None = Field(None, description="arm the others are paired against (default: the first)")
     paired_metrics: list[str] | None = Field(None, description="default: loss over each table range")
     findings: list[FindingSpec] = Field(default_factory=list)

@@ -57,7 +57,7 @@ def sft_suite(tmp_path_factory: pytest.TempPathFactory, smollm2: Path, demo_corp
              "optim": {"lr": 1e-3}, "schedule": {"warmup_steps": 1},
              "deepspeed": str(REPO / "train" / "ds_zero3.json"), "checkpoint": {"every_steps": 100}}
     suite = {
-        "name": "tiny-sft", "output": str(tmp / "out"), "seeds": [0], "train_tokens": 2048,
+        "name": "tiny-sft", "output": str(tmp / "out"), "seeds": [0], "train_tokens": 2048, "launch": "per_arm",
         "base": {"sft": "pack.yaml", "model": str(base), "train": train},
         "eval": {"data": [str(demo_corpus / "tests" / "part-00000.jsonl")], "max_len": 256, "max_docs": 2,
                  "table_contexts": [32, 128],
