@@ -1,4 +1,5 @@
-"""The task sections of an ablation report: RULER, probes and context gain per arm (and the base model)."""
+"""The task sections of an ablation report: RULER, probes, long QA and context gain per arm (and the base
+model)."""
 
 from __future__ import annotations
 
@@ -94,9 +95,34 @@ def harness_section(summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def longqa_section(summary: dict[str, Any]) -> list[str]:
+    """Held-out long QA per run: exact match, F1 (95% bootstrap interval over the examples) and ROUGE-L, and F1
+    by where the evidence sits in the document."""
+    evals = [(n, e["longqa"]) for n, e in _evals(summary) if e.get("longqa")]
+    if not evals:
+        return []
+    bins = [b["bin"] for b in evals[0][1]["by_depth"]]
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["## Held-out long QA", "",
+             f"Questions about documents no run trained on, against the generator's checked answers; "
+             f"{evals[0][1]['n']} examples scored ({evals[0][1]['skipped']} too long skipped). F1 by evidence depth "
+             "(where the answer's chunk sits in the document).", "",
+             "| run | EM | F1 [95%] | ROUGE-L | " + " | ".join(f"F1 @ {b}" for b in bins) + " |",
+             "|" + "---|" * (len(bins) + 4)]
+    for name, q in evals:
+        ci = q.get("f1_ci")
+        f1 = num(q["f1"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        lines.append(f"| {name} | {num(q['em'])} | {f1} | {num(q['rouge_l'])} | " +
+                     " | ".join(num(b["f1"]) for b in q["by_depth"]) + " |")
+    return lines + [""]
+
+
 def task_sections(summary: dict[str, Any], folder: Path) -> list[str]:
-    return ruler_section(summary, folder) + probes_section(summary) + gain_section(summary) + \
-        harness_section(summary)
+    return ruler_section(summary, folder) + probes_section(summary) + longqa_section(summary) + \
+        gain_section(summary) + harness_section(summary)
 
 
 def dependency_section(summary: dict[str, Any], folder: Path) -> list[str]:
