@@ -87,7 +87,9 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
         raise UserError(f"model.{exc}") from None
     if mc.max_position_embeddings is not None:
         config.max_position_embeddings = mc.max_position_embeddings
-    elif mc.rope.factor is not None and mc.rope.kind in SCALED_KINDS:
+    elif mc.rope.factor is not None and mc.rope.kind in SCALED_KINDS and mc.rope.kind != "dynamic":
+        # Not for dynamic NTK: transformers rescales its base only past max_position_embeddings, so raising the
+        # limit by the factor turned it into plain RoPE up to the new limit (a silently unchanged model).
         config.max_position_embeddings = int(old_max * mc.rope.factor)
     config.use_cache = False
     config._attn_implementation = pick_attention(mc.attn_implementation, recipe.parallel.sequence_parallel_size)

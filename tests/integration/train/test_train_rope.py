@@ -74,8 +74,17 @@ def test_linear_yarn_dynamic(checkpoint: Path) -> None:
     inv = model.model.rotary_emb.inv_freq
     # YaRN keeps the highest frequencies, interpolates the lowest by the factor
     assert inv[0] == pytest.approx(1.0) and inv[-1] == pytest.approx(float(_inv_freq(20000.0)[-1]) / 4, rel=1e-4)
-    config, _ = _load(checkpoint, {"kind": "dynamic", "factor": 2.0})
+    config, model = _load(checkpoint, {"kind": "dynamic", "factor": 2.0})
     assert config.rope_parameters["rope_type"] == "dynamic" and config.rope_parameters["factor"] == 2.0
+    # Dynamic NTK keeps the limit it rescales past: within it RoPE is unchanged, beyond it the base grows.
+    old = TINY_LLAMA["max_position_embeddings"]
+    assert config.max_position_embeddings == old
+    rot = model.model.rotary_emb
+    x = torch.zeros(1, 1, HEAD_DIM)
+    cos_in, _ = rot(x, torch.arange(old).unsqueeze(0))
+    torch.testing.assert_close(cos_in[0, 7, : HEAD_DIM // 2], torch.cos(7 * _inv_freq(10000.0)))
+    cos_far, _ = rot(x, torch.arange(2 * old).unsqueeze(0))
+    assert not torch.allclose(cos_far[0, 7, : HEAD_DIM // 2], torch.cos(7 * _inv_freq(10000.0)))
 
 
 def test_recipe_validation_errors(tmp_path: Path) -> None:
