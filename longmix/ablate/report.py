@@ -50,10 +50,11 @@ def aggregate(arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
         fits = [r["eval"]["fit"] for r in runs if r["eval"].get("fit")]
         row["beta"] = mean(f["beta"] for f in fits) if fits else None
         row["gamma"] = mean(f["gamma"] for f in fits) if fits else None
-        ev = [r["training"]["eval_loss"] for r in runs if r["training"]["eval_loss"] is not None]
+        trained = [r for r in runs if r.get("training")]  # none for a load-time arm (train: none)
+        ev = [r["training"]["eval_loss"] for r in trained if r["training"]["eval_loss"] is not None]
         row["heldout_loss"] = mean(ev) if ev else None
-        row["tokens"] = runs[0]["training"]["tokens"]
-        row["tflops"] = mean(r["training"]["flops_per_rank"] for r in runs) / 1e12
+        row["tokens"] = trained[0]["training"]["tokens"] if trained else None
+        row["tflops"] = mean(r["training"]["flops_per_rank"] for r in trained) / 1e12 if trained else None
         rows.append(row)
     return rows
 
@@ -72,15 +73,20 @@ def results_table(summary: dict[str, Any]) -> str:
             _fmt(e["context_ranges"][k]) for k in ranges) + f" | {e['mean_loss']:.3f} | {_fmt(fit.get('beta'))} | "
             f"{_fmt(fit.get('gamma'))} | - | - | - | - |")
     for r in rows:
-        ratio = r["tflops"] / rows[0]["tflops"] if rows[0]["tflops"] else None
+        ratio = r["tflops"] / rows[0]["tflops"] if r["tflops"] is not None and rows[0]["tflops"] else None
         cells = []
         for k in ranges:
             m, sd = r["ranges"][k]
             cells.append(_fmt(m) + (f" ± {sd:.3f}" if sd is not None else ""))
         lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['mean_loss']:.3f} | {_fmt(r['beta'])} | "
-                     f"{_fmt(r['gamma'])} | {_fmt(r['heldout_loss'])} | {r['tokens']:,} | {r['tflops']:.2f} | "
+                     f"{_fmt(r['gamma'])} | {_fmt(r['heldout_loss'])} | {_tokens(r['tokens'])} | "
+                     f"{_fmt(r['tflops'], '.2f')} | "
                      f"{_fmt(ratio, '.2f')} |")
     return "\n".join(lines)
+
+
+def _tokens(n: int | None) -> str:
+    return "none (load time)" if n is None else f"{n:,}"
 
 
 def plot_curves(summary: dict[str, Any], out: Path) -> Path:
@@ -89,6 +95,8 @@ def plot_curves(summary: dict[str, Any], out: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, r in enumerate(summary["arms"]):
+        if not r.get("training"):
+            continue
         c = r["training"]["curve"]
         ax.plot([p["step"] for p in c], [p["loss"] for p in c], color=f"C{k % 10}", lw=1.2,
                 label=f"{r['label']} (seed {r['seed']})")
@@ -106,7 +114,7 @@ def switch_section(summary: dict[str, Any]) -> list[str]:
 
     rows = []
     for r in summary["arms"]:
-        spike, back = switch_spike(r["training"]["curve"])
+        spike, back = switch_spike((r.get("training") or {}).get("curve") or [])
         if spike is not None:
             steps = back if back is not None else "not in run"
             rows.append(f"| {r['label']} (seed {r['seed']}) | {spike:+.3f} | {steps} |")
@@ -128,7 +136,10 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
     write_json(folder / "results.json", summary)
     curves = ([summary["base"]["eval"]] if summary.get("base") else []) + [r["eval"] for r in summary["arms"]]
     plot_context_loss(curves, folder / "context_loss.png")
-    plot_curves(summary, folder / "training_curves.png")
+    trained = any(r.get("training") for r in summary["arms"])
+    if trained:
+        plot_curves(summary, folder / "training_curves.png")
+    load_time = sorted({r["arm"] for r in summary["arms"] if r.get("load_time")})
     e = summary["eval"]
     md = [
         f"# Ablation: {summary['suite']}", "", summary["description"].strip(), "",
@@ -136,16 +147,24 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
         f"Loss vs context on {e['max_docs']} held-out documents of {e['max_len']} tokens "
         f"({', '.join(e['data'])}); each cell is the mean binned token loss (nats) over that context range, "
         "mean ± sd over seeds when there are several. Lower is better.", "",
+        *([f"**No training happened for {', '.join(load_time)}**: each is the base checkpoint with its RoPE changed "
+           "when loaded (`train: none`); its seeds are evaluation draws (other haystacks, needles and documents), "
+           "not training runs.", ""] if load_time else []),
         results_table(summary), "",
         *verdict_table(summary),
         *paired_table(summary, summary.get("reference") or summary["arms"][0]["arm"],
                       summary.get("paired_metrics") or []),
-        "![loss vs context](context_loss.png)", "", "![training curves](training_curves.png)", "",
+        "![loss vs context](context_loss.png)", "",
+        *(["![training curves](training_curves.png)", ""] if trained else []),
         *dependency_section(summary, folder), *switch_section(summary),
         *task_sections(summary, folder),
         "## Lineage (data recipe keys each arm's manifest differs in from the base)", "",
     ]
     for r in summary["arms"]:
+        if r.get("load_time"):
+            change = ", ".join(f"{k} {v}" for k, v in r["load_time"].items() if v is not None)
+            md.append(f"- {r['arm']} (seed {r['seed']}): not trained; RoPE changed at load time ({change})")
+            continue
         diffs = sorted({k for lin in r["lineage"] for k in lin["differs_from_base"]})
         md.append(f"- {r['arm']} (seed {r['seed']}): {', '.join(diffs) or 'nothing'}"
                   f"{' (cached)' if r.get('cached') else ''}")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from longmix.ablate.data import build_data
+from longmix.ablate.load_time import write_load_time_checkpoint
 from longmix.ablate.suite import (
     ArmSpec,
     Suite,
@@ -73,6 +74,9 @@ class AblationRunner:
         from longmix.pipeline.runner import check_flow
 
         for arm in self.suite.arms:
+            if arm.load_time:
+                self._check_load_time(arm)
+                continue
             if self.suite.base.sft is not None:
                 self._sft_recipe(arm)
                 continue
@@ -100,6 +104,22 @@ class AblationRunner:
             if not data.is_file():
                 raise UserError(f"suite {self.suite.name}: eval.longqa.data '{data}' not found (run `longmix "
                                 "sft-data` first: it writes heldout.jsonl)")
+
+    def _check_load_time(self, arm: ArmSpec) -> None:
+        """A train: none arm's RoPE change fits the base model's config (its layer types, its kind)."""
+        from transformers import AutoConfig
+
+        from longmix.train.model import apply_rope
+
+        assert self.suite.base.model is not None and arm.rope is not None
+        path = self.suite.resolve(self.suite.base.model)
+        if not (path / "config.json").is_file():
+            raise UserError(f"base model '{path}' has no config.json (run `make model` or give another)")
+        try:
+            apply_rope(AutoConfig.from_pretrained(path, trust_remote_code=False), arm.rope,
+                       arm.max_position_embeddings)
+        except UserError as exc:
+            raise UserError(f"suite {self.suite.name}, arm {arm.name}: {exc}") from None
 
     # ---- data -------------------------------------------------------------------------------------------
     def _data(self, recipe: dict[str, Any]) -> Path:
@@ -177,7 +197,7 @@ class AblationRunner:
         self.check()  # a bad arm fails now, not after the base model and the other arms trained
         self.out.mkdir(parents=True, exist_ok=True)
         base_hf, base_job = self.base_model()
-        base_recipe = base_data_dict(s)
+        base_recipe = base_data_dict(s) if s.base.data is not None or s.base.sft is not None else {}
         eval_cfg = s.eval.model_dump()
         arms: list[dict[str, Any]] = []
         if base_job:  # its own launch: arms load its export, which only exists after the launch
@@ -187,18 +207,25 @@ class AblationRunner:
             manifests = self.arm_manifests(arm)
             for seed in s.seeds:
                 folder = self.out / "arms" / f"{arm.name}-s{seed}"
-                train = arm_train_dict(s, arm, seed, base_hf, manifests, folder / "run")
+                if arm.load_time:  # not trained: the base with its RoPE changed, the same for every seed
+                    assert base_hf is not None
+                    train = {"load_time": {"base": str(base_hf), "rope": arm.rope.model_dump(),
+                                           "max_position_embeddings": arm.max_position_embeddings}}
+                else:
+                    train = arm_train_dict(s, arm, seed, base_hf, manifests, folder / "run")
                 train_key = settings_hash(train, [self._data_key(m) for m in manifests])
                 key = settings_hash(train_key, eval_cfg)  # an eval-only change re-evaluates, never retrains
                 self._claim(folder, train_key)
                 cached = self._cached(folder, key)
                 arms.append({"arm": arm, "seed": seed, "folder": folder, "key": key, "manifests": manifests,
                              "train": train, "cached": cached is not None, "result": cached})
-                if cached is None and not (folder / "hf" / "config.json").is_file():
+                if cached is None and arm.load_time:
+                    write_load_time_checkpoint(base_hf, folder / "hf", arm.rope, arm.max_position_embeddings)
+                elif cached is None and not (folder / "hf" / "config.json").is_file():
                     rec = self._write_recipe(folder / "train.yaml", train)
                     jobs.append({"recipe": str(rec), "export": str(folder / "hf")})
-        log.info("%s: %d arm runs, %d cached, %d to train", s.name, len(arms), sum(a["cached"] for a in arms),
-                 len(jobs))
+        log.info("%s: %d arm runs, %d cached, %d to train, %d changed at load time only", s.name, len(arms),
+                 sum(a["cached"] for a in arms), len(jobs), sum(a["arm"].load_time for a in arms))
         if jobs:
             for group in ([jobs] if s.launch == "together" else [[job] for job in jobs]):
                 self._launch(group)
@@ -250,7 +277,7 @@ class AblationRunner:
         for job in jobs:
             export(load_train_recipe(job["recipe"]).output_dir, Path(job["export"]))
 
-    def _eval(self, hf: Path, name: str) -> dict[str, Any]:
+    def _eval(self, hf: Path, name: str, draw: int = 0) -> dict[str, Any]:
         """Every evaluation the suite's `eval:` names, through the registry: loss vs context (the section
         itself) first, its fields at the top of the result, then each task under its key."""
         from longmix.eval.evaluation import SuiteRun
@@ -258,7 +285,7 @@ class AblationRunner:
         from longmix.models.loading import load_checkpoint
 
         e = self.suite.eval
-        ctx = SuiteRun(name=name, data=[self.suite.resolve(p) for p in e.data], max_len=e.max_len, seed=e.seed,
+        ctx = SuiteRun(name=name, data=[self.suite.resolve(p) for p in e.data], max_len=e.max_len, seed=e.seed + draw,
                        resolve=self.suite.resolve, progress=self.progress)
         loaded: Any = load_checkpoint(hf, device="cpu")
         res: dict[str, Any] = {}
@@ -293,7 +320,11 @@ class AblationRunner:
                "overrides": {"data": arm.data, "train": arm.train,
                              "phases": [p.model_dump() for p in arm.phases], "from_scratch": arm.from_scratch},
                "lineage": [data_lineage(m, base_recipe) for m in a["manifests"]],
-               "training": training_summary(a["folder"] / "run" / "metrics.jsonl"),
-               "eval": self._eval(a["folder"] / "hf", name), "checkpoint": str(a["folder"] / "hf")}
+               "training": None if arm.load_time else training_summary(a["folder"] / "run" / "metrics.jsonl"),
+               "load_time": arm.rope.model_dump() if arm.load_time else None,
+               # a load-time arm's seeds are its draws: the same weights, other haystacks, needles and documents
+               "eval": self._eval(a["folder"] / "hf", name, a["seed"] if arm.load_time else 0),
+               "eval_seed": self.suite.eval.seed + (a["seed"] if arm.load_time else 0),
+               "checkpoint": str(a["folder"] / "hf")}
         write_json(a["folder"] / "result.json", res)
         return res

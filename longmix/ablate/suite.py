@@ -19,6 +19,7 @@ from longmix.eval.evaluations.harness import HarnessSpec
 from longmix.eval.evaluations.longqa import LongQASpec
 from longmix.eval.evaluations.probes import ProbeSpec
 from longmix.eval.evaluations.ruler import RulerSpec
+from longmix.train.recipe import RopeConfig
 
 
 class PhaseSpec(Strict):
@@ -43,14 +44,15 @@ class BaseSpec(Strict):
                             "the arms instruction-tune base.model on SFT shards")
     model: str | None = Field(None, description="HF checkpoint to continue from (or use pretrain)")
     pretrain: PretrainSpec | None = None
-    train: dict[str, Any] = Field(description="training template every arm starts from (no data.phases)")
+    train: dict[str, Any] = Field(default_factory=dict, description="training template every arm starts from (no "
+                                  "data.phases); not needed when no arm trains")
 
     @model_validator(mode="after")
     def _one_model(self) -> BaseSpec:
         if (self.model is None) == (self.pretrain is None):
             raise ValueError("set exactly one of base.model (a checkpoint) or base.pretrain (train one once)")
-        if (self.data is None) == (self.sft is None):
-            raise ValueError("set exactly one of base.data (a data recipe) or base.sft (an sft-pack recipe)")
+        if self.data is not None and self.sft is not None:
+            raise ValueError("set one of base.data (a data recipe) or base.sft (an sft-pack recipe), not both")
         if self.sft is not None and self.model is None:
             raise ValueError("base.sft tunes a checkpoint: set base.model")
         return self
@@ -112,14 +114,32 @@ class ArmSpec(Strict):
     label: str | None = None
     data: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base data recipe")
     sft: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the base sft-pack recipe")
-    train: dict[str, Any] = Field(default_factory=dict, description="deep-merged into the training template")
+    train: dict[str, Any] | Literal["none"] = Field(
+        default_factory=dict, description="deep-merged into the training template; none: not trained, the base "
+        "model with `rope` applied at load time")
+    rope: RopeConfig | None = Field(None, description="train: none arms: the RoPE change applied at load time")
+    max_position_embeddings: int | None = Field(None, gt=0, description="train: none arms: the position limit "
+                                                "(default: as a training run sets it)")
     from_scratch: bool = Field(False, description="start from base.pretrain.train's model, not the base model")
     phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec()])
+
+    @property
+    def load_time(self) -> bool:
+        return self.train == "none"
 
     @model_validator(mode="after")
     def _fractions(self) -> ArmSpec:
         if abs(sum(p.fraction for p in self.phases) - 1.0) > 1e-6:
             raise ValueError(f"arm {self.name}: phase fractions must sum to 1")
+        if self.load_time:
+            if self.rope is None:
+                raise ValueError(f"arm {self.name}: train: none needs rope (the change applied at load time; "
+                                 "kind: keep for the model as shipped)")
+            if self.data or self.sft or self.from_scratch or len(self.phases) != 1:
+                raise ValueError(f"arm {self.name}: train: none arms take no data, sft, phases or from_scratch")
+        elif self.rope is not None or self.max_position_embeddings is not None:
+            raise ValueError(f"arm {self.name}: rope and max_position_embeddings are for train: none arms; a "
+                             "trained arm sets train.model.rope")
         return self
 
 
@@ -159,6 +179,14 @@ class Suite(Strict):
                 raise ValueError(f"finding '{f.finding}' names unknown arm(s) {', '.join(bad)}")
         if any(a.from_scratch for a in self.arms) and self.base.pretrain is None:
             raise ValueError("from_scratch arms need base.pretrain (its train.model is the from-scratch model)")
+        trained = [a for a in self.arms if not a.load_time]
+        if trained and self.base.data is None and self.base.sft is None:
+            raise ValueError(f"arm {trained[0].name} trains: set base.data (a data recipe) or base.sft (an sft-pack "
+                             "recipe)")
+        if trained and not self.base.train:
+            raise ValueError(f"arm {trained[0].name} trains: set base.train (the training template)")
+        if len(trained) < len(self.arms) and self.base.model is None:
+            raise ValueError("train: none arms change a checkpoint at load time: set base.model")
         sft = self.base.sft is not None
         for a in self.arms:
             if a.sft and not sft:
@@ -266,6 +294,8 @@ def with_seq_len(data: dict[str, Any], seq_len: int) -> dict[str, Any]:
 
 
 def arm_seq_lens(suite: Suite, arm: ArmSpec) -> list[int]:
+    if arm.load_time:
+        return []
     if suite.base.sft is not None:
         return [int(arm_sft_dict(suite, arm)["seq_len"])]
     default = arm_data_dict(suite, arm, None).get("seq_len")

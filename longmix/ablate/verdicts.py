@@ -43,7 +43,7 @@ def metric(run: dict[str, Any], name: str) -> float | None:
     if " - " in name:
         a, b = (metric(run, part.strip()) for part in name.split(" - ", 1))
         return None if a is None or b is None else a - b
-    e, t = run["eval"], run["training"]
+    e, t = run["eval"], run["training"] or {}  # a load-time arm (train: none) has no training
     key, _, arg = name.partition("@")
     if key == "loss":
         return e["context_ranges"].get(arg)
@@ -74,9 +74,9 @@ def metric(run: dict[str, Any], name: str) -> float | None:
     if key == "heldout":
         return t.get("eval_loss")
     if key == "tflops":
-        return t["flops_per_rank"] / 1e12
+        return t["flops_per_rank"] / 1e12 if t else None
     if key in ("spike", "recovery_steps"):
-        spike, back = switch_spike(t["curve"])
+        spike, back = switch_spike(t.get("curve") or [])
         value = spike if key == "spike" else back
         return None if value is None else float(value)
     raise ValueError(f"unknown metric '{name}'")

@@ -59,6 +59,20 @@ def check_attention(config: PretrainedConfig, attn: str, requested: str) -> None
                         "sdpa or eager")
 
 
+def apply_rope(config: PretrainedConfig, rope: RopeConfig, max_position_embeddings: int | None = None) -> None:
+    """The RoPE change on ``config`` (through ``rope_parameters``), and its position limit: the given one, else
+    the old one times the factor for position interpolation and YaRN. Not for dynamic NTK: transformers rescales
+    its base only past max_position_embeddings, so raising the limit by the factor made it plain RoPE up to the
+    new limit (a silently unchanged model)."""
+    old_max = int(config.max_position_embeddings)
+    current = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": 10000.0})
+    config.rope_parameters = rope_parameters(current, rope, old_max)
+    if max_position_embeddings is not None:
+        config.max_position_embeddings = max_position_embeddings
+    elif rope.factor is not None and rope.kind in SCALED_KINDS and rope.kind != "dynamic":
+        config.max_position_embeddings = int(old_max * rope.factor)
+
+
 def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
     """The HF config of the run: the checkpoint's (or the recipe's), with the RoPE change applied."""
     if mc.path is not None:
@@ -79,18 +93,10 @@ def load_config(mc: ModelConfig, recipe: TrainRecipe) -> PretrainedConfig:
         except (ValueError, TypeError, StrictDataclassError) as exc:
             # transformers' config validators wrap the reason: the last line names it
             raise UserError(f"model.config: {str(exc).strip().splitlines()[-1].strip()}") from None
-    old_max = int(config.max_position_embeddings)
-    current = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default", "rope_theta": 10000.0})
     try:
-        config.rope_parameters = rope_parameters(current, mc.rope, old_max)
+        apply_rope(config, mc.rope, mc.max_position_embeddings)
     except UserError as exc:
         raise UserError(f"model.{exc}") from None
-    if mc.max_position_embeddings is not None:
-        config.max_position_embeddings = mc.max_position_embeddings
-    elif mc.rope.factor is not None and mc.rope.kind in SCALED_KINDS and mc.rope.kind != "dynamic":
-        # Not for dynamic NTK: transformers rescales its base only past max_position_embeddings, so raising the
-        # limit by the factor turned it into plain RoPE up to the new limit (a silently unchanged model).
-        config.max_position_embeddings = int(old_max * mc.rope.factor)
     config.use_cache = False
     config._attn_implementation = pick_attention(mc.attn_implementation, recipe.parallel.sequence_parallel_size)
     check_attention(config, config._attn_implementation, mc.attn_implementation)
