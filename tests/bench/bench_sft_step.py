@@ -29,7 +29,9 @@ sys.path.insert(0, str(REPO))
 
 def pretraining_twin(manifest: Path, out: Path) -> Path:
     """The SFT manifest's rows, in the same shards and order, without their loss mask."""
-    from longmix.formats.manifest import load_manifest, shard_entries, tokenizer_entry, write_manifest
+    import shutil
+
+    from longmix.formats.manifest import load_manifest, shard_entries, write_manifest
     from longmix.formats.packed_shards import read_rows, write_shard
 
     m = load_manifest(manifest)
@@ -39,8 +41,10 @@ def pretraining_twin(manifest: Path, out: Path) -> Path:
         rows = read_rows(manifest.parent / entry.path, m.seq_len)
         rows.loss_mask = None
         infos.append(write_shard(out / Path(entry.path).name, rows, m.seq_len))
-    twin = m.model_copy(update={"sft": None, "shards": shard_entries(infos, out),
-                                "tokenizer": tokenizer_entry(manifest.parent / m.tokenizer.path, out)})
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the same tokenizer entry, ids and hash
+        if (manifest.parent / name).is_file():
+            shutil.copy2(manifest.parent / name, out / name)
+    twin = m.model_copy(update={"sft": None, "shards": shard_entries(infos, out)})
     write_manifest(twin, out / "manifest.json")
     return out / "manifest.json"
 
