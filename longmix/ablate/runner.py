@@ -49,6 +49,8 @@ def data_lineage(manifest: Path, base_recipe: dict[str, Any]) -> dict[str, Any]:
     """What the arm's manifest says it was built from, and where that differs from the suite's base recipe
     (a data recipe, or an SFT suite's sft-pack recipe)."""
     lin = json.loads(manifest.read_text())["lineage"]
+    if not base_recipe:  # base.manifest: the arms train on the built mix itself, no recipe to differ from
+        return {"manifest": str(manifest), "recipe_sha256": lin["recipe_sha256"], "differs_from_base": []}
     model = _sft_recipe_model() if json.loads(manifest.read_text()).get("sft") else Recipe
     ref = parse_model(model, base_recipe, "base data recipe").model_dump(mode="json")
     diff = [k for k in dotted_diff(ref, lin["recipe"]) if k not in ("name", "output")]
@@ -79,6 +81,9 @@ class AblationRunner:
                 continue
             if self.suite.base.sft is not None:
                 self._sft_recipe(arm)
+                continue
+            if self.suite.base.manifest is not None:
+                arm_seq_lens(self.suite, arm)  # the built mix exists and every phase is at its length
                 continue
             for sl in arm_seq_lens(self.suite, arm):
                 data = {**arm_data_dict(self.suite, arm, sl), "output": str(self.out / "check")}
@@ -130,6 +135,8 @@ class AblationRunner:
     def arm_manifests(self, arm: ArmSpec) -> list[Path]:
         if self.suite.base.sft is not None:
             return [self._sft_data(arm)]
+        if self.suite.base.manifest is not None:
+            return [self.suite.resolve(self.suite.base.manifest)] * len(arm_seq_lens(self.suite, arm))
         return [self._data(arm_data_dict(self.suite, arm, sl)) for sl in arm_seq_lens(self.suite, arm)]
 
     def _sft_recipe(self, arm: ArmSpec) -> Any:
@@ -233,7 +240,7 @@ class AblationRunner:
         base_result = self._eval_base(base_hf) if base_hf is not None else None
         for a in arms:
             if a["result"] is None:
-                a["result"] = self._finish_arm(a, base_recipe)
+                a["result"] = self._finish_arm(a, base_recipe, base_result)
             results.append({**a["result"], "cached": a["cached"]})
         summary = {"suite": s.name, "description": s.description, "output": str(self.out),
                    "train_tokens": s.train_tokens, "seeds": s.seeds, "eval": eval_cfg, "base": base_result,
@@ -286,7 +293,7 @@ class AblationRunner:
 
         e = self.suite.eval
         ctx = SuiteRun(name=name, data=[self.suite.resolve(p) for p in e.data], max_len=e.max_len, seed=e.seed + draw,
-                       resolve=self.suite.resolve, progress=self.progress)
+                       resolve=self.suite.resolve, progress=self.progress, draw=draw)
         loaded: Any = load_checkpoint(hf, device="cpu")
         res: dict[str, Any] = {}
         for ev in suite_evaluations():
@@ -311,11 +318,17 @@ class AblationRunner:
         write_json(path, res)
         return res
 
-    def _finish_arm(self, a: dict[str, Any], base_recipe: dict[str, Any]) -> dict[str, Any]:
+    def _finish_arm(self, a: dict[str, Any], base_recipe: dict[str, Any],
+                    base_result: dict[str, Any] | None) -> dict[str, Any]:
         from longmix.ablate.report import training_summary
 
         arm: ArmSpec = a["arm"]
         name = f"{arm.name}-s{a['seed']}"
+        draw = a["seed"] if arm.load_time else 0
+        if arm.load_time and arm.unchanged and draw == 0 and base_result is not None:
+            evaluated = base_result["eval"]  # the base itself at the base's own draw: already measured
+        else:
+            evaluated = self._eval(a["folder"] / "hf", name, draw)
         res = {"key": a["key"], "arm": arm.name, "label": arm.label or arm.name, "seed": a["seed"],
                "overrides": {"data": arm.data, "train": arm.train,
                              "phases": [p.model_dump() for p in arm.phases], "from_scratch": arm.from_scratch},
@@ -323,8 +336,8 @@ class AblationRunner:
                "training": None if arm.load_time else training_summary(a["folder"] / "run" / "metrics.jsonl"),
                "load_time": arm.rope.model_dump() if arm.load_time else None,
                # a load-time arm's seeds are its draws: the same weights, other haystacks, needles and documents
-               "eval": self._eval(a["folder"] / "hf", name, a["seed"] if arm.load_time else 0),
-               "eval_seed": self.suite.eval.seed + (a["seed"] if arm.load_time else 0),
+               "eval": evaluated,
+               "eval_seed": self.suite.eval.seed + draw,
                "checkpoint": str(a["folder"] / "hf")}
         write_json(a["folder"] / "result.json", res)
         return res

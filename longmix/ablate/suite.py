@@ -42,6 +42,8 @@ class BaseSpec(Strict):
     data: str | None = Field(None, description="data recipe (YAML), relative to the suite")
     sft: str | None = Field(None, description="an `sft-pack` recipe (YAML), relative to the suite, instead of data: "
                             "the arms instruction-tune base.model on SFT shards")
+    manifest: str | None = Field(None, description="a built mix (its manifest.json), relative to the suite, that "
+                                 "every arm trains on instead of a data recipe (one phase length: the mix's)")
     model: str | None = Field(None, description="HF checkpoint to continue from (or use pretrain)")
     pretrain: PretrainSpec | None = None
     train: dict[str, Any] = Field(default_factory=dict, description="training template every arm starts from (no "
@@ -51,8 +53,9 @@ class BaseSpec(Strict):
     def _one_model(self) -> BaseSpec:
         if (self.model is None) == (self.pretrain is None):
             raise ValueError("set exactly one of base.model (a checkpoint) or base.pretrain (train one once)")
-        if self.data is not None and self.sft is not None:
-            raise ValueError("set one of base.data (a data recipe) or base.sft (an sft-pack recipe), not both")
+        if sum(x is not None for x in (self.data, self.sft, self.manifest)) > 1:
+            raise ValueError("set one of base.data (a data recipe), base.sft (an sft-pack recipe) or base.manifest "
+                             "(a built mix)")
         if self.sft is not None and self.model is None:
             raise ValueError("base.sft tunes a checkpoint: set base.model")
         return self
@@ -107,6 +110,10 @@ class QuickSpec(Strict):
     table_contexts: list[int] = [64, 256, 512]
     task_lengths: list[int] = Field([512], description="RULER and probe lengths under --quick")
     task_samples: int = Field(1, ge=1, description="RULER samples / probe trials per cell under --quick")
+    seq_len: int | None = Field(None, ge=16, description="every arm's training length under --quick (default: "
+                                "the arms' own; a real model at 16K tokens is minutes per step on CPU)")
+    dependency_data: list[str] | None = Field(None, min_length=1, description="eval.dependency's documents under "
+                                              "--quick, when the suite's own are longer than its max_len")
 
 
 class ArmSpec(Strict):
@@ -126,6 +133,12 @@ class ArmSpec(Strict):
     @property
     def load_time(self) -> bool:
         return self.train == "none"
+
+    @property
+    def unchanged(self) -> bool:
+        """A load-time arm that is the base model as shipped (RoPE kept, position limit kept)."""
+        return self.load_time and self.rope is not None and self.rope.kind == "keep" and \
+            self.max_position_embeddings is None
 
     @model_validator(mode="after")
     def _fractions(self) -> ArmSpec:
@@ -180,9 +193,9 @@ class Suite(Strict):
         if any(a.from_scratch for a in self.arms) and self.base.pretrain is None:
             raise ValueError("from_scratch arms need base.pretrain (its train.model is the from-scratch model)")
         trained = [a for a in self.arms if not a.load_time]
-        if trained and self.base.data is None and self.base.sft is None:
-            raise ValueError(f"arm {trained[0].name} trains: set base.data (a data recipe) or base.sft (an sft-pack "
-                             "recipe)")
+        if trained and self.base.data is None and self.base.sft is None and self.base.manifest is None:
+            raise ValueError(f"arm {trained[0].name} trains: set base.data (a data recipe), base.sft (an sft-pack "
+                             "recipe) or base.manifest (a built mix)")
         if trained and not self.base.train:
             raise ValueError(f"arm {trained[0].name} trains: set base.train (the training template)")
         if len(trained) < len(self.arms) and self.base.model is None:
@@ -191,8 +204,9 @@ class Suite(Strict):
         for a in self.arms:
             if a.sft and not sft:
                 raise ValueError(f"arm {a.name}: sft overrides need base.sft (an sft-pack recipe)")
-            if a.data and sft:
-                raise ValueError(f"arm {a.name}: data overrides need base.data; an SFT suite's arms override sft")
+            if a.data and self.base.data is None:
+                raise ValueError(f"arm {a.name}: data overrides need base.data" +
+                                 ("; an SFT suite's arms override sft" if sft else ""))
             if sft and len(a.phases) != 1:
                 raise ValueError(f"arm {a.name}: an SFT arm trains one phase on its SFT shards")
         return self
@@ -212,8 +226,11 @@ def load_suite(path: str | Path, quick: bool = False) -> Suite:
         pre = suite.base.pretrain
         if pre is not None and q.pretrain_tokens:
             pre = pre.model_copy(update={"tokens": q.pretrain_tokens})
+        arms = suite.arms if q.seq_len is None else [
+            a if a.load_time else a.model_copy(update={"phases": [p.model_copy(update={"seq_len": q.seq_len})
+                                                                  for p in a.phases]}) for a in suite.arms]
         suite = suite.model_copy(update={
-            "seeds": suite.seeds[:1], "train_tokens": q.train_tokens,
+            "seeds": suite.seeds[:1], "train_tokens": q.train_tokens, "arms": arms,
             "base": suite.base.model_copy(update={"pretrain": pre}),
             "eval": _quick_eval(suite.eval, q),
             "output": suite.output.rstrip("/") + "-quick"})
@@ -229,8 +246,8 @@ def _quick_eval(e: EvalSpec, q: QuickSpec) -> EvalSpec:
     gain = e.context_gain.model_copy(update={"window": min(e.context_gain.window, q.max_len // 4),
                                              "max_docs": min(e.context_gain.max_docs, q.max_docs)}) \
         if e.context_gain else None
-    dep = e.dependency.model_copy(update={"max_docs": min(e.dependency.max_docs, q.max_docs)}) \
-        if e.dependency else None
+    dep = e.dependency.model_copy(update={"max_docs": min(e.dependency.max_docs, q.max_docs),
+                                          "data": q.dependency_data or e.dependency.data}) if e.dependency else None
     # long QA keeps its own max_len: --quick's short eval.max_len would skip every long example
     longqa = e.longqa.model_copy(update={"max_examples": min(e.longqa.max_examples or q.max_docs, q.max_docs),
                                          "max_new_tokens": min(e.longqa.max_new_tokens, 16),
@@ -298,6 +315,12 @@ def arm_seq_lens(suite: Suite, arm: ArmSpec) -> list[int]:
         return []
     if suite.base.sft is not None:
         return [int(arm_sft_dict(suite, arm)["seq_len"])]
+    if suite.base.manifest is not None:
+        built = manifest_seq_len(suite)
+        if bad := [p.seq_len for p in arm.phases if p.seq_len not in (None, built)]:
+            raise UserError(f"arm {arm.name}: base.manifest is packed at {built} tokens; a phase at {bad[0]} "
+                            "needs a data recipe (base.data)")
+        return [built] * len(arm.phases)
     default = arm_data_dict(suite, arm, None).get("seq_len")
     out = []
     for p in arm.phases:
@@ -306,6 +329,19 @@ def arm_seq_lens(suite: Suite, arm: ArmSpec) -> list[int]:
             raise UserError(f"arm {arm.name}: no seq_len in the data recipe or the phase")
         out.append(int(sl))
     return out
+
+
+def manifest_seq_len(suite: Suite) -> int:
+    """The packing length of base.manifest (a one-line error when it is not a built mix)."""
+    import json
+
+    assert suite.base.manifest is not None
+    path = suite.resolve(suite.base.manifest)
+    try:
+        return int(json.loads(path.read_text())["seq_len"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"suite {suite.name}: base.manifest '{path}' is not a built mix's manifest.json (run "
+                        "`longmix build`)") from None
 
 
 def _absolute_paths(train: dict[str, Any], suite: Suite) -> dict[str, Any]:

@@ -13,6 +13,8 @@ def _evals(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
+    """RULER means per run, every cell per run, and one task x length heatmap per arm (the mean over its seeds:
+    a load-time arm's seeds are its draws, so a cell there holds seeds x samples prompts)."""
     from longmix.eval.plots import plot_ruler
 
     evals = [(n, e["ruler"]) for n, e in _evals(summary) if e.get("ruler")]
@@ -20,9 +22,11 @@ def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
         return []
     lengths = evals[0][1]["lengths"]
     tasks = evals[0][1]["tasks"]
+    samples = (summary.get("eval") or {}).get("ruler", {}).get("samples")
     lines = ["## RULER tasks", "",
              f"RULER-style synthetic tasks, score 0-100 (RULER's string_match_all), mean over {', '.join(tasks)}; "
-             f"effective length: the longest length up to which every mean stays above {evals[0][1]['threshold']:g}.",
+             f"effective length: the longest length up to which every mean stays above {evals[0][1]['threshold']:g}."
+             + (f" {samples} prompt(s) per task and length in each run." if samples else ""),
              "", "| arm | " + " | ".join(f"mean @ {L}" for L in lengths) + " | effective length |",
              "|" + "---|" * (len(lengths) + 2)]
     for name, r in evals:
@@ -33,11 +37,35 @@ def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
     for name, r in evals:
         lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" for t in tasks for v in r["table"][t]) + " |")
     lines.append("")
-    for i, (name, r) in enumerate(evals):
+    for i, (name, r) in enumerate(_ruler_by_arm(summary)):
         png = f"ruler_{i}.png"
         plot_ruler(r, folder / png, name)
         lines.append(f"![RULER {name}]({png})")
     return lines + [""]
+
+
+def _ruler_by_arm(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The base's RULER summary, then each arm's averaged over its seeds (same tasks and lengths in every run)."""
+    from statistics import mean
+
+    from longmix.eval.ruler_score import effective_length
+
+    out = [("base (no continued training)", summary["base"]["eval"]["ruler"])] \
+        if summary.get("base") and summary["base"]["eval"].get("ruler") else []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in summary["arms"]:
+        if r["eval"].get("ruler"):
+            groups.setdefault(r["label"], []).append(r["eval"]["ruler"])
+    for label, runs in groups.items():
+        first = runs[0]
+        table = {t: [mean(run["table"][t][j] for run in runs) for j in range(len(first["lengths"]))]
+                 for t in first["tasks"]}
+        means = [mean(run["mean"][j] for run in runs) for j in range(len(first["lengths"]))]
+        name = label + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        out.append((name, {**first, "table": table, "mean": means,
+                           "effective_length": effective_length(dict(zip(first["lengths"], means, strict=True)),
+                                                                first["threshold"])}))
+    return out
 
 
 def probes_section(summary: dict[str, Any]) -> list[str]:

@@ -7,6 +7,8 @@ A metric name picks one number out of a run's result:
 - ``dep@A-B`` / ``dep_source@A-B``: loss on the planted dependency targets (or at their sources) whose
   distance is in (A, B] (eval.dependency);
 - ``passkey@L``: passkey exact match at length L, mean over depths (eval.probes);
+- ``ruler@L`` / ``ruler.TASK@L``: RULER score (0-100) at length L, the mean over the suite's tasks or one task
+  (eval.ruler; each run's value is the mean over its ``samples`` prompts per cell);
 - ``longqa.em`` / ``longqa.f1`` / ``longqa.rouge_l``: held-out long-QA mean (eval.longqa); ``longqa.f1@0.8-1.0``:
   the mean over one evidence-depth bin (a bin label of the summary's ``by_depth``);
 - ``gain``: the mean context gain (eval.context_gain); ``beta``: the fitted power-law exponent;
@@ -60,6 +62,15 @@ def metric(run: dict[str, Any], name: str) -> float | None:
             return None
         j = p["lengths"].index(int(arg))
         return mean(row[j] for row in p["exact"])
+    if key == "ruler" or key.startswith("ruler."):
+        r = e.get("ruler")
+        if not r or int(arg) not in r["lengths"]:
+            return None
+        j = r["lengths"].index(int(arg))
+        task = key.partition(".")[2]
+        if not task:
+            return r["mean"][j]
+        return r["table"][task][j] if task in r["table"] else None
     if key in LONGQA_METRICS:
         q, m = e.get("longqa"), key.split(".", 1)[1]
         if not q:
@@ -87,15 +98,21 @@ def check_metric_name(name: str) -> None:
     for part in name.split(" - "):
         key, _, arg = part.strip().partition("@")
         if key not in ("loss", "dep", "dep_source", "passkey", "gain", "beta", "heldout", "tflops", "spike",
-                       "recovery_steps", *LONGQA_METRICS):
+                       "recovery_steps", "ruler", *LONGQA_METRICS) and not _ruler_task(key):
             raise ValueError(f"unknown metric '{part.strip()}' (see longmix.ablate.verdicts)")
         if key in ("loss", "dep", "dep_source") and not (len(arg.split("-")) == 2 and
                                                          all(x.isdigit() for x in arg.split("-"))):
             raise ValueError(f"metric '{part.strip()}' needs a range, e.g. {key}@1024-2048")
-        if key == "passkey" and not arg.isdigit():
-            raise ValueError(f"metric '{part.strip()}' needs a length, e.g. passkey@2048")
+        if (key == "passkey" or key.startswith("ruler")) and not arg.isdigit():
+            raise ValueError(f"metric '{part.strip()}' needs a length, e.g. {key}@2048")
         if key in LONGQA_METRICS and arg and not re.fullmatch(r"\d\.\d-\d\.\d", arg):
             raise ValueError(f"metric '{part.strip()}': a depth bin looks like {key}@0.8-1.0")
+
+
+def _ruler_task(key: str) -> bool:
+    from longmix.eval.ruler import TASKS
+
+    return key.startswith("ruler.") and key.partition(".")[2] in TASKS
 
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float | None, float | None]:

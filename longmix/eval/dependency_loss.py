@@ -21,7 +21,8 @@ from longmix.models.loading import Loaded
 from longmix.models.token_loss import token_losses
 
 
-def read_dependency_docs(paths: list[Path], max_docs: int | None) -> list[dict[str, Any]]:
+def read_dependency_docs(paths: list[Path], max_docs: int | None, first: int = 0) -> list[dict[str, Any]]:
+    """The documents from ``first`` on (wrapping around), ``max_docs`` of them: draw k of a suite reads block k."""
     docs = []
     for p in paths:
         files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]
@@ -36,6 +37,8 @@ def read_dependency_docs(paths: list[Path], max_docs: int | None) -> list[dict[s
                     docs.append(rec)
     if not docs:
         raise UserError(f"no documents in {', '.join(map(str, paths))}")
+    k = first % len(docs)
+    docs = docs[k:] + docs[:k]
     return docs[:max_docs] if max_docs else docs
 
 
@@ -45,12 +48,13 @@ def _token_span(offsets: list[tuple[int, int]], a: int, b: int) -> list[int]:
 
 
 def dependency_loss(loaded: Loaded, paths: list[Path], max_len: int, max_docs: int | None = None,
-                    skip_repeat: int = 2, name: str = "model", progress: bool = True) -> dict[str, Any]:
+                    skip_repeat: int = 2, name: str = "model", progress: bool = True,
+                    first: int = 0) -> dict[str, Any]:
     """Mean target and source loss per planned distance (and per kind); documents are cut at ``max_len``
-    tokens and pairs whose target lies past the cut are not scored."""
+    tokens and pairs whose target lies past the cut are not scored. ``first``: the document to start from."""
     from longmix.pipeline.progress import progress as progress_of
 
-    docs = read_dependency_docs(paths, max_docs)
+    docs = read_dependency_docs(paths, max_docs, first)
     rows: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     bos = [loaded.bos_id] if loaded.bos_id is not None else []
     with progress_of(f"dependency loss {name}", len(docs), progress) as advance:

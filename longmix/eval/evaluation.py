@@ -22,6 +22,7 @@ class SuiteRun:
     seed: int  # eval.seed
     resolve: Callable[[str], Path]  # a path of the suite file (relative to it) made absolute
     progress: bool  # progress bars / log lines for the long steps
+    draw: int = 0  # a load-time arm's seed index: evaluations that read a fixed list take its next block
 
 
 @dataclass(frozen=True)

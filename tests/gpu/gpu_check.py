@@ -383,7 +383,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/gpu-check")))
     ap.add_argument("--parts", default="correctness,throughput,reach,real")
     ap.add_argument("--part-timeout", type=int, help="seconds before any part is killed (default: per part, 480 "
-                    "in all on a GPU; 300 each in a dry run)")
+                    "in all on a GPU; none in a dry run)")
     ap.add_argument("--part", help=argparse.SUPPRESS)
     ap.add_argument("--arg", help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -422,7 +422,7 @@ def main() -> None:
             print(f"== {part}{' ' + arg if arg else ''}", flush=True)
             cmd = [sys.executable, __file__, "--part", part, "--work", tmp] + (["--arg", arg] if arg else []) + \
                 (["--cpu-dry-run"] if dry else [])
-            limit = args.part_timeout or (300 if dry else PART_TIMEOUT[part])
+            limit = args.part_timeout or (None if dry else PART_TIMEOUT[part])  # a slow CI machine: no limit
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
                 found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

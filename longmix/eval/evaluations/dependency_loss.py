@@ -28,7 +28,7 @@ def run(loaded: Any, d: DependencySpec, ctx: SuiteRun) -> dict[str, Any]:
     from longmix.eval.dependency_loss import dependency_loss
 
     return dependency_loss(loaded, [ctx.resolve(p) for p in d.data], ctx.max_len, d.max_docs, d.skip_repeat,
-                           ctx.name, ctx.progress)
+                           ctx.name, ctx.progress, first=ctx.draw * d.max_docs)
 
 
 def cli(

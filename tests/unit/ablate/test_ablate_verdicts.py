@@ -137,3 +137,19 @@ def test_increasing_finding_and_metric_names() -> None:
     assert metric(run, "loss@1024-2048 - loss@256-1024") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="unknown metric"):
         metric(run, "accuracy")
+
+
+def test_ruler_metrics_read_the_summary_per_length_and_task() -> None:
+    from longmix.ablate.verdicts import check_metric_name
+
+    run = _run("abf", 1, 5.0)
+    run["eval"]["ruler"] = {"tasks": ["niah_single_1", "vt"], "lengths": [4096, 16384],
+                            "table": {"niah_single_1": [100.0, 50.0], "vt": [20.0, 0.0]}, "mean": [60.0, 25.0]}
+    assert metric(run, "ruler@16384") == 25.0 and metric(run, "ruler.niah_single_1@16384") == 50.0
+    assert metric(run, "ruler.vt@4096") == 20.0
+    assert metric(run, "ruler@8192") is None and metric(run, "ruler.fwe@4096") is None  # not measured
+    assert metric(_run("rope", 1, 5.0), "ruler@4096") is None  # no RULER section
+    check_metric_name("ruler.niah_multikey@16384 - ruler.niah_multikey@4096")
+    for bad, match in [("ruler.passkey@4096", "unknown metric"), ("ruler@long", "needs a length")]:
+        with pytest.raises(ValueError, match=match):
+            check_metric_name(bad)
