@@ -134,7 +134,7 @@ def suite_dict(paths: dict[str, Path], out: Path, arms: list[str], dry: bool) ->
         s["base"]["train"]["model"].update(max_position_embeddings=2048, loss_tile_tokens=256)
         s["base"]["train"]["data"] = {"holdout_sequences": 1}
         e.update(max_len=1536, table_contexts=[256, 1024, 1536])
-        e["ruler"].update(tasks=["niah_single_1", "vt"], lengths=[512, 1024], samples=1)
+        e["ruler"].update(tasks=["niah_single_1", "vt"], lengths=[1024], samples=1)
         for a in s["arms"]:
             for key in ("original_max_position_embeddings",):
                 if key in a.get("train", {}).get("model", {}).get("rope", {}):
