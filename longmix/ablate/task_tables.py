@@ -15,7 +15,7 @@ def _evals(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
     """RULER means per run, every cell per run, and one task x length heatmap per arm (the mean over its seeds:
     a load-time arm's seeds are its draws, so a cell there holds seeds x samples prompts)."""
-    from longmix.eval.plots import plot_ruler
+    from longmix.eval.plots import heatmap, plot_ruler
 
     evals = [(n, e["ruler"]) for n, e in _evals(summary) if e.get("ruler")]
     if not evals:
@@ -37,7 +37,12 @@ def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
     for name, r in evals:
         lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" for t in tasks for v in r["table"][t]) + " |")
     lines.append("")
-    for i, (name, r) in enumerate(_ruler_by_arm(summary)):
+    by_arm = _ruler_by_arm(summary)
+    heatmap([r["mean"] for _, r in by_arm], [name for name, _ in by_arm], [str(L) for L in lengths],
+            "RULER mean by arm and length", folder / "ruler_arms.png", vmax=100.0,
+            ylabel="arm")
+    lines += ["![RULER mean by arm and length](ruler_arms.png)", ""]
+    for i, (name, r) in enumerate(by_arm):
         png = f"ruler_{i}.png"
         plot_ruler(r, folder / png, name)
         lines.append(f"![RULER {name}]({png})")

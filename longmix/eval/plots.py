@@ -75,7 +75,8 @@ def heatmap(grid: Any, rows: list[str], cols: list[str], title: str, out: Path, 
     """A rows x columns heatmap in [0, vmax] (red to green), values written in the cells."""
     plt = _plt()
     grid = np.asarray(grid, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(cols), 1.2 + 0.5 * len(rows)))
+    label = max((len(r) for r in rows), default=0)  # room for the row labels (arm names can be long)
+    fig, ax = plt.subplots(figsize=(2.6 + 0.9 * len(cols) + 0.08 * label, 1.2 + 0.5 * len(rows)))
     im = ax.imshow(grid, vmin=0, vmax=vmax, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows)
