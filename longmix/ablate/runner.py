@@ -326,7 +326,8 @@ class AblationRunner:
         name = f"{arm.name}-s{a['seed']}"
         draw = a["seed"] if arm.load_time else 0
         if arm.load_time and arm.unchanged and draw == 0 and base_result is not None:
-            evaluated = base_result["eval"]  # the base itself at the base's own draw: already measured
+            # the base itself at the base's own draw: already measured (only the curve's label is the arm's)
+            evaluated = {**base_result["eval"], "name": name}
         else:
             evaluated = self._eval(a["folder"] / "hf", name, draw)
         res = {"key": a["key"], "arm": arm.name, "label": arm.label or arm.name, "seed": a["seed"],

@@ -106,7 +106,7 @@ def test_quick_suite_end_to_end(smollm2: Path, demo_corpus: Path, longdep: Path,
     assert losses.pop("ntk-dynamic") == losses["rope"]
     assert len(set(losses.values())) == len(losses)
     # RoPE unchanged at draw 0 is the base itself, measured once
-    assert results["arms"][0]["eval"] == results["base"]["eval"]
+    assert results["arms"][0]["eval"] == {**results["base"]["eval"], "name": "rope-s0"}
     md = (report / "report.md").read_text()
     assert "No training happened for" in md and "## Verdicts" in md and "## RULER tasks" in md
     assert "## Loss on long-range dependencies, by distance" in md
