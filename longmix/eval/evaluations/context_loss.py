@@ -49,7 +49,8 @@ def range_losses(res: dict[str, Any], edges: list[int]) -> dict[str, float | Non
 def run(loaded: Any, e: ContextLossSpec, ctx: SuiteRun) -> dict[str, Any]:
     from longmix.eval.context_loss import context_loss
 
-    res = context_loss(loaded, ctx.data, e.max_len, e.min_len, e.max_docs, e.seed, n_bins=e.bins, name=ctx.name,
+    # ctx.seed, not e.seed: a load-time arm's draws read other documents (trained arms: draw 0, the same)
+    res = context_loss(loaded, ctx.data, e.max_len, e.min_len, e.max_docs, ctx.seed, n_bins=e.bins, name=ctx.name,
                        progress=ctx.progress)
     res.pop("per_position_loss", None)  # thousands of floats per arm; the bins carry the curve
     res["context_ranges"] = range_losses(res, e.table_contexts)

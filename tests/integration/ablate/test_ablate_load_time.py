@@ -85,6 +85,7 @@ def test_suite_of_load_time_arms(base: Path, demo_corpus: Path, tmp_path: Path,
     assert all(r["training"] is None and r["lineage"] == [] for r in runs.values())
     # the same weights for every seed, other evaluation draws (haystacks, needles, documents where drawn)
     assert [runs["abf", s]["eval_seed"] for s in (0, 1)] == [summary["eval"]["seed"], summary["eval"]["seed"] + 1]
+    assert runs["abf", 0]["eval"]["mean_loss"] != runs["abf", 1]["eval"]["mean_loss"]  # other documents
     # RoPE unchanged is the base itself (the same draw as the base's own evaluation at seed 0)
     assert runs["rope", 0]["eval"]["mean_loss"] == summary["base"]["eval"]["mean_loss"]
     md = (Path(summary["output"]) / "report" / "report.md").read_text()
