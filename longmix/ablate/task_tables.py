@@ -22,11 +22,13 @@ def ruler_section(summary: dict[str, Any], folder: Path) -> list[str]:
         return []
     lengths = evals[0][1]["lengths"]
     tasks = evals[0][1]["tasks"]
-    samples = (summary.get("eval") or {}).get("ruler", {}).get("samples")
+    samples = ((summary.get("eval") or {}).get("ruler") or {}).get("samples")
+    seeds = len(summary.get("seeds") or [1])
     lines = ["## RULER tasks", "",
              f"RULER-style synthetic tasks, score 0-100 (RULER's string_match_all), mean over {', '.join(tasks)}; "
              f"effective length: the longest length up to which every mean stays above {evals[0][1]['threshold']:g}."
-             + (f" {samples} prompt(s) per task and length in each run." if samples else ""),
+             + (f" {samples} prompt(s) per task and length in each run, {samples * seeds} per cell of an arm's "
+                f"heatmap (its {seeds} seed(s))." if samples else ""),
              "", "| arm | " + " | ".join(f"mean @ {L}" for L in lengths) + " | effective length |",
              "|" + "---|" * (len(lengths) + 2)]
     for name, r in evals:

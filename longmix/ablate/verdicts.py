@@ -223,10 +223,14 @@ def verdict_table(summary: dict[str, Any]) -> list[str]:
     found = summary.get("verdicts") or []
     if not found:
         return []
+    load_time = sorted({r["arm"] for r in summary["arms"] if r.get("load_time")})
     lines = ["## Verdicts", "",
              "Generated from results.json: the difference is metric(arm) - metric(reference), paired by seed, "
              "mean [95% t-interval] (n seeds). The paper's numbers are quoted from its tables "
              "(Xiong et al. 2023).", "",
+             *([f"**No training happened** for {', '.join(load_time)}: these verdicts judge RoPE changes applied "
+                "at load time to an unadapted model (each seed an evaluation draw), not the paper's continued "
+                "pretraining per method.", ""] if load_time else []),
              "| finding | paper | metric | ours | verdict | why |", "|---|---|---|---|---|---|"]
     for v in found:
         what = (" < ".join(v["arms"]) if v["expect"] == "increasing" else

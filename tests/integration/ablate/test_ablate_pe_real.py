@@ -109,6 +109,7 @@ def test_quick_suite_end_to_end(smollm2: Path, demo_corpus: Path, longdep: Path,
     assert results["arms"][0]["eval"] == {**results["base"]["eval"], "name": "rope-s0"}
     md = (report / "report.md").read_text()
     assert "No training happened for" in md and "## Verdicts" in md and "## RULER tasks" in md
+    assert "these verdicts judge RoPE changes applied at load time" in md  # said in the verdict table too
     assert "## Loss on long-range dependencies, by distance" in md
     assert all((report / f"ruler_{i}.png").is_file() for i in range(len(suite["arms"]) + 1))  # base + each arm
     assert (report / "ruler_arms.png").is_file()  # arms x lengths, one picture
