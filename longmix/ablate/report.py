@@ -108,6 +108,23 @@ def plot_curves(summary: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def _position_curves(summary: dict[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
+    """Binned loss by position per arm, the mean over its seeds (and the base's), when the runs share their bins:
+    one readable line per arm where the loss-vs-context plot draws one per run with its fit."""
+    runs = ([("base (no continued training)", summary["base"]["eval"])] if summary.get("base") else []) + \
+        [(r["label"], r["eval"]) for r in summary["arms"]]
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for label, e in runs:
+        if (e.get("bins") or {}).get("context"):
+            groups[label].append(e["bins"])
+    out = {}
+    for label, bins in groups.items():
+        if any(b["context"] != bins[0]["context"] for b in bins):
+            return {}
+        out[label] = (bins[0]["context"], [mean(b["loss"][i] for b in bins) for i in range(len(bins[0]["loss"]))])
+    return out if len(out) > 1 else {}
+
+
 def switch_section(summary: dict[str, Any]) -> list[str]:
     """Loss spike at the length switch and the steps to recover (the paper's curriculum figure), per run."""
     from longmix.ablate.verdicts import switch_spike
@@ -136,6 +153,11 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
     write_json(folder / "results.json", summary)
     curves = ([summary["base"]["eval"]] if summary.get("base") else []) + [r["eval"] for r in summary["arms"]]
     plot_context_loss(curves, folder / "context_loss.png")
+    by_arm = _position_curves(summary)
+    if by_arm:
+        from longmix.eval.plots import plot_loss_by_position
+
+        plot_loss_by_position(by_arm, folder / "loss_by_position.png", summary["suite"])
     trained = any(r.get("training") for r in summary["arms"])
     if trained:
         plot_curves(summary, folder / "training_curves.png")
@@ -155,6 +177,7 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
         *paired_table(summary, summary.get("reference") or summary["arms"][0]["arm"],
                       summary.get("paired_metrics") or []),
         "![loss vs context](context_loss.png)", "",
+        *(["![loss by position, mean over seeds per arm](loss_by_position.png)", ""] if by_arm else []),
         *(["![training curves](training_curves.png)", ""] if trained else []),
         *dependency_section(summary, folder), *switch_section(summary),
         *task_sections(summary, folder),

@@ -206,7 +206,8 @@ def judge(summary: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
                    "contradicted" if lo_ > margin or hi_ < -margin else "not shown")
     ours = f"{_fmt(m)}" + (f" [{_fmt(lo)}, {_fmt(hi)}]" if interval else "") + f" (n={p['n']})"
     where = {"lower": "below 0", "higher": "above 0", "similar": f"within ±{margin:g}",
-             "not_higher": f"at most +{margin:g}", "not_lower": f"at least -{margin:g}"}[expect]
+             "not_higher": f"at most +{margin:g}" if margin else "at most 0",
+             "not_lower": f"at least -{margin:g}" if margin else "at least 0"}[expect]
     if not interval:
         why = f"one seed: the sign alone (expected {where}); no interval"
     elif verdict == "reproduced":

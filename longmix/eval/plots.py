@@ -141,6 +141,26 @@ def plot_dependency_gap(distances: list[int], gaps: dict[str, list[float]], out:
     return _save(fig, out)
 
 
+def plot_loss_by_position(curves: dict[str, tuple[list[float], list[float]]], out: Path, title: str = "",
+                          marks: dict[str, float] | None = None) -> Path:
+    """Binned token loss vs context position, one line per model (``curves``: label -> (positions, losses)),
+    without fits, with optional vertical marks (e.g. the window a model was trained to)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for k, (label, (xs, ys)) in enumerate(curves.items()):
+        ax.plot(xs, ys, marker="o", ms=3, color=f"C{k % 10}", lw=1.4, label=label)
+    for text, x in (marks or {}).items():
+        ax.axvline(x, color="0.4", ls="--", lw=1.0)
+        ax.text(x, ax.get_ylim()[1], f" {text}", va="top", fontsize=8, color="0.3")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context position (tokens before the predicted token)")
+    ax.set_ylabel("token loss (nats)")
+    ax.set_title(f"{title}: loss by position" if title else "loss by position")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
 def plot_harness(results: list[dict[str, Any]], out: Path) -> Path:
     """Each task's first metric per checkpoint, with its standard error: lm-eval's numbers at a glance."""
     plt = _plt()

@@ -113,6 +113,7 @@ def test_quick_suite_end_to_end(smollm2: Path, demo_corpus: Path, longdep: Path,
     assert "## Loss on long-range dependencies, by distance" in md
     assert all((report / f"ruler_{i}.png").is_file() for i in range(len(suite["arms"]) + 1))  # base + each arm
     assert (report / "ruler_arms.png").is_file()  # arms x lengths, one picture
+    assert (report / "loss_by_position.png").is_file() and "loss_by_position.png" in md  # one line per arm
 
 
 def test_continued_arms_differ_only_in_rope_and_quick_shrinks_the_length() -> None:

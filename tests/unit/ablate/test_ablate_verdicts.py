@@ -153,3 +153,20 @@ def test_ruler_metrics_read_the_summary_per_length_and_task() -> None:
     for bad, match in [("ruler.passkey@4096", "unknown metric"), ("ruler@long", "needs a length")]:
         with pytest.raises(ValueError, match=match):
             check_metric_name(bad)
+
+
+def test_loss_by_position_is_the_mean_over_seeds_per_arm_and_skips_mismatched_bins() -> None:
+    """The per-arm position plot averages each arm's seeds bin by bin (base included); runs binned differently
+    cannot share a plot, so none is drawn rather than a misleading one."""
+    from longmix.ablate.report import _position_curves
+
+    def run(label: str, losses: list[float], context: list[int] | None = None) -> dict:
+        return {"label": label, "eval": {"bins": {"context": context or [1, 2, 4], "loss": losses}}}
+
+    summary = {"base": {"eval": {"bins": {"context": [1, 2, 4], "loss": [3.0, 2.0, 1.0]}}},
+               "arms": [run("abf", [2.0, 2.0, 2.0]), run("abf", [4.0, 2.0, 0.0]), run("pi", [5.0, 5.0, 5.0])]}
+    curves = _position_curves(summary)
+    assert curves == {"base (no continued training)": ([1, 2, 4], [3.0, 2.0, 1.0]),
+                      "abf": ([1, 2, 4], [3.0, 2.0, 1.0]), "pi": ([1, 2, 4], [5.0, 5.0, 5.0])}
+    summary["arms"].append(run("pi", [1.0, 1.0], context=[1, 2]))
+    assert _position_curves(summary) == {}
