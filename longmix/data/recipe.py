@@ -49,7 +49,8 @@ class ExecutorConfig(Strict):
     ray_address: str | None = Field(None, description="Ray cluster address (or RAY_ADDRESS); none starts a "
                                                       "local Ray")
     resources: dict[str, TaskResources] = Field(
-        default_factory=dict, description="per stage: what one task needs, for Ray's scheduler")
+        default_factory=dict, description="per stage: what one task needs; Ray schedules by it, and near dedup "
+                                          "splits each LSH band into key ranges so one task fits memory_gb")
 
     @field_validator("resources")
     @classmethod

@@ -28,8 +28,8 @@ TaskFn = Callable[..., dict[str, Any]]
 class Task:
     task_id: str
     fn: TaskFn
-    # Its keyword arguments: JSON-able values, files of the output folder as FolderPaths (resolved to plain
-    # strings on the node that runs it, so the function receives str paths).
+    # Its keyword arguments: JSON-able values, files of the output folder as FolderPaths or lists of them
+    # (resolved to plain strings on the node that runs it, so the function receives str paths).
     kwargs: dict[str, Any] = field(default_factory=dict)
     marker: FolderPath | None = None  # its completion marker in the output folder; None: not resumable (a preview)
     cost: int = 0  # a size hint (input bytes): executors start the costliest tasks first
@@ -40,7 +40,21 @@ class Task:
     @property
     def inputs(self) -> list[FolderPath]:
         """The files of the output folder it reads, as its arguments declare them."""
-        return [v for v in self.kwargs.values() if isinstance(v, FolderPath) and v.read]
+        return [v for v in _folder_paths(self.kwargs) if v.read]
+
+
+def _folder_paths(kwargs: dict[str, Any]) -> list[FolderPath]:
+    """The FolderPaths among a task's arguments: one, or each of a list (a task reading many files)."""
+    out: list[FolderPath] = []
+    for v in kwargs.values():
+        out += [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, FolderPath)]
+    return out
+
+
+def _resolve(folder: OutputFolder, v: Any) -> Any:
+    if isinstance(v, list):
+        return [folder.resolve(x) if isinstance(x, FolderPath) else x for x in v]
+    return folder.resolve(v) if isinstance(v, FolderPath) else v
 
 
 def current_node() -> str:
@@ -58,11 +72,11 @@ def run_task(task: Task) -> dict[str, Any]:
     stage's folder (newer than its start), then its marker: a marker in the store means the outputs are there."""
     folder = task.folder
     if folder is None:
-        if any(isinstance(v, FolderPath) for v in task.kwargs.values()) or task.marker is not None:
+        if _folder_paths(task.kwargs) or task.marker is not None:
             raise RuntimeError(f"task {task.task_id} names output-folder paths but has no folder (a bug)")
         folder = OutputFolder()
     folder.fetch_inputs(task.inputs)
-    kwargs = {k: folder.resolve(v) if isinstance(v, FolderPath) else v for k, v in task.kwargs.items()}
+    kwargs = {k: _resolve(folder, v) for k, v in task.kwargs.items()}
     started = time.time() - 1.0  # mtime granularity: a second of slack only re-puts identical files
     stats = {**task.fn(**kwargs), "node": current_node()}  # run metadata, like timings
     if task.marker is not None:

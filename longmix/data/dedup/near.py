@@ -1,16 +1,20 @@
-"""MinHash LSH near-dedup in three steps, each parallel:
+"""MinHash LSH near-dedup in four steps, each parallel:
 
 1. per part of a shard (tasks, bands.py): one 64-bit key per LSH band and each document's sorted set of
    32-bit shingle hashes;
-2. global, on compact data only: per band, documents sharing a key are joined to the group's smallest
-   index (polars, multi-threaded); each candidate pair is decided on the exact Jaccard of its shingle
-   sets (verify.py), loaded for candidate documents only; verified pairs -> connected components
-   (scipy); within a component, documents are visited best first (longest, or by source priority)
-   and each is removed if its exact Jaccard to an already kept one reaches the threshold, so every
-   removed document is within the threshold of the document that stands for it;
-3. per shard (tasks): drop the removed documents.
-Memory of step 2 is bounded by one band's keys plus the edges and 8 bytes per distinct shingle of the
-candidate documents, never by texts or by the documents that have no candidate.
+2. per band and key range (tasks, `edge_task`): documents sharing a key are joined to the group's smallest
+   index, written as (doc, root) edge files. A band's keys are uniform hashes, so a band splits into equal
+   key ranges whose groups never straddle two ranges; the number of ranges comes from the stage's task
+   memory budget (`key_ranges`), so no task holds more than its share of one band however big the corpus;
+3. on the driver, on the candidates only: each candidate pair is decided on the exact Jaccard of its shingle
+   sets (verify.py), loaded for candidate documents only; verified pairs -> connected components (scipy,
+   over the candidate documents, never an array per corpus document); within a component, documents are
+   visited best first (longest, or by source priority) and each is removed if its exact Jaccard to an
+   already kept one reaches the threshold, so every removed document is within the threshold of the
+   document that stands for it;
+4. per shard (tasks): drop the removed documents.
+The driver never reads band keys: its memory grows with the candidate pairs and their shingle sets (8 bytes
+per distinct shingle of a candidate document), not with the corpus.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longmix.data.dedup.minhash import LshParams
 from longmix.data.dedup.verify import greedy_representatives, jaccard, load_sets
+from longmix.formats.ipc import read_ipc, write_ipc
 
 
 def load_in_background() -> threading.Thread:
@@ -43,20 +48,59 @@ def load_in_background() -> threading.Thread:
     return thread
 
 
-def find_edges(band_files: list[Path], bands: int) -> np.ndarray:
-    """Candidate pairs as (doc, group root) over all bands; docs are global indices in shard order."""
+# What one edge task holds per document of its key range: the row index (4 bytes) and the key (8) read from
+# the band files, the group root (8), and polars' window-hash workspace for them (about as much again).
+EDGE_BYTES_PER_DOC = 48
+KEY_SPACE = 2**64
+
+
+def key_ranges(docs: int, memory_bytes: int) -> int:
+    """How many equal key ranges each band is split into so one edge task stays within `memory_bytes`."""
+    return max(1, -(-docs * EDGE_BYTES_PER_DOC // max(int(memory_bytes), 1)))
+
+
+def band_edges(band_files: list[Path], band: int, part: int = 0, parts: int = 1) -> np.ndarray:
+    """Candidate pairs as (doc, group root) among the documents whose key of `band` falls in the key range
+    `part` of `parts` (equal ranges of the uint64 key space); docs are global indices in shard order. The
+    range filter is pushed into the parquet scan, so only the range's documents are held."""
+    key = f"b{band}"
+    lo, hi = part * KEY_SPACE // parts, (part + 1) * KEY_SPACE // parts
     scan = pl.scan_parquet(band_files, row_index_name="doc").filter(pl.col("n_shingles") > 0)
-    edges = []
-    for j in range(bands):
-        key = f"b{j}"
-        e = (scan.select("doc", key)
-             .with_columns(root=pl.col("doc").min().over(key))
-             .filter(pl.col("doc") != pl.col("root"))
-             .select("doc", "root")
-             .collect())
-        edges.append(e)
-    all_edges = pl.concat(edges).unique() if edges else pl.DataFrame({"doc": [], "root": []})
-    return all_edges.to_numpy().astype(np.int64).reshape(-1, 2)
+    in_range = pl.col(key) >= pl.lit(lo, pl.UInt64)
+    if hi < KEY_SPACE:
+        in_range &= pl.col(key) < pl.lit(hi, pl.UInt64)
+    e = (scan.select("doc", key, "n_shingles").filter(in_range).select("doc", key)
+         .with_columns(root=pl.col("doc").min().over(key))
+         .filter(pl.col("doc") != pl.col("root"))
+         .select("doc", "root")
+         .collect())
+    return e.to_numpy().astype(np.int64).reshape(-1, 2)
+
+
+def find_edges(band_files: list[Path], bands: int, parts: int = 1) -> np.ndarray:
+    """Every band's candidate pairs in one process, unique, sorted: what the edge tasks compute together."""
+    edges = [band_edges(band_files, j, k, parts) for j in range(bands) for k in range(parts)]
+    return unique_edges(edges)
+
+
+def unique_edges(edges: list[np.ndarray]) -> np.ndarray:
+    """Edges found in several bands counted once, sorted by (doc, root): the same array however split."""
+    if not edges:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(edges).reshape(-1, 2), axis=0).astype(np.int64)
+
+
+def edge_task(*, band_files: list[str], band: int, part: int, parts: int, out_path: str) -> dict[str, Any]:
+    """One band's key range as a task: its edges as a (doc, root) Arrow file."""
+    edges = band_edges([Path(f) for f in band_files], band, part, parts)
+    write_ipc(Path(out_path), pa.table({"doc": edges[:, 0], "root": edges[:, 1]}))
+    return {"edges": int(len(edges))}
+
+
+def read_edges(edge_files: list[Path]) -> np.ndarray:
+    """The edge tasks' files, as find_edges returns them."""
+    return unique_edges([np.column_stack([t.column("doc").to_numpy(), t.column("root").to_numpy()])
+                         for t in (read_ipc(f) for f in edge_files)])
 
 
 def _priority(meta: pl.DataFrame, keep: str) -> pl.DataFrame:
@@ -66,27 +110,29 @@ def _priority(meta: pl.DataFrame, keep: str) -> pl.DataFrame:
     return meta.sort(["component", "n_chars", "doc"], descending=[False, True, False])
 
 
-def cluster(shards: list[Path], band_files: list[Path], set_files: list[Path], params: LshParams, threshold: float,
+def cluster(shards: list[Path], edges: np.ndarray, set_files: list[Path], threshold: float,
             keep: str, source_order: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """(decisions, removed list, cluster sizes, stats)."""
+    """(decisions, removed list, cluster sizes, stats) from the candidate pairs (`read_edges`)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     rows = [pq.read_metadata(p).num_rows for p in shards]
     n = int(sum(rows))
     t0 = time.time()
-    edges = find_edges(band_files, params.bands)
-    t_edges = time.time() - t0
     cand = np.unique(edges)
     sets = load_sets(set_files, cand)
     edge_a, edge_b = np.searchsorted(cand, edges[:, 0]), np.searchsorted(cand, edges[:, 1])
     ok = jaccard(sets, edge_a, edge_b) >= threshold
     verified = edges[ok]
-    t_verify = time.time() - t0 - t_edges
-    graph = coo_matrix((np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n))
+    t_verify = time.time() - t0
+    # Components over the candidate documents only (positions in `cand`): a document without a candidate
+    # pair is its own component and never needs a label. Labels follow each component's smallest document,
+    # as over the whole corpus, so the visiting order below is the same.
+    graph = coo_matrix((np.ones(int(ok.sum()), dtype=np.int8), (edge_a[ok], edge_b[ok])), shape=(len(cand),) * 2)
     _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels)
-    members = np.flatnonzero(sizes[labels] > 1)
+    sizes = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+    member_pos = np.flatnonzero(sizes[labels] > 1)
+    members = cand[member_pos]
     starts = np.concatenate([[0], np.cumsum(rows)])
     shard_of = np.searchsorted(starts, members, side="right") - 1
     meta = pl.concat([
@@ -99,7 +145,7 @@ def cluster(shards: list[Path], band_files: list[Path], set_files: list[Path], p
     rank = {s: i for i, s in enumerate(source_order)}
     meta = _priority(meta.with_columns(
         doc=pl.Series(members, dtype=pl.Int64),
-        component=pl.Series(labels[members], dtype=pl.Int64),
+        component=pl.Series(labels[member_pos], dtype=pl.Int64),
         source_rank=pl.col("source").replace_strict(rank, default=len(rank), return_dtype=pl.Int32),
     ), keep)
     docs = meta["doc"].to_numpy()
@@ -124,6 +170,5 @@ def cluster(shards: list[Path], band_files: list[Path], set_files: list[Path], p
              "largest_cluster": int(clusters["size"].max()) if clusters.height else 0,
              "candidate_docs": int(len(cand)), "candidate_set_bytes": sets.nbytes,
              "greedy_comparisons": int(compared), "verification": "exact shingle-set Jaccard",
-             "edge_seconds": round(t_edges, 3), "verify_seconds": round(t_verify, 3),
-             "cluster_seconds": round(time.time() - t0 - t_edges - t_verify, 3)}
+             "verify_seconds": round(t_verify, 3), "cluster_seconds": round(time.time() - t0 - t_verify, 3)}
     return decisions, removed, clusters, stats

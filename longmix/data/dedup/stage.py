@@ -12,7 +12,7 @@ from longmix.data.dedup.apply import apply_decisions
 from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.exact import decide
 from longmix.data.dedup.minhash import SHINGLE_VERSION, lsh_params, rensa_version
-from longmix.data.dedup.near import cluster, load_in_background
+from longmix.data.dedup.near import cluster, edge_task, key_ranges, load_in_background, read_edges
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
 from longmix.pipeline.report import StageReport
@@ -85,11 +85,15 @@ class NearDedup(Stage):
 
         t1 = time.time()
         cluster_stats = job.dir / "_tasks" / "cluster.json"
+        edge_stats: dict[str, Any] = {}
         if not decisions_path.is_file():  # written last: a killed clustering runs again
+            edges, edge_stats = self._edges(job, band_files, params.bands, sum(s["docs"] for s in sig_stats))
+            t_edges = time.time() - t1
             if loading is not None:
                 loading.join()
-            decisions, removed, clusters, cstats = cluster(inputs, band_files, set_files, params, cfg.threshold,
+            decisions, removed, clusters, cstats = cluster(inputs, edges, set_files, cfg.threshold,
                                                            cfg.keep, recipe.source_names)
+            cstats = {**cstats, **edge_stats, "edge_seconds": round(t_edges, 3)}
             for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
                 with atomic_path(job.dir / name) as tmp:
                     frame.write_parquet(tmp, compression="zstd")
@@ -104,6 +108,21 @@ class NearDedup(Stage):
                 "signature_tasks": len(tasks),
                 "clustering": cstats, "shingles": int(sum(s["shingles"] for s in sig_stats)),
                 "step_seconds": {"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)}}
+
+    def _edges(self, job: StageJob, band_files: list[Any], bands: int, docs: int) -> tuple[Any, dict[str, Any]]:
+        """Candidate pairs as tasks, one per band and key range: as many ranges as keep one task within the
+        stage's task memory (`executor.resources.near_dedup.memory_gb`), so the driver never reads band keys."""
+        parts = key_ranges(docs, self.resources(job.recipe)["memory"])
+        reads = [job.reads(f) for f in band_files]
+        names = [(j, k, f"b{j:03d}-{k:05d}of{parts:05d}") for j in range(bands) for k in range(parts)]
+        tasks = [job.task(f"edges-{name}", edge_task, cost=docs // parts, band_files=reads, band=j, part=k,
+                          parts=parts, out_path=job.path("edges", f"{name}.arrow")) for j, k, name in names]
+        stats = job.run_tasks(tasks, "lsh candidate pairs", counted=False)
+        files = [job.dir / "edges" / f"{name}.arrow" for _, _, name in names]
+        per_task = [s["edges"] for s in stats]
+        return read_edges(files), {"edge_tasks": len(tasks), "key_ranges_per_band": parts,
+                                   "edges_per_task_max": max(per_task, default=0),
+                                   "edges_per_task_mean": round(sum(per_task) / max(len(per_task), 1), 1)}
 
     def summary(self, report: StageReport) -> list[str]:
         c, lsh = report.extra("clustering"), report.extra("lsh")
