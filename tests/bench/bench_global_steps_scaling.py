@@ -34,17 +34,20 @@ import pyarrow.parquet as pq
 PER_FILE = 1_000_000
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np
-step, n, folder, bands = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+step, n, folder, bands, budget = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 import polars as pl, pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from longmix.data.dedup.near import find_edges
+from longmix.data.dedup.near import band_edges, edge_task, find_edges, key_ranges, read_edges
 from longmix.data.mix.plan import MixParams, SourceMix, plan_mix
 import psutil
-base = psutil.Process().memory_info().rss / 1024  # resident after imports, in KB like ru_maxrss
+def hwm_kb():
+    # This process's own peak (VmHWM): ru_maxrss would carry over the parent's at fork + exec.
+    return next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+base = psutil.Process().memory_info().rss / 1024  # resident after imports, in KB like VmHWM
 t = time.perf_counter()
 out = {}
 if step == "cluster":
@@ -54,6 +57,27 @@ if step == "cluster":
     graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     k, labels = connected_components(graph, directed=False)
     out = {"edges": int(len(edges)), "components": int(k), "edge_seconds": round(t_edges, 2)}
+elif step in ("edge_task", "edge_tasks"):
+    # The split step: one task (band 0, key range 0) alone for its peak; or every band's ranges one after
+    # another in this process, writing the edge files the driver step reads (the total work of the tasks).
+    files = sorted(folder.glob("bands-*.parquet"))
+    parts = key_ranges(n, int(budget * 2**30))
+    if step == "edge_task":
+        out = {"edges": int(len(band_edges(files, 0, 0, parts))), "key_ranges": parts}
+    else:
+        (folder / "edges").mkdir(exist_ok=True)
+        total = sum(edge_task(band_files=[str(f) for f in files], band=j, part=k, parts=parts,
+                              out_path=str(folder / "edges" / f"b{j:03d}-{k:05d}.arrow"))["edges"]
+                    for j in range(bands) for k in range(parts))
+        out = {"edges": int(total), "tasks": bands * parts, "key_ranges": parts}
+elif step == "driver":
+    # The driver's part after the split: the edge files, unique, and components over the candidates only.
+    edges = read_edges(sorted((folder / "edges").glob("*.arrow")))
+    cand = np.unique(edges)
+    a, b = np.searchsorted(cand, edges[:, 0]), np.searchsorted(cand, edges[:, 1])
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (a, b)), shape=(len(cand), len(cand)))
+    k, labels = connected_components(graph, directed=False)
+    out = {"edges": int(len(edges)), "candidates": int(len(cand)), "components": int(k)}
 elif step == "sort_floor":
     keys = pq.read_table(sorted(folder.glob("bands-*.parquet")), columns=["b0"]).column(0).to_numpy()
     t = time.perf_counter()
@@ -73,7 +97,7 @@ elif step == "argsort_floor":
     t = time.perf_counter()
     np.argsort(cell, kind="stable")
 out["seconds"] = round(time.perf_counter() - t, 2)
-out["peak_mb"] = round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, 1)
+out["peak_mb"] = round((hwm_kb() - base) / 1024, 1)
 print(json.dumps(out))
 """
 
@@ -96,8 +120,8 @@ def write_band_files(folder: Path, n: int, bands: int, dup_rate: float = 0.02, s
         pq.write_table(pa.table(cols), folder / f"bands-{f:05d}.parquet", compression="none")
 
 
-def measure(step: str, n: int, folder: Path, bands: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHILD, step, str(n), str(folder), str(bands)],
+def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0) -> dict:
+    done = subprocess.run([sys.executable, "-c", _CHILD, step, str(n), str(folder), str(bands), str(budget_gb)],
                           capture_output=True, text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -109,6 +133,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000000,100000000")
     ap.add_argument("--bands", type=int, default=18)
     ap.add_argument("--work", type=Path, default=Path("build/bench/global-scaling"))
+    ap.add_argument("--task-memory-gb", type=float, default=1.0, help="the near-dedup task budget that splits bands")
+    ap.add_argument("--steps", default="cluster,split,mix", help="which measurements: cluster (the single-process "
+                    "step, the baseline), split (edge tasks + driver), mix")
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -117,20 +144,37 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
             write_band_files(folder, n, args.bands)
             (folder / "done").write_text("ok\n")
-        cluster, floor = measure("cluster", n, folder, args.bands), measure("sort_floor", n, folder, args.bands)
-        mix, mix_floor = measure("mix", n, folder, args.bands), measure("argsort_floor", n, folder, args.bands)
-        row = {"docs": n, "cluster": cluster, "sort_one_band": floor, "mix": mix, "argsort_cells": mix_floor}
+        steps, row = args.steps.split(","), {"docs": n}
+        floor = measure("sort_floor", n, folder, args.bands)
+        row["sort_one_band"] = floor
+        if "cluster" in steps:  # the baseline: every band and the n-sized components in one process
+            row["cluster"] = c = measure("cluster", n, folder, args.bands)
+            print(f"{n:>13,} docs  single-process clustering {c['seconds']:7.1f} s {c['peak_mb']:8.0f} MB "
+                  f"({c['edges']:,} candidate pairs; {c['seconds'] / (args.bands * floor['seconds']):.2f}x "
+                  f"{args.bands} bands' floor of one sort each)", flush=True)
+        if "split" in steps:
+            row["edge_task"] = t = measure("edge_task", n, folder, args.bands, args.task_memory_gb)
+            row["edge_tasks"] = ts = measure("edge_tasks", n, folder, args.bands, args.task_memory_gb)
+            row["driver"] = d = measure("driver", n, folder, args.bands)
+            base = row.get("cluster")
+            vs = (f"; tasks + driver {(ts['seconds'] + d['seconds']) / base['seconds']:.2f}x the single-process "
+                  f"step's time, driver {d['peak_mb'] / base['peak_mb']:.2f}x its peak") if base else ""
+            print(f"{n:>13,} docs  split: {ts['tasks']} edge tasks ({t['key_ranges']} key ranges a band), one task "
+                  f"{t['seconds']:.1f} s {t['peak_mb']:.0f} MB (budget {args.task_memory_gb * 1024:.0f} MB), all "
+                  f"{ts['seconds']:.1f} s in one process; driver {d['seconds']:.1f} s {d['peak_mb']:.0f} MB over "
+                  f"{d['candidates']:,} candidates{vs}", flush=True)
+        if "mix" in steps:
+            row["mix"] = mix = measure("mix", n, folder, args.bands)
+            row["argsort_cells"] = mix_floor = measure("argsort_floor", n, folder, args.bands)
+            print(f"{n:>13,} docs  mix plan {mix['seconds']:6.1f} s {mix['peak_mb']:7.0f} MB "
+                  f"({mix['seconds'] / mix_floor['seconds']:.1f}x one stable argsort)", flush=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        print(f"{n:>13,} docs  cluster {cluster['seconds']:7.1f} s {cluster['peak_mb']:8.0f} MB "
-              f"({cluster['edges']:,} candidate pairs; {cluster['seconds'] / floor['seconds']:.1f}x "
-              f"{args.bands} bands' floor of one sort each: "
-              f"{cluster['seconds'] / (args.bands * floor['seconds']):.2f}x)"
-              f" | mix plan {mix['seconds']:6.1f} s {mix['peak_mb']:7.0f} MB "
-              f"({mix['seconds'] / mix_floor['seconds']:.1f}x one stable argsort)", flush=True)
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]
-        for key in ("cluster", "mix"):
+        for key in ("cluster", "driver", "mix"):
+            if key not in a or key not in b:
+                continue
             per_doc_mb = (b[key]["peak_mb"] - a[key]["peak_mb"]) / (b["docs"] - a["docs"])
             per_doc_s = (b[key]["seconds"] - a[key]["seconds"]) / (b["docs"] - a["docs"])
             for big in (10**9, 10**10):

@@ -49,8 +49,9 @@ def load_in_background() -> threading.Thread:
 
 
 # What one edge task holds per document of its key range: the row index (4 bytes) and the key (8) read from
-# the band files, the group root (8), and polars' window-hash workspace for them (about as much again).
-EDGE_BYTES_PER_DOC = 48
+# the band files, the group root (8), and polars' window-hash workspace and read buffers for them; measured
+# 60 bytes a document for one whole band at 10M documents (tests/bench/bench_global_steps_scaling.py).
+EDGE_BYTES_PER_DOC = 64
 KEY_SPACE = 2**64
 
 
