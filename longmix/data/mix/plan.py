@@ -7,7 +7,9 @@ the remainder. So a cell lands within half its longest document of its target, u
 more than ``max_epochs`` passes over the cell, in which case the cell gets exactly ``max_epochs`` passes
 and a shortfall is reported (logged as a warning, or raised with ``on_shortfall="error"``). Targets are
 never moved between cells: the mix you asked for is the mix you get, or you are told how far off it is.
-See docs/mixing.md for the semantics of every parameter.
+The steps split the way a cluster needs them: `cell_totals` of any split of the documents add up, the
+targets come from those totals alone (`cell_targets`), and each cell is planned from its own documents'
+lengths alone (`plan_cell`); plan_mix runs them in one process. See docs/mixing.md for the semantics of every parameter.
 """
 
 from __future__ import annotations
@@ -219,29 +221,24 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams,
     long_bucket = params.long_bucket()
     selections = {s: sm.long_select for s, sm in enumerate(params.sources) if sm.long_select}
     eligible, selected = select_long(src, bkt, lens, long_bucket, selections, scores)
-    corpus_tokens = token_counts(src, bkt, lens, n_src, n_bkt)
-    avail = token_counts(src, bkt, lens * eligible, n_src, n_bkt)
-    ndocs = doc_counts(src[eligible], bkt[eligible], n_src, n_bkt)
-
-    targets, shortfalls = _targets(avail, params, long_bucket, names, corpus_tokens.sum(axis=1))
+    totals = cell_totals(src, bkt, lens, eligible, n_src, n_bkt)
+    avail = totals.avail_tokens
+    wants, shortfalls = cell_targets(totals, params)
     counts = np.zeros(lens.size, dtype=np.int32)
     achieved = np.zeros_like(avail)
     used = np.zeros_like(avail)
-    # One stable sort groups documents by cell; each cell is then filled independently.
+    # One stable sort groups documents by cell, each in document order; each cell is then planned from its
+    # own lengths alone (plan_cell), so cells can be planned anywhere, in any order.
     cell = src * n_bkt + bkt
     order = np.argsort(cell, kind="stable")
     bounds = np.searchsorted(cell[order], np.arange(n_src * n_bkt + 1))
-    for s, sm in enumerate(params.sources):
-        cap = sm.max_epochs if sm.max_epochs is not None else params.max_epochs
+    for s in range(n_src):
         for b in range(n_bkt):
             idx = order[bounds[s * n_bkt + b] : bounds[s * n_bkt + b + 1]]
             idx = idx[eligible[idx]]
-            tgt = int(targets[s, b])
-            if tgt > cap * avail[s, b]:
-                shortfalls.append(_cell_shortfall(sm.name, names[b], tgt, int(avail[s, b]), cap))
-            rng = np.random.default_rng([params.seed, s, b])
-            achieved[s, b] = _fill_cell(idx, lens, min(tgt, cap * int(avail[s, b])), rng, counts)
+            counts[idx], achieved[s, b] = plan_cell(lens[idx], int(wants.want[s, b]), params.seed, s, b)
             used[s, b] = int(np.count_nonzero(counts[idx]))
+    targets, ndocs = wants.target, totals.avail_docs
 
     hist = np.bincount(counts) if counts.size else np.zeros(1, dtype=np.int64)
     report = MixReport(
@@ -263,6 +260,61 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams,
     if shortfalls and params.on_shortfall == "error":
         raise MixShortfallError(f"{len(shortfalls)} mix target(s) unmet; first: {shortfalls[0].message}")
     return MixPlan(counts=counts, report=report, eligible=eligible)
+
+
+@dataclass(frozen=True)
+class CellTotals:
+    """Per source x bucket sums, all the cross-cell steps need: partial sums over any split of the documents
+    (a shard each) add up to the corpus's (`+`)."""
+
+    corpus_tokens: np.ndarray  # (S, B) int64, every document (natural shares come from the corpus as it is)
+    avail_tokens: np.ndarray  # (S, B) int64, the documents the plan may use (long_select's eligible ones)
+    avail_docs: np.ndarray  # (S, B) int64
+
+    def __add__(self, other: CellTotals) -> CellTotals:
+        return CellTotals(self.corpus_tokens + other.corpus_tokens, self.avail_tokens + other.avail_tokens,
+                          self.avail_docs + other.avail_docs)
+
+
+def cell_totals(src: np.ndarray, bkt: np.ndarray, lens: np.ndarray, eligible: np.ndarray, n_src: int,
+                n_bkt: int) -> CellTotals:
+    """The sums of some documents (all of them, or one shard's)."""
+    return CellTotals(corpus_tokens=token_counts(src, bkt, lens, n_src, n_bkt),
+                      avail_tokens=token_counts(src, bkt, lens * eligible, n_src, n_bkt),
+                      avail_docs=doc_counts(src[eligible], bkt[eligible], n_src, n_bkt))
+
+
+@dataclass(frozen=True)
+class CellWants:
+    target: np.ndarray  # (S, B) int64 tokens the mix asks of each cell
+    want: np.ndarray  # (S, B) int64 tokens each cell is filled to: its target, capped at max_epochs passes
+
+
+def cell_targets(totals: CellTotals, params: MixParams) -> tuple[CellWants, list[Shortfall]]:
+    """Every cell's target and fill from the per-cell totals alone, with the shortfalls in report order (the
+    shapes with nowhere to go, then the capped cells source by source)."""
+    avail = totals.avail_tokens
+    names = bucket_names(np.asarray(params.edges, dtype=np.int64))
+    targets, shortfalls = _targets(avail, params, params.long_bucket(), names, totals.corpus_tokens.sum(axis=1))
+    want = np.zeros_like(targets)
+    for s, sm in enumerate(params.sources):
+        cap = sm.max_epochs if sm.max_epochs is not None else params.max_epochs
+        for b in range(avail.shape[1]):
+            tgt = int(targets[s, b])
+            if tgt > cap * avail[s, b]:
+                shortfalls.append(_cell_shortfall(sm.name, names[b], tgt, int(avail[s, b]), cap))
+            want[s, b] = min(tgt, cap * int(avail[s, b]))
+    return CellWants(target=targets, want=want), shortfalls
+
+
+def plan_cell(lens: np.ndarray, want: int, seed: int, source: int, bucket: int) -> tuple[np.ndarray, int]:
+    """(repetitions, tokens achieved) of one cell's documents, given in document order, from their lengths
+    alone: every one the same whole number of passes and a subset, seeded by (seed, source, bucket), one
+    more (module docstring)."""
+    counts = np.zeros(len(lens), dtype=np.int32)
+    rng = np.random.default_rng([seed, source, bucket])
+    achieved = _fill_cell(np.arange(len(lens)), np.asarray(lens, dtype=np.int64), want, rng, counts)
+    return counts, achieved
 
 
 def _targets(

@@ -201,3 +201,39 @@ def test_params_validation() -> None:
         params(sources=[SourceMix(name="a")], long_min_tokens=1000)
     with pytest.raises(ValueError, match="must be >= 0"):
         SourceMix(name="a", bucket_weights={0: -1.0})
+
+
+def test_cells_planned_apart_from_shard_sums_give_the_same_plan(corpus) -> None:
+    """The plan as a cluster would run it: per-shard sums added up (the only cross-cell input), targets from
+    them, then each cell planned from its own documents' lengths alone; the same counts and report as
+    plan_mix, with shares, weights, removed buckets, caps (shortfalls) and long_select all in play."""
+    from longmix.data.mix.plan import cell_targets, cell_totals, plan_cell
+    from longmix.data.mix.select import select_long
+
+    src, lens = corpus
+    rng = np.random.default_rng(5)
+    scores = {"longdep_score": np.where(rng.random(len(lens)) < 0.1, np.nan, rng.random(len(lens)))}
+    mix = (SourceMix("lib", share=0.5, long_share=0.6, long_select=("longdep_score", 0.5)),
+           SourceMix("tests", share=0.3, bucket_weights={0: 0.5}, remove_buckets=(">=4096",)),
+           SourceMix("gui", share=0.2, max_epochs=1))
+    p = params(sources=mix, total_tokens=int(lens.sum() * 2), max_epochs=3, seed=11)
+    whole = plan_mix(src, lens, p, scores)
+    assert whole.report.shortfalls and whole.report.long_select  # the hard parts are exercised
+
+    n_src, n_bkt = len(SOURCES), len(EDGES) + 1
+    bkt = assign_buckets(lens, EDGES)
+    eligible, _ = select_long(src, bkt, lens, p.long_bucket(), {0: ("longdep_score", 0.5)}, scores)
+    shards = np.array_split(np.arange(len(lens)), 5)
+    parts = [cell_totals(src[i], bkt[i], lens[i], eligible[i], n_src, n_bkt) for i in shards]
+    totals = parts[0]
+    for part in parts[1:]:
+        totals = totals + part
+    wants, shortfalls = cell_targets(totals, p)
+    counts = np.zeros(len(lens), dtype=np.int32)
+    for s, b in reversed([(s, b) for s in range(n_src) for b in range(n_bkt)]):  # any order
+        idx = np.concatenate([i[(src[i] == s) & (bkt[i] == b) & eligible[i]] for i in shards])
+        counts[idx], achieved = plan_cell(lens[idx], int(wants.want[s, b]), p.seed, s, b)
+        assert achieved == whole.report.achieved_tokens[s, b]
+    np.testing.assert_array_equal(counts, whole.counts)
+    np.testing.assert_array_equal(wants.target, whole.report.target_tokens)
+    assert [sf.message for sf in shortfalls] == [sf.message for sf in whole.report.shortfalls]
