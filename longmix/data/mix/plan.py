@@ -9,7 +9,8 @@ and a shortfall is reported (logged as a warning, or raised with ``on_shortfall=
 never moved between cells: the mix you asked for is the mix you get, or you are told how far off it is.
 The steps split the way a cluster needs them: `cell_totals` of any split of the documents add up, the
 targets come from those totals alone (`cell_targets`), and each cell is planned from its own documents'
-lengths alone (`plan_cell`); plan_mix runs them in one process. See docs/mixing.md for the semantics of every parameter.
+lengths alone (`plan_cell`); plan_mix runs them in one process. See docs/mixing.md for the semantics of
+every parameter.
 """
 
 from __future__ import annotations
