@@ -127,35 +127,35 @@ def plot_rope(analysis: dict[str, Any], out: Path) -> Path:
 
 def plot_dependency_gap(distances: list[int], gaps: dict[str, list[float]], out: Path, title: str = "") -> Path:
     """Target minus source loss of planted dependencies vs distance, one line per model (0: the copy unused)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (label, ys) in enumerate(gaps.items()):
-        ax.plot(distances, ys, marker="o", ms=3, color=f"C{k % 10}", lw=1.4, label=label)
-    ax.axhline(0.0, color="0.4", ls="--", lw=1.0)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("distance back to the source (tokens)")
-    ax.set_ylabel("target loss - source loss (nats)")
-    ax.set_title(f"{title}: use of distant context" if title else "use of distant context")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, out)
+    return _lines_log2({label: (distances, ys) for label, ys in gaps.items()}, out, (7, 4.5),
+                       "distance back to the source (tokens)", "target loss - source loss (nats)",
+                       f"{title}: use of distant context" if title else "use of distant context", zero_line=True)
 
 
 def plot_loss_by_position(curves: dict[str, tuple[list[float], list[float]]], out: Path, title: str = "",
                           marks: dict[str, float] | None = None) -> Path:
     """Binned token loss vs context position, one line per model (``curves``: label -> (positions, losses)),
     without fits, with optional vertical marks (e.g. the window a model was trained to)."""
+    return _lines_log2(curves, out, (8, 4.8), "context position (tokens before the predicted token)",
+                       "token loss (nats)", f"{title}: loss by position" if title else "loss by position", marks=marks)
+
+
+def _lines_log2(curves: dict[str, tuple[list, list]], out: Path, size: tuple[float, float], xlabel: str,
+                ylabel: str, title: str, zero_line: bool = False, marks: dict[str, float] | None = None) -> Path:
+    """One marked line per model over a log-2 x axis (token distances and positions)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=size)
     for k, (label, (xs, ys)) in enumerate(curves.items()):
         ax.plot(xs, ys, marker="o", ms=3, color=f"C{k % 10}", lw=1.4, label=label)
+    if zero_line:
+        ax.axhline(0.0, color="0.4", ls="--", lw=1.0)
     for text, x in (marks or {}).items():
         ax.axvline(x, color="0.4", ls="--", lw=1.0)
         ax.text(x, ax.get_ylim()[1], f" {text}", va="top", fontsize=8, color="0.3")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("context position (tokens before the predicted token)")
-    ax.set_ylabel("token loss (nats)")
-    ax.set_title(f"{title}: loss by position" if title else "loss by position")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)

@@ -10,9 +10,10 @@ from typing import Any
 from longmix.core.atomic import atomic_path, write_json
 from longmix.data.dedup.apply import apply_decisions
 from longmix.data.dedup.bands import band_task, task_parts
+from longmix.data.dedup.clusters import cluster_with_tasks
 from longmix.data.dedup.exact import decide
 from longmix.data.dedup.minhash import SHINGLE_VERSION, lsh_params, rensa_version
-from longmix.data.dedup.near import cluster, edge_task, key_ranges, load_in_background, read_edges
+from longmix.data.dedup.near import edge_task, key_ranges, load_in_background, read_edges
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
 from longmix.pipeline.report import StageReport
@@ -87,12 +88,14 @@ class NearDedup(Stage):
         cluster_stats = job.dir / "_tasks" / "cluster.json"
         edge_stats: dict[str, Any] = {}
         if not decisions_path.is_file():  # written last: a killed clustering runs again
-            edges, edge_stats = self._edges(job, band_files, params.bands, sum(s["docs"] for s in sig_stats))
+            docs = sum(s["docs"] for s in sig_stats)
+            edges, edge_stats = self._edges(job, band_files, params.bands, docs)
             t_edges = time.time() - t1
             if loading is not None:
                 loading.join()
-            decisions, removed, clusters, cstats = cluster(inputs, edges, set_files, cfg.threshold,
-                                                           cfg.keep, recipe.source_names)
+            decisions, removed, clusters, cstats = cluster_with_tasks(
+                job, inputs, edges, set_files, docs, cfg.threshold, cfg.keep, recipe.source_names,
+                self.resources(job.recipe)["memory"])
             cstats = {**cstats, **edge_stats, "edge_seconds": round(t_edges, 3)}
             for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
                 with atomic_path(job.dir / name) as tmp:

@@ -1,5 +1,6 @@
-"""Near dedup's candidate pairs as tasks, one per band and key range: however the bands are split (by the
-stage's task memory), the edges, decisions, removed list and clusters are the same, byte for byte."""
+"""Near dedup's global steps as tasks: candidate pairs per band and key range, exact verification per slice
+of pairs, the keep rule per group of components. However the stage's task memory splits them, the edges,
+decisions, removed list and clusters are the same, byte for byte."""
 
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ def test_split_bands_give_identical_decisions(tmp_path, demo_corpus):
     assert c_split["key_ranges_per_band"] == key_ranges(120, int(1e-6 * 2**30)) == 8
     assert c_split["edge_tasks"] == c_split["key_ranges_per_band"] * c_whole["edge_tasks"]
     assert c_whole["clusters"] >= 20 and c_whole["largest_cluster"] >= 3  # chains were found
+    assert c_whole["verify_tasks"] == c_whole["greedy_tasks"] == 1
+    # 1 kB holds one pair's sets at most, and one component: every pair and every component a task of its own
+    assert c_split["verify_tasks"] == c_split["candidate_pairs"] and c_split["pairs_per_task_max"] == 1
+    assert c_split["greedy_tasks"] == c_split["components"] and c_split["members_per_task_max"] >= 3
     for name in OUTPUTS:
         assert (whole / name).read_bytes() == (split / name).read_bytes(), name
     for key in ("candidate_pairs", "verified_pairs", "components", "greedy_comparisons"):

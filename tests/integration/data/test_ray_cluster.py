@@ -49,10 +49,10 @@ def cluster():
         c.shutdown()
 
 
-def _build(recipe: Path, address: str, **kw) -> subprocess.Popen:
+def _build(recipe: Path, address: str, args: tuple[str, ...] | list[str] = (), **kw) -> subprocess.Popen:
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([*LONGMIX, "build", str(recipe), "--address", address], env=env, text=True,
+    return subprocess.Popen([*LONGMIX, "build", str(recipe), "--address", address, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, **kw)
 
 
@@ -73,6 +73,26 @@ def test_build_on_two_node_cluster_matches_local(tmp_path, demo_corpus, local_re
     marker = next((tmp_path / "out" / "ingest" / "_tasks").glob("*.json"))
     assert json.loads(marker.read_text())["stats"]["node"] in nodes["ingest"]
     assert_same_tree(tmp_path / "out", local_reference)
+
+
+def test_near_dedup_split_into_small_tasks_on_two_nodes_decides_the_same(tmp_path, demo_corpus, local_reference,
+                                                                      cluster):
+    """A task memory of 64 kB splits near dedup's bands into key ranges, its pairs into slices and its
+    components into groups, run on both nodes: the same decisions as the local build with one task each."""
+    c, _ = cluster
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=2)
+    text = recipe.read_text().replace("executor:", "executor:\n  resources: {near_dedup: {memory_gb: 0.00006}}", 1)
+    recipe.write_text(text)
+    proc = _build(recipe, c.address, args=["--until", "near_dedup"])
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    split = json.loads((tmp_path / "out" / "near_dedup" / "report.json").read_text())["clustering"]
+    whole = json.loads((local_reference / "near_dedup" / "report.json").read_text())["clustering"]
+    assert split["key_ranges_per_band"] > 1 and whole["key_ranges_per_band"] == 1
+    assert split["verify_tasks"] > 1 and whole["verify_tasks"] == 1, (split, whole)
+    for name in ("decisions.parquet", "removed.parquet", "clusters.parquet"):
+        got, want = tmp_path / "out" / "near_dedup" / name, local_reference / "near_dedup" / name
+        assert got.read_bytes() == want.read_bytes(), name
 
 
 def test_unschedulable_task_and_unreachable_cluster_are_one_line(tmp_path, demo_corpus, cluster):
