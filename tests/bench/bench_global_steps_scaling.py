@@ -1,21 +1,24 @@
-"""Time and peak memory of the two global steps at 10M and 100M documents, on the compact data they read.
+"""Time and peak memory of the global steps at 10M and 100M documents, on the compact data they read.
 
-- Near-dedup clustering: band files like the signature tasks write (`n_shingles` + one uint64 key per band,
-  1M documents per file, 18 bands = the 0.8/128 default), 2% of documents near copies of another (they share
-  each band's key with probability 0.5), then `find_edges` (polars, band by band) and connected components
-  (scipy) over the candidate pairs, as longmix's cluster step runs them. Exact verification is left out: it
-  reads shingle sets of candidate documents only, so it grows with the candidates, not the corpus
-  (bench_near_dedup_quality.py / _memory.py measure it).
+- Near-dedup candidates and components, two ways in the same run. The baseline: the single-process step
+  longmix ran before the split (every band grouped by `find_edges` in one process, then connected components
+  over an n-sized graph). The split step as the stage runs it: edge tasks, one per band and key range as
+  many as `--task-memory-gb` asks for (one task alone for its peak; all of them one after another in one
+  process for their total time, writing the edge files), then the driver's part (the edge files, unique,
+  and components over the candidate documents only). Inputs: band files like the signature tasks write
+  (`n_shingles` + one uint64 key per band, 1M documents per file, 18 bands = the 0.8/128 default), 2% of
+  documents near copies of another (they share each band's key with probability 0.5). Exact verification
+  and the keep rule are tasks that load the shingle sets of their own pairs and components, so they grow
+  with the duplicates (bench_near_dedup_quality.py / _memory.py measure them).
 - Mix plan: `plan_mix` over per-document lengths (log-normal, median ~600 tokens) of 4 sources, with shares
   and long-text upsampling.
 
-Each measurement runs in a fresh process; peak RSS is that process's maximum minus its resident size after
-imports.
-Baselines in the same run (the raw library floor): one band's keys sorted by numpy (what any grouping of
-one band costs at least), and numpy's stable argsort of the documents' cell ids (what the plan's one sort
-costs).
+Each measurement runs in a fresh process; peak is that process's own high-water mark (VmHWM) minus its
+resident size after imports. Floors in the same run: one band's keys sorted by numpy (what any grouping of
+one band costs at least), and numpy's stable argsort of the documents' cell ids (the plan's one sort).
 
     python tests/bench/bench_global_steps_scaling.py [--sizes 10000000,100000000] [--bands 18]
+        [--task-memory-gb 1] [--steps cluster,split,mix]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ step, n, folder, bands, budget = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]
 import polars as pl, pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from longmix.data.dedup.near import band_edges, edge_task, find_edges, key_ranges, read_edges
+from longmix.data.dedup.near import band_edges, edge_task, key_ranges, read_edges
 from longmix.data.mix.plan import MixParams, SourceMix, plan_mix
 import psutil
 def hwm_kb():
@@ -51,8 +54,12 @@ base = psutil.Process().memory_info().rss / 1024  # resident after imports, in K
 t = time.perf_counter()
 out = {}
 if step == "cluster":
+    # The step before the split, as it ran on the driver: every band grouped in polars, then an n-sized graph.
     files = sorted(folder.glob("bands-*.parquet"))
-    edges = find_edges(files, bands)
+    scan = pl.scan_parquet(files, row_index_name="doc").filter(pl.col("n_shingles") > 0)
+    edges = pl.concat([scan.select("doc", f"b{j}").with_columns(root=pl.col("doc").min().over(f"b{j}"))
+                       .filter(pl.col("doc") != pl.col("root")).select("doc", "root").collect()
+                       for j in range(bands)]).unique().to_numpy().astype(np.int64)
     t_edges = time.perf_counter() - t
     graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     k, labels = connected_components(graph, directed=False)
@@ -109,7 +116,7 @@ def write_band_files(folder: Path, n: int, bands: int, dup_rate: float = 0.02, s
     rng = np.random.default_rng(seed)
     for f, start in enumerate(range(0, n, PER_FILE)):
         m = min(PER_FILE, n - start)
-        keys = rng.integers(0, 2**63, size=(m, bands), dtype=np.int64).view(np.uint64)
+        keys = rng.integers(0, 2**64 - 1, size=(m, bands), dtype=np.uint64, endpoint=True)  # fmix64: all 64 bits
         dups = np.flatnonzero(rng.random(m) < dup_rate)
         dups = dups[dups > 0]
         orig = (rng.random(len(dups)) * dups).astype(np.int64)
@@ -139,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        folder = args.work / f"n{n}"
+        folder = args.work / f"u64-n{n}"
         if not (folder / "done").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             write_band_files(folder, n, args.bands)

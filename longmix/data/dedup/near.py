@@ -46,10 +46,10 @@ def load_in_background() -> threading.Thread:
     return thread
 
 
-# What one edge task holds per document of its key range: the row index (4 bytes) and the key (8) read from
-# the band files, the group root (8), and polars' window-hash workspace and read buffers for them; measured
-# 60 bytes a document for one whole band at 10M documents (tests/bench/bench_global_steps_scaling.py).
-EDGE_BYTES_PER_DOC = 64
+# What one edge task holds per document of its key range: the row index and the key read from the band
+# files, the group root, and polars' window-hash workspace for them; measured 59 bytes a document with one
+# range of 10M documents and 66 with ranges of 16.7M (tests/bench/bench_global_steps_scaling.py), so 72.
+EDGE_BYTES_PER_DOC = 72
 KEY_SPACE = 2**64
 
 

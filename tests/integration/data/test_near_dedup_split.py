@@ -59,11 +59,11 @@ def test_split_bands_give_identical_decisions(tmp_path, demo_corpus):
             (tmp_path / a).mkdir(exist_ok=True)
             (tmp_path / a / f"in-{j}.jsonl").write_bytes((tmp_path / f"in-{j}.jsonl").read_bytes())
     whole, report_whole = _build(tmp_path / "a", sources)
-    # 1e-6 GiB (1,073 bytes) per task: 120 documents x 64 bytes of one band need 8 key ranges
+    # 1e-6 GiB (1,073 bytes) per task: 120 documents x 72 bytes of one band need 9 key ranges
     split, report_split = _build(tmp_path / "b", sources, memory_gb=1e-6, workers=2)
     c_whole, c_split = report_whole["clustering"], report_split["clustering"]
     assert c_whole["key_ranges_per_band"] == 1
-    assert c_split["key_ranges_per_band"] == key_ranges(120, int(1e-6 * 2**30)) == 8
+    assert c_split["key_ranges_per_band"] == key_ranges(120, int(1e-6 * 2**30)) == 9
     assert c_split["edge_tasks"] == c_split["key_ranges_per_band"] * c_whole["edge_tasks"]
     assert c_whole["clusters"] >= 20 and c_whole["largest_cluster"] >= 3  # chains were found
     assert c_whole["verify_tasks"] == c_whole["greedy_tasks"] == 1
