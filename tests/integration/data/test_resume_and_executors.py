@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ def _markers(out: Path, stage: str, prefix: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,prefix,after", [("ingest", "", 3), ("near_dedup", "bands", 4),
-                                                 ("near_dedup", "apply", 5)])
+                                                 ("near_dedup", "edges", 5), ("near_dedup", "apply", 5)])
 def test_kill_and_resume_is_byte_identical(tmp_path, demo_corpus, reference, stage, prefix, after):
     recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=1)
     proc = subprocess.Popen([*LONGMIX, "build", str(recipe)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -55,6 +56,34 @@ def test_kill_and_resume_is_byte_identical(tmp_path, demo_corpus, reference, sta
     assert done.returncode == 0, done.stderr
     assert "already done, resuming" in done.stderr or stage == "ingest"
     assert_same_tree(tmp_path / "out", reference)
+
+
+@pytest.mark.slow
+def test_kill_during_split_verification_resumes_from_the_finished_tasks(tmp_path, demo_corpus, reference):
+    """Near dedup split fine (64 kB tasks): killed -9 after a few verification tasks, the rerun keeps their
+    results (markers and files untouched) and decides the same as the unsplit reference."""
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=1)
+    recipe.write_text(recipe.read_text().replace(
+        "executor:", "executor:\n  resources: {near_dedup: {memory_gb: 0.00006}}", 1))
+    proc = subprocess.Popen([*LONGMIX, "build", str(recipe), "--until", "near_dedup"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # a real process to kill -9
+    deadline = time.time() + 300
+    while _markers(tmp_path / "out", "near_dedup", "verify") < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stage = tmp_path / "out" / "near_dedup"
+    assert not (stage / "decisions.parquet").exists(), "the clustering finished before the kill"
+    finished = {p: p.stat().st_mtime_ns for p in [*(stage / "_tasks").glob("verify-*.json"),
+                                                   *(stage / "verify").glob("ok-*.arrow")]}
+    assert len(finished) >= 4
+    done = cli("build", recipe, "--until", "near_dedup")
+    assert done.returncode == 0, done.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # not run again
+    report = json.loads((stage / "report.json").read_text())["clustering"]
+    assert report["verify_tasks"] > 2
+    for name in ("decisions.parquet", "removed.parquet", "clusters.parquet"):
+        assert (stage / name).read_bytes() == (reference / "near_dedup" / name).read_bytes(), name
 
 
 def test_rerun_of_finished_recipe_does_nothing(tmp_path, demo_corpus, reference):
