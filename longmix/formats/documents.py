@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,39 @@ def write_table(path: Path, table: pa.Table, compression: str = "zstd") -> int:
         pq.write_table(table, tmp, compression=compression, row_group_size=_ROW_GROUP_ROWS, use_dictionary=small,
                        write_statistics=small)
     return path.stat().st_size
+
+
+@contextmanager
+def table_stream(path: Path, schema: pa.Schema, compression: str = "zstd") -> Iterator[Callable[[pa.Table], None]]:
+    """Write one Parquet file atomically from tables given in parts (yields `add(part)`), with write_table's
+    options and row groups: the bytes are the same however the rows were split into parts, and only one
+    row group is held at a time."""
+    small = [c for c in schema.names if c not in _FREE_TEXT]
+    pending: list[pa.Table] = []
+    wrote = False
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=small,
+                              write_statistics=small) as writer:
+            def flush(least: int) -> None:
+                nonlocal wrote
+                table = pa.concat_tables(pending).combine_chunks() if pending else schema.empty_table()
+                pending.clear()
+                while table.num_rows >= least and table.num_rows:
+                    writer.write_table(table.slice(0, _ROW_GROUP_ROWS), row_group_size=_ROW_GROUP_ROWS)
+                    table = table.slice(_ROW_GROUP_ROWS)
+                    wrote = True
+                if table.num_rows:
+                    pending.append(table)
+
+            def add(part: pa.Table) -> None:
+                pending.append(part.select(schema.names).cast(schema))
+                if sum(t.num_rows for t in pending) >= _ROW_GROUP_ROWS:
+                    flush(_ROW_GROUP_ROWS)
+
+            yield add
+            flush(1)
+            if not wrote:  # write_table writes one empty row group for no rows: so does the stream
+                writer.write_table(schema.empty_table())
 
 
 class ShardWriter:

@@ -1,17 +1,19 @@
-"""Time and peak memory of the global steps at 10M and 100M documents, on the compact data they read.
+"""Time and peak memory of the global steps at 10M and 100M documents, on the compact data they read,
+against the single-process steps longmix ran before they were split, in the same run.
 
-- Near-dedup candidates and components, two ways in the same run. The baseline: the single-process step
-  longmix ran before the split (every band grouped by `find_edges` in one process, then connected components
-  over an n-sized graph). The split step as the stage runs it: edge tasks, one per band and key range as
-  many as `--task-memory-gb` asks for (one task alone for its peak; all of them one after another in one
-  process for their total time, writing the edge files), then the driver's part (the edge files, unique,
-  and components over the candidate documents only). Inputs: band files like the signature tasks write
-  (`n_shingles` + one uint64 key per band, 1M documents per file, 18 bands = the 0.8/128 default), 2% of
-  documents near copies of another (they share each band's key with probability 0.5). Exact verification
-  and the keep rule are tasks that load the shingle sets of their own pairs and components, so they grow
-  with the duplicates (bench_near_dedup_quality.py / _memory.py measure them).
-- Mix plan: `plan_mix` over per-document lengths (log-normal, median ~600 tokens) of 4 sources, with shares
-  and long-text upsampling.
+- Near dedup. The baseline: every band grouped in one process, then connected components over an
+  n-sized graph. The split, as the stage runs it: edge tasks, one per band and key range as many as
+  `--task-memory-gb` asks for (one task alone for its peak; all of them one after another in one process
+  for their total time), then the driver of the later steps (`clusters.py`, `components.py`): unique pairs
+  per document range and the component rounds, each task in a fresh process (BenchJob), the driver's own
+  peak measured apart. Inputs: band files like the signature tasks write (`n_shingles` + one uint64 key per
+  band, 1M documents per file, 18 bands = the 0.8/128 default), 2% of documents near copies of another
+  (they share each band's key with probability 0.5). The band files carry no shingle sets, so a stand-in
+  verify task passes every candidate pair as verified; exact verification and the keep rule load the sets
+  of their own pairs and components (bench_near_dedup_quality.py / _memory.py measure them).
+- Mix plan. The baseline: `plan_mix` over per-document lengths (log-normal, median ~600 tokens) of 4
+  sources, with shares and long-text upsampling, in one process. The tasks: `plan_with_tasks` (the mix
+  stage's driver) over tokenized-like shards of 5M documents, each task in a fresh process.
 
 Each measurement runs in a fresh process; peak is that process's own high-water mark (VmHWM) minus its
 resident size after imports. Floors in the same run: one band's keys sorted by numpy (what any grouping of
@@ -44,8 +46,8 @@ step, n, folder, bands, budget = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]
 import polars as pl, pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from longmix.data.dedup.near import band_edges, edge_task, key_ranges, read_edges
-from longmix.data.mix.plan import MixParams, SourceMix, plan_mix
+from longmix.data.dedup.near import band_edges, edge_task, key_ranges
+from longmix.data.mix.plan import plan_mix
 import psutil
 def hwm_kb():
     # This process's own peak (VmHWM): ru_maxrss would carry over the parent's at fork + exec.
@@ -77,26 +79,16 @@ elif step in ("edge_task", "edge_tasks"):
                               out_path=str(folder / "edges" / f"b{j:03d}-{k:05d}.arrow"))["edges"]
                     for j in range(bands) for k in range(parts))
         out = {"edges": int(total), "tasks": bands * parts, "key_ranges": parts}
-elif step == "driver":
-    # The driver's part after the split: the edge files, unique, and components over the candidates only.
-    edges = read_edges(sorted((folder / "edges").glob("*.arrow")))
-    cand = np.unique(edges)
-    a, b = np.searchsorted(cand, edges[:, 0]), np.searchsorted(cand, edges[:, 1])
-    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (a, b)), shape=(len(cand), len(cand)))
-    k, labels = connected_components(graph, directed=False)
-    out = {"edges": int(len(edges)), "candidates": int(len(cand)), "components": int(k)}
 elif step == "sort_floor":
     keys = pq.read_table(sorted(folder.glob("bands-*.parquet")), columns=["b0"]).column(0).to_numpy()
     t = time.perf_counter()
     np.sort(keys)
 elif step == "mix":
-    rng = np.random.default_rng(0)
-    src = rng.integers(0, 4, n).astype(np.int16)
-    lens = np.minimum(rng.lognormal(6.4, 1.3, n), 2_000_000).astype(np.int32)
+    sys.path.insert(0, sys.argv[6])
+    from bench_global_steps_scaling import mix_params, mix_sources
+    src, lens = mix_sources(n)
     t = time.perf_counter()
-    params = MixParams(total_tokens=int(lens.sum() // 2), edges=(1024, 4096, 16384, 65536), seed=1, sources=tuple(
-        SourceMix(name=f"s{i}", share=0.25, long_share=0.3) for i in range(4)))
-    plan = plan_mix(src, lens, params)
+    plan = plan_mix(src, lens, mix_params(int(lens.astype(np.int64).sum())))
     out = {"tokens": int(plan.report.achieved_tokens.sum())}
 elif step == "argsort_floor":
     rng = np.random.default_rng(0)
@@ -107,6 +99,152 @@ out["seconds"] = round(time.perf_counter() - t, 2)
 out["peak_mb"] = round((hwm_kb() - base) / 1024, 1)
 print(json.dumps(out))
 """
+
+
+def _hwm_kb() -> int:
+    # This process's own peak (VmHWM): ru_maxrss would carry over the parent's at fork + exec.
+    return next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
+
+
+def _rss_kb() -> int:
+    return next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmRSS:"))
+
+
+def _run_measured(task: tuple) -> tuple[dict, float, float]:
+    """One task in a fresh (spawned) process: its stats, seconds, and peak MB above its resident size at start."""
+    import time
+
+    _, fn, kwargs = task
+    base, t = _rss_kb(), time.perf_counter()
+    stats = fn(**kwargs)
+    return stats, time.perf_counter() - t, (_hwm_kb() - base) / 1024
+
+
+def verify_all(*, pairs_path: str, bounds: list[int], edges_path: str) -> dict:
+    """The bench's stand-in for a verify task (band files carry no shingle sets): every candidate pair is
+    taken as verified and routed on to the components, as verify_task routes its verified pairs."""
+    from longmix.data.dedup.components import route_edges
+    from longmix.formats.ipc import read_ipc
+
+    t = read_ipc(Path(pairs_path))
+    return {"offsets": route_edges(Path(edges_path), t.column("doc").to_numpy(), t.column("root").to_numpy(),
+                                   np.asarray(bounds, dtype=np.int64))}
+
+
+class BenchJob:
+    """The part of a StageJob the near-dedup steps use, running each task in a fresh process (one at a
+    time), so this process is what the driver holds and each task's peak is its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.dir = folder
+        self.tasks: dict[str, list[tuple[float, float]]] = {}
+
+    def reads(self, path: Path | str) -> str:
+        return str(path)
+
+    def path(self, *parts: str) -> str:
+        out = self.dir.joinpath(*parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return str(out)
+
+    def task(self, task_id: str, fn, cost: int = 0, **kwargs) -> tuple:
+        return task_id, fn, kwargs
+
+    def run_tasks(self, tasks: list[tuple], label: str | None = None, counted: bool = True) -> list[dict]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            done = list(pool.map(_run_measured, tasks))
+        for (task_id, _, _), (_, sec, mb) in zip(tasks, done, strict=True):
+            kind = "-".join(p for p in task_id.split("-") if not p[:1].isdigit())  # cc-000-large-00001of00002: cc-large
+            self.tasks.setdefault(kind, []).append((sec, mb))
+        return [stats for stats, _, _ in done]
+
+
+def driver(n: int, folder: Path, budget_gb: float) -> dict:
+    """The driver of the split steps that depend on the pairs alone, as the stage runs them: unique pairs per
+    document range, then the component rounds (every candidate pair taken as verified); each task in its own
+    process. Returns the driver's and each kind of task's time and peak."""
+    import time
+
+    from longmix.data.dedup.clusters import doc_ranges, pairs_task
+    from longmix.data.dedup.components import components_with_tasks
+    from longmix.formats.routed import range_bounds
+
+    base, t0 = _rss_kb(), time.perf_counter()
+    work = folder / "split"
+    shutil.rmtree(work, ignore_errors=True)
+    job = BenchJob(work)
+    edge_files = sorted((folder / "edges").glob("*.arrow"))
+    found = sum(pa.ipc.open_file(pa.memory_map(str(f))).read_all().num_rows for f in edge_files)
+    ranges = doc_ranges(found, int(budget_gb * 2**30))
+    bounds = range_bounds(n, ranges)
+    names = [f"{r:05d}of{ranges:05d}" for r in range(ranges)]
+    pairs = job.run_tasks([job.task(f"pairs-{nm}", pairs_task, edge_files=[str(f) for f in edge_files],
+                                    lo=int(bounds[r]), hi=int(bounds[r + 1]), out_path=job.path("pairs", f"{nm}.arrow"))
+                           for r, nm in enumerate(names)])
+    verified = job.run_tasks([job.task(f"verify-{nm}", verify_all, pairs_path=str(work / "pairs" / f"{nm}.arrow"),
+                                       bounds=bounds.tolist(), edges_path=job.path("verify", f"{nm}.arrow"))
+                              for nm in names])
+    _, cc = components_with_tasks(job, [work / "verify" / f"{nm}.arrow" for nm in names],
+                                  [v["offsets"] for v in verified], bounds)
+    out = {"edges_found": found, "ranges": ranges, "pairs": sum(p["pairs"] for p in pairs), **cc,
+           "seconds": round(time.perf_counter() - t0, 2), "peak_mb": round((_hwm_kb() - base) / 1024, 1)}
+    out["tasks"] = {kind: {"count": len(v), "seconds": round(sum(x for x, _ in v), 2),
+                           "peak_mb_max": round(max(m for _, m in v), 1)} for kind, v in job.tasks.items()}
+    return out
+
+
+def mix_sources(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bench's corpus for the mix: 4 sources, log-normal lengths (median ~600 tokens)."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4, n).astype(np.int16), np.minimum(rng.lognormal(6.4, 1.3, n), 2_000_000).astype(np.int32)
+
+
+def mix_params(lens_sum: int):
+    from longmix.data.mix.plan import MixParams, SourceMix
+
+    return MixParams(total_tokens=int(lens_sum // 2), edges=(1024, 4096, 16384, 65536), seed=1, sources=tuple(
+        SourceMix(name=f"s{i}", share=0.25, long_share=0.3) for i in range(4)))
+
+
+def write_mix_shards(n: int, shards: Path) -> None:
+    """Tokenized-like shards of 5M documents (source, n_tokens) and the corpus's token sum, made by the bench
+    itself, not the measured driver (its peak must not include making them)."""
+    if not (shards / "done").is_file():
+        shutil.rmtree(shards, ignore_errors=True)
+        shards.mkdir(parents=True)
+        src, lens = mix_sources(n)
+        names = pa.array([f"s{i}" for i in range(4)])
+        for k, start in enumerate(range(0, n, 5_000_000)):
+            part = slice(start, min(start + 5_000_000, n))
+            table = pa.table({"source": names.take(pa.array(src[part])), "n_tokens": lens[part]})
+            with pa.OSFile(str(shards / f"{k:05d}.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table, max_chunksize=table.num_rows)
+        (shards / "done").write_text(f"{int(lens.astype(np.int64).sum())}\n")  # the budget's base, kept
+
+
+def mix_driver(n: int, folder: Path) -> dict:
+    """The mix stage's driver (`plan_with_tasks`) over the shards of write_mix_shards, each task in its own
+    process; the same corpus and parameters as the single-process `mix` step."""
+    import time
+
+    from longmix.data.mix.tasks import plan_with_tasks
+
+    shards = folder / "mix-shards"
+    lens_sum = int((shards / "done").read_text())
+    base, t0 = _rss_kb(), time.perf_counter()
+    work = folder / "mix-split"
+    shutil.rmtree(work, ignore_errors=True)
+    job = BenchJob(work)
+    report, _, split = plan_with_tasks(job, sorted(shards.glob("*.arrow")), None, [f"s{i}" for i in range(4)],
+                                       mix_params(lens_sum))
+    out = {"tokens": int(report.achieved_tokens.sum()), **split, "seconds": round(time.perf_counter() - t0, 2),
+           "peak_mb": round((_hwm_kb() - base) / 1024, 1)}
+    out["tasks"] = {kind: {"count": len(v), "seconds": round(sum(x for x, _ in v), 2),
+                           "peak_mb_max": round(max(m for _, m in v), 1)} for kind, v in job.tasks.items()}
+    return out
 
 
 def write_band_files(folder: Path, n: int, bands: int, dup_rate: float = 0.02, seed: int = 0) -> None:
@@ -128,7 +266,9 @@ def write_band_files(folder: Path, n: int, bands: int, dup_rate: float = 0.02, s
 
 
 def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHILD, step, str(n), str(folder), str(bands), str(budget_gb)],
+    child = [__file__, "--driver-child"] if step in ("driver", "mix_tasks") else ["-c", _CHILD]
+    done = subprocess.run([sys.executable, *child, step, str(n), str(folder), str(bands), str(budget_gb),
+                           str(Path(__file__).parent)],
                           capture_output=True, text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -136,6 +276,11 @@ def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0)
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--driver-child"]:
+        step, n, folder, _, budget = sys.argv[2:7]
+        out = driver(int(n), Path(folder), float(budget)) if step == "driver" else mix_driver(int(n), Path(folder))
+        print(json.dumps(out))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000000,100000000")
     ap.add_argument("--bands", type=int, default=18)
@@ -162,24 +307,37 @@ def main() -> None:
         if "split" in steps:
             row["edge_task"] = t = measure("edge_task", n, folder, args.bands, args.task_memory_gb)
             row["edge_tasks"] = ts = measure("edge_tasks", n, folder, args.bands, args.task_memory_gb)
-            row["driver"] = d = measure("driver", n, folder, args.bands)
+            row["driver"] = d = measure("driver", n, folder, args.bands, args.task_memory_gb)
+            work = sum(k["seconds"] for k in d["tasks"].values())
             base = row.get("cluster")
-            vs = (f"; tasks + driver {(ts['seconds'] + d['seconds']) / base['seconds']:.2f}x the single-process "
-                  f"step's time, driver {d['peak_mb'] / base['peak_mb']:.2f}x its peak") if base else ""
+            vs = (f"; all tasks {(ts['seconds'] + work) / base['seconds']:.2f}x the single-process step's time, "
+                  f"driver {d['peak_mb'] / base['peak_mb']:.3f}x its peak") if base else ""
             print(f"{n:>13,} docs  split: {ts['tasks']} edge tasks ({t['key_ranges']} key ranges a band), one task "
                   f"{t['seconds']:.1f} s {t['peak_mb']:.0f} MB (budget {args.task_memory_gb * 1024:.0f} MB), all "
-                  f"{ts['seconds']:.1f} s in one process; driver {d['seconds']:.1f} s {d['peak_mb']:.0f} MB over "
-                  f"{d['candidates']:,} candidates{vs}", flush=True)
+                  f"{ts['seconds']:.1f} s; then {d['ranges']} document ranges, {d['component_rounds']} component "
+                  f"rounds: " + ", ".join(f"{k} x{v['count']} {v['seconds']:.1f} s (max {v['peak_mb_max']:.0f} MB)"
+                                          for k, v in d["tasks"].items())
+                  + f"; driver {d['seconds']:.1f} s wall, {d['peak_mb']:.0f} MB{vs}", flush=True)
         if "mix" in steps:
             row["mix"] = mix = measure("mix", n, folder, args.bands)
             row["argsort_cells"] = mix_floor = measure("argsort_floor", n, folder, args.bands)
-            print(f"{n:>13,} docs  mix plan {mix['seconds']:6.1f} s {mix['peak_mb']:7.0f} MB "
+            print(f"{n:>13,} docs  mix plan in one process (baseline) {mix['seconds']:6.1f} s {mix['peak_mb']:7.0f} MB "
                   f"({mix['seconds'] / mix_floor['seconds']:.1f}x one stable argsort)", flush=True)
+            write_mix_shards(n, folder / "mix-shards")
+            row["mix_tasks"] = mt = measure("mix_tasks", n, folder, args.bands)
+            work = sum(k["seconds"] for k in mt["tasks"].values())
+            same = "same achieved tokens" if mt["tokens"] == mix["tokens"] else f"tokens DIFFER: {mt['tokens']}"
+            print(f"{n:>13,} docs  mix plan as tasks: " + ", ".join(
+                f"{k} x{v['count']} {v['seconds']:.1f} s (max {v['peak_mb_max']:.0f} MB)"
+                for k, v in mt["tasks"].items())
+                + f"; largest cell {mt['largest_cell_docs']:,} documents; all tasks {work:.1f} s "
+                f"({work / mix['seconds']:.2f}x the baseline's time), driver {mt['peak_mb']:.0f} MB "
+                f"({mt['peak_mb'] / mix['peak_mb']:.3f}x its peak); {same}", flush=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]
-        for key in ("cluster", "driver", "mix"):
+        for key in ("cluster", "driver", "mix", "mix_tasks"):
             if key not in a or key not in b:
                 continue
             per_doc_mb = (b[key]["peak_mb"] - a[key]["peak_mb"]) / (b["docs"] - a["docs"])

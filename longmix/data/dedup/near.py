@@ -1,4 +1,4 @@
-"""MinHash LSH near-dedup in five steps, each parallel:
+"""MinHash LSH near-dedup in four steps, each parallel:
 
 1. per part of a shard (tasks, bands.py): one 64-bit key per LSH band and each document's sorted set of
    32-bit shingle hashes;
@@ -6,21 +6,18 @@
    smallest index, written as (doc, root) edge files. A band's keys are uniform hashes, so a band splits
    into equal key ranges whose groups never straddle two ranges; the number of ranges comes from the
    stage's task memory budget (`key_ranges`), so no task holds more than its share of one band;
-3. per slice of the candidate pairs (tasks, clusters.py): each pair decided on the exact Jaccard of its
-   shingle sets (verify.py), loaded for the task's own documents only;
-4. on the driver, on the candidates only: verified pairs -> connected components (scipy, over the candidate
-   documents, never an array per corpus document); then per group of whole components (tasks,
-   clusters.py): documents visited best first (longest, or by source priority), each removed if its exact
-   Jaccard to an already kept one reaches the threshold, so every removed document is within the
-   threshold of the document that stands for it;
-5. per shard (tasks): drop the removed documents.
-The driver never reads band keys or shingle sets: its memory grows with the candidate pairs, not with the
-corpus.
+3. per document range (tasks, clusters.py): the candidate pairs made unique, verified on the exact Jaccard
+   of their shingle sets (verify.py), joined into connected components in rounds of star steps
+   (components.py), and each component's documents visited best first (longest, or by source priority),
+   each removed if its exact Jaccard to an already kept one reaches the threshold, so every removed
+   document is within the threshold of the document that stands for it;
+4. per shard (tasks): drop the removed documents.
+The driver reads no band keys, pairs or shingle sets: it keeps offsets and counts, and writes the decisions
+one range at a time, so its memory does not grow with the corpus.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +25,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from longmix.formats.ipc import read_ipc, write_ipc
-
-
-def load_in_background() -> threading.Thread:
-    """Import scipy's graph routines and load the pair-merge kernel (numba's start-up: about 1 s together) on
-    a thread: the driver does it while the workers compute signatures, not when the pairs are ready."""
-    def load() -> None:
-        import scipy.sparse.csgraph  # noqa: F401
-
-        from longmix.data.dedup.kernels import warm_intersect
-
-        warm_intersect()
-
-    thread = threading.Thread(target=load, name="load-cluster-libraries", daemon=True)
-    thread.start()
-    return thread
-
+from longmix.formats.ipc import write_ipc
 
 # What one edge task holds per document of its key range: the row index and the key read from the band
 # files, the group root, and polars' window-hash workspace for them; measured 59 bytes a document with one
@@ -77,13 +58,9 @@ def band_edges(band_files: list[Path], band: int, part: int = 0, parts: int = 1)
 
 
 def find_edges(band_files: list[Path], bands: int, parts: int = 1) -> np.ndarray:
-    """Every band's candidate pairs in one process, unique, sorted: what the edge tasks compute together."""
+    """Every band's candidate pairs in one process, each once, sorted by (doc, root): what the edge tasks and
+    the pairs tasks (clusters.py) compute together; the reference of tests and benchmarks."""
     edges = [band_edges(band_files, j, k, parts) for j in range(bands) for k in range(parts)]
-    return unique_edges(edges)
-
-
-def unique_edges(edges: list[np.ndarray]) -> np.ndarray:
-    """Edges found in several bands counted once, sorted by (doc, root): the same array however split."""
     if not edges:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(edges).reshape(-1, 2), axis=0).astype(np.int64)
@@ -94,9 +71,3 @@ def edge_task(*, band_files: list[str], band: int, part: int, parts: int, out_pa
     edges = band_edges([Path(f) for f in band_files], band, part, parts)
     write_ipc(Path(out_path), pa.table({"doc": edges[:, 0], "root": edges[:, 1]}))
     return {"edges": int(len(edges))}
-
-
-def read_edges(edge_files: list[Path]) -> np.ndarray:
-    """The edge tasks' files, as find_edges returns them."""
-    return unique_edges([np.column_stack([t.column("doc").to_numpy(), t.column("root").to_numpy()])
-                         for t in (read_ipc(f) for f in edge_files)])

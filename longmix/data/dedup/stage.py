@@ -13,7 +13,7 @@ from longmix.data.dedup.bands import band_task, task_parts
 from longmix.data.dedup.clusters import cluster_with_tasks
 from longmix.data.dedup.exact import decide
 from longmix.data.dedup.minhash import SHINGLE_VERSION, lsh_params, rensa_version
-from longmix.data.dedup.near import edge_task, key_ranges, load_in_background, read_edges
+from longmix.data.dedup.near import edge_task, key_ranges
 from longmix.data.recipe import Recipe
 from longmix.formats.decisions import write_decisions
 from longmix.pipeline.report import StageReport
@@ -79,29 +79,19 @@ class NearDedup(Stage):
                                       num_perm=params.num_perm, bands=params.bands, rows=params.rows,
                                       ngram=params.ngram, seed=params.seed, batch_docs=cfg.batch_docs))
         decisions_path = job.dir / "decisions.parquet"
-        # The driver waits on the workers here: it loads what the clustering needs meanwhile.
-        loading = None if decisions_path.is_file() else load_in_background()
         sig_stats = job.run_tasks(tasks, "minhash signatures", counted=False)
         t_sig = time.time() - started
 
         t1 = time.time()
         cluster_stats = job.dir / "_tasks" / "cluster.json"
-        edge_stats: dict[str, Any] = {}
-        if not decisions_path.is_file():  # written last: a killed clustering runs again
+        if not decisions_path.is_file():  # written last: a killed clustering resumes from its finished tasks
             docs = sum(s["docs"] for s in sig_stats)
-            edges, edge_stats = self._edges(job, band_files, params.bands, docs)
+            edge_files, edge_stats = self._edges(job, band_files, params.bands, docs)
             t_edges = time.time() - t1
-            if loading is not None:
-                loading.join()
-            decisions, removed, clusters, cstats = cluster_with_tasks(
-                job, inputs, edges, set_files, docs, cfg.threshold, cfg.keep, recipe.source_names,
-                self.resources(job.recipe)["memory"])
-            cstats = {**cstats, **edge_stats, "edge_seconds": round(t_edges, 3)}
-            for name, frame in (("removed.parquet", removed), ("clusters.parquet", clusters)):
-                with atomic_path(job.dir / name) as tmp:
-                    frame.write_parquet(tmp, compression="zstd")
-            write_json(cluster_stats, cstats)
-            write_decisions(decisions_path, decisions.to_arrow())
+            cstats = cluster_with_tasks(job, inputs, edge_files, edge_stats["edges_found"], set_files, docs,
+                                        cfg.threshold, cfg.keep, recipe.source_names,
+                                        self.resources(job.recipe)["memory"])
+            write_json(cluster_stats, {**cstats, **edge_stats, "edge_seconds": round(t_edges, 3)})
         cstats = json.loads(cluster_stats.read_text())
         t_cluster = time.time() - t1
         apply_decisions(job, decisions_path)
@@ -112,7 +102,7 @@ class NearDedup(Stage):
                 "clustering": cstats, "shingles": int(sum(s["shingles"] for s in sig_stats)),
                 "step_seconds": {"signatures": round(t_sig, 3), "cluster": round(t_cluster, 3)}}
 
-    def _edges(self, job: StageJob, band_files: list[Any], bands: int, docs: int) -> tuple[Any, dict[str, Any]]:
+    def _edges(self, job: StageJob, band_files: list[Any], bands: int, docs: int) -> tuple[list[Any], dict[str, Any]]:
         """Candidate pairs as tasks, one per band and key range: as many ranges as keep one task within the
         stage's task memory (`executor.resources.near_dedup.memory_gb`), so the driver never reads band keys."""
         parts = key_ranges(docs, self.resources(job.recipe)["memory"])
@@ -123,9 +113,9 @@ class NearDedup(Stage):
         stats = job.run_tasks(tasks, "lsh candidate pairs", counted=False)
         files = [job.dir / "edges" / f"{name}.arrow" for _, _, name in names]
         per_task = [s["edges"] for s in stats]
-        return read_edges(files), {"edge_tasks": len(tasks), "key_ranges_per_band": parts,
-                                   "edges_per_task_max": max(per_task, default=0),
-                                   "edges_per_task_mean": round(sum(per_task) / max(len(per_task), 1), 1)}
+        return files, {"edge_tasks": len(tasks), "key_ranges_per_band": parts, "edges_found": sum(per_task),
+                       "edges_per_task_max": max(per_task, default=0),
+                       "edges_per_task_mean": round(sum(per_task) / max(len(per_task), 1), 1)}
 
     def summary(self, report: StageReport) -> list[str]:
         c, lsh = report.extra("clustering"), report.extra("lsh")

@@ -54,7 +54,7 @@ def load_sets(set_files: list[Path], docs: np.ndarray) -> CandidateSets:
 
 def jaccard(sets: CandidateSets, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact Jaccard of the shingle sets of candidate positions a[i], b[i] (float64; 1.0 for two empty sets)."""
-    from longmix.data.dedup.kernels import intersect_kernel  # numba: loaded ahead (near.load_in_background)
+    from longmix.data.dedup.kernels import intersect_kernel  # numba: compiled once per process
 
     a, b = np.ascontiguousarray(a, dtype=np.int64), np.ascontiguousarray(b, dtype=np.int64)
     inter = np.empty(len(a), dtype=np.int64)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ from longmix.data.mix.buckets import (
     token_counts,
     validate_edges,
 )
+from longmix.data.mix.report import MixReport, Shortfall
 from longmix.data.mix.select import select_long
 
 log = logging.getLogger(__name__)
@@ -103,100 +104,6 @@ class MixParams:
         return self.edges.index(threshold) + 1
 
 
-@dataclass(frozen=True)
-class Shortfall:
-    source: str
-    bucket: str
-    target_tokens: int
-    achievable_tokens: int
-    message: str
-
-    @property
-    def missing_tokens(self) -> int:
-        return self.target_tokens - self.achievable_tokens
-
-
-@dataclass
-class MixReport:
-    """Target vs achieved tokens per source x bucket, plus repetition statistics."""
-
-    sources: list[str]
-    buckets: list[str]
-    available_tokens: np.ndarray  # (S, B) int64, before sampling
-    available_docs: np.ndarray  # (S, B) int64
-    target_tokens: np.ndarray  # (S, B) int64
-    achieved_tokens: np.ndarray  # (S, B) int64
-    used_docs: np.ndarray  # (S, B) int64, distinct documents used at least once
-    long_bucket: int
-    long_share_target: list[float | None]
-    repetition_hist: dict[int, int]  # repetitions -> number of documents
-    shortfalls: list[Shortfall] = field(default_factory=list)
-    long_select: dict[str, Any] = field(default_factory=dict)  # source -> what was selected and why
-
-    @property
-    def total_target(self) -> int:
-        return int(self.target_tokens.sum())
-
-    @property
-    def total_achieved(self) -> int:
-        return int(self.achieved_tokens.sum())
-
-    def long_share_achieved(self) -> list[float]:
-        """Share of each source's achieved tokens that come from long buckets."""
-        tot = self.achieved_tokens.sum(axis=1)
-        long = self.achieved_tokens[:, self.long_bucket :].sum(axis=1)
-        return [float(lg / t) if t else 0.0 for lg, t in zip(long, tot, strict=True)]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One plain dict per source x bucket, for tables and JSON."""
-        out = []
-        for s, src in enumerate(self.sources):
-            for b, bucket in enumerate(self.buckets):
-                avail = int(self.available_tokens[s, b])
-                achieved = int(self.achieved_tokens[s, b])
-                out.append(
-                    {
-                        "source": src,
-                        "bucket": bucket,
-                        "available_tokens": avail,
-                        "available_docs": int(self.available_docs[s, b]),
-                        "target_tokens": int(self.target_tokens[s, b]),
-                        "achieved_tokens": achieved,
-                        "used_docs": int(self.used_docs[s, b]),
-                        "epochs": achieved / avail if avail else 0.0,
-                    }
-                )
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the manifest's mix section."""
-        return {
-            "sources": self.sources,
-            "buckets": self.buckets,
-            "long_from_bucket": self.buckets[self.long_bucket],
-            "target_tokens": int(self.total_target),
-            "achieved_tokens": int(self.total_achieved),
-            "cells": self.rows(),
-            "long_share": [
-                {"source": src, "target": tgt, "achieved": ach}
-                for src, tgt, ach in zip(self.sources, self.long_share_target, self.long_share_achieved(), strict=True)
-            ],
-            "repetitions": {str(k): v for k, v in sorted(self.repetition_hist.items())},
-            "long_select": self.long_select,
-            "shortfalls": [
-                {
-                    "source": sf.source,
-                    "bucket": sf.bucket,
-                    "target_tokens": sf.target_tokens,
-                    "achievable_tokens": sf.achievable_tokens,
-                    "missing_tokens": sf.missing_tokens,
-                    "message": sf.message,
-                }
-                for sf in self.shortfalls
-            ],
-        }
-
-
 @dataclass
 class MixPlan:
     counts: np.ndarray  # int32 repetitions per document, aligned with the input arrays
@@ -218,7 +125,6 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams,
     edges = np.asarray(params.edges, dtype=np.int64)
     n_src, n_bkt = len(params.sources), len(edges) + 1
     bkt = assign_buckets(lens, edges)
-    names = bucket_names(edges)
     long_bucket = params.long_bucket()
     selections = {s: sm.long_select for s, sm in enumerate(params.sources) if sm.long_select}
     eligible, selected = select_long(src, bkt, lens, long_bucket, selections, scores)
@@ -239,28 +145,39 @@ def plan_mix(source_idx: np.ndarray, n_tokens: np.ndarray, params: MixParams,
             idx = idx[eligible[idx]]
             counts[idx], achieved[s, b] = plan_cell(lens[idx], int(wants.want[s, b]), params.seed, s, b)
             used[s, b] = int(np.count_nonzero(counts[idx]))
-    targets, ndocs = wants.target, totals.avail_docs
-
     hist = np.bincount(counts) if counts.size else np.zeros(1, dtype=np.int64)
+    report = mix_report(params, totals, wants, achieved, used, hist, shortfalls, selected)
+    return MixPlan(counts=counts, report=report, eligible=eligible)
+
+
+def mix_report(params: MixParams, totals: CellTotals, wants: CellWants, achieved: np.ndarray, used: np.ndarray,
+               hist: np.ndarray, shortfalls: list[Shortfall], selected: dict[str, Any]) -> MixReport:
+    """The report of a planned mix, from per-cell figures alone (`hist`: documents per repetition count, 0
+    included); logs the shortfalls and raises MixShortfallError when the mix says on_shortfall: error."""
     report = MixReport(
         sources=[s.name for s in params.sources],
-        buckets=names,
-        available_tokens=avail,
-        available_docs=ndocs,
-        target_tokens=targets,
+        buckets=bucket_names(np.asarray(params.edges, dtype=np.int64)),
+        available_tokens=totals.avail_tokens,
+        available_docs=totals.avail_docs,
+        target_tokens=wants.target,
         achieved_tokens=achieved,
         used_docs=used,
-        long_bucket=long_bucket,
+        long_bucket=params.long_bucket(),
         long_share_target=[s.long_share for s in params.sources],
         repetition_hist={int(k): int(v) for k, v in enumerate(hist) if v},
         shortfalls=shortfalls,
         long_select={params.sources[int(k)].name: v for k, v in selected.items()},
     )
+    check_shortfalls(shortfalls, params)
+    return report
+
+
+def check_shortfalls(shortfalls: list[Shortfall], params: MixParams) -> None:
+    """Log each shortfall; raise MixShortfallError when the mix says on_shortfall: error."""
     for sf in shortfalls:
         log.warning(sf.message)
     if shortfalls and params.on_shortfall == "error":
         raise MixShortfallError(f"{len(shortfalls)} mix target(s) unmet; first: {shortfalls[0].message}")
-    return MixPlan(counts=counts, report=report, eligible=eligible)
 
 
 @dataclass(frozen=True)

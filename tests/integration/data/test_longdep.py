@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import LONGMIX, write_jsonl, write_recipe
 from helpers_cli import cli, one_line_error
+from helpers_mix import assert_plan_matches_one_process
 
 from longmix.data.flow import build
 from longmix.data.recipe import load_recipe
@@ -158,6 +159,7 @@ def test_long_select_keeps_the_top_scored_long_documents(scored):
     assert {"linked0", "linked1"} <= used and not used & {"unrelated0", "unrelated1"}
     manifest = json.loads((tmp / "ref" / "manifest.json").read_text())
     assert manifest["mix"]["long_select"]["planted"]["selected"] == 2
+    assert_plan_matches_one_process(load_recipe(recipe), mix)  # selected per source as a task, as in one process
 
 
 def test_long_select_without_the_stage_fails_before_any_work(tmp_path, demo_corpus, smollm2):

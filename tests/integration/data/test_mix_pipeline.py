@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers_cli import cli, one_line_error
+from helpers_mix import assert_plan_matches_one_process
 from helpers_tree import tree_digest
 
 from longmix.data.flow import build
@@ -99,6 +100,23 @@ def test_upsampling_long_text_and_shortfall_in_manifest(tmp_path, demo_corpus, t
     assert sum(s["missing_tokens"] for s in short) == 40_000 - sum(c["achieved_tokens"] for c in legal_cells)
     mix_report = json.loads((rec.output_dir / "mix" / "report.json").read_text())
     assert mix_report["in"] == mix_report["kept"] + sum(mix_report["dropped"].values())
+
+
+def test_plan_as_tasks_equals_the_plan_in_one_process(tmp_path, demo_corpus, tokenizer):
+    """Shards, cells and the plan as tasks (2 workers, several shards, a removed bucket, bucket weights, a
+    long share and a capped cell) give the counts and the report of plan_mix over the whole corpus."""
+    mix = {"total_tokens": 150_000, "max_epochs": 2, "long_min_tokens": SEQ,
+           "sources": {"docs": {"share": 0.7, "long_share": 0.9, "remove_buckets": [0]},
+                       "legal": {"share": 0.3, "bucket_weights": {"1": 2.0}}}}
+    rec = load_recipe(_recipe(tmp_path, demo_corpus, tokenizer, workers=2, mix=mix))
+    reports = build(rec, progress=False)
+    mix_report = reports["mix"]
+    assert mix_report["split"]["shard_tasks"] >= 3 and mix_report["split"]["cell_tasks"] == 2 * len(
+        mix_report["mix"]["buckets"])
+    assert mix_report["mix"]["shortfalls"] and mix_report["dropped"]["bucket_removed"] > 0
+    assert_plan_matches_one_process(rec, mix_report)
+    plan = read_ipc(rec.output_dir / "mix" / "plan.arrow")
+    assert mix_report["kept"] == int((plan.column("count").to_numpy() > 0).sum())
 
 
 def test_cli_verify_names_corrupted_shard_and_inspect_writes_plots(tmp_path, demo_corpus, tokenizer):

@@ -42,7 +42,7 @@ def cluster():
     os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
     c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={**_NODE, "include_dashboard": False})
     worker = c.add_node(**_NODE)
-    c.wait_for_nodes()
+    c.wait_for_nodes(timeout=600)  # a loaded machine starts raylets slowly
     try:
         yield c, worker
     finally:
@@ -124,6 +124,7 @@ def test_node_killed_mid_stage_resumes_identically(tmp_path, demo_corpus, local_
     raylet = worker.all_processes["raylet"][0].process
     os.kill(raylet.pid, signal.SIGKILL)  # the second node dies mid-stage, its workers with it
     raylet.wait()
+    c.remove_node(worker, allow_graceful=False)  # the cluster object stops counting it (and ends its workers)
     try:
         _, err = proc.communicate(timeout=600)  # Ray reschedules on the head, or the run stops with one line
     finally:
@@ -135,3 +136,40 @@ def test_node_killed_mid_stage_resumes_identically(tmp_path, demo_corpus, local_
     _, err = done.communicate(timeout=600)
     assert done.returncode == 0, err[-3000:]
     assert_same_tree(tmp_path / "out", local_reference)
+
+
+@pytest.mark.parametrize("step", ["cc-", "greedy-"])
+def test_node_killed_during_components_or_keep_rule_resumes_identically(tmp_path, demo_corpus, local_reference,
+                                                                         cluster, step):
+    """Near dedup split into many small tasks on a fresh second node, whose raylet is killed once the first
+    component-round (or keep-rule) tasks have finished: Ray reruns the lost tasks or the rerun resumes from
+    the finished ones, and the decisions are the local build's."""
+    c, _ = cluster
+    node = c.add_node(**_NODE)
+    c.wait_for_nodes(timeout=600)
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "out", _sources(demo_corpus), _STAGES, workers=2)
+    recipe.write_text(recipe.read_text().replace(
+        "executor:", "executor:\n  resources: {near_dedup: {memory_gb: 0.000004}}", 1))
+    proc = _build(recipe, c.address, args=["--until", "near_dedup"])
+    markers = tmp_path / "out" / "near_dedup" / "_tasks"
+    try:
+        while (not markers.is_dir() or len(list(markers.glob(f"{step}*.json"))) < 2) and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the build ended before the kill"
+        raylet = node.all_processes["raylet"][0].process
+        os.kill(raylet.pid, signal.SIGKILL)
+        raylet.wait()
+        c.remove_node(node, allow_graceful=False)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode in (0, 2) and "Traceback" not in err, err[-3000:]
+    done = _build(recipe, c.address, args=["--until", "near_dedup"])
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-3000:]
+    report = json.loads((tmp_path / "out" / "near_dedup" / "report.json").read_text())["clustering"]
+    assert report["doc_ranges"] > 4 and report["component_rounds"] >= 2, report
+    for name in ("decisions.parquet", "removed.parquet", "clusters.parquet"):
+        got, want = tmp_path / "out" / "near_dedup" / name, local_reference / "near_dedup" / name
+        assert got.read_bytes() == want.read_bytes(), name
