@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,7 +163,63 @@ class BenchJob:
         return [stats for stats, _, _ in done]
 
 
-def driver(n: int, folder: Path, budget_gb: float) -> dict:
+class RayBenchJob(BenchJob):
+    """BenchJob on a Ray cluster: every task a Ray task asking for 1 CPU and the task memory (nodes take as
+    many as their memory admits), in a fresh worker process (max_calls=1) so its peak is its own; tasks of
+    one step run side by side, and the step's wall time is what the driver waits."""
+
+    def __init__(self, folder: Path, address: str, memory_bytes: int) -> None:
+        import ray
+
+        super().__init__(folder)
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        self.remote = ray.remote(max_calls=1)(_run_measured)
+        self.memory = memory_bytes
+        self.walls: dict[str, float] = {}
+
+    def run_tasks(self, tasks: list[tuple], label: str | None = None, counted: bool = True) -> list[dict]:
+        import time
+
+        import ray
+
+        t = time.perf_counter()
+        done = ray.get([self.remote.options(num_cpus=1, memory=self.memory).remote(task) for task in tasks])
+        for (task_id, _, _), (_, sec, mb) in zip(tasks, done, strict=True):
+            kind = "-".join(p for p in task_id.split("-") if not p[:1].isdigit())
+            self.tasks.setdefault(kind, []).append((sec, mb))
+        kind = "-".join(p for p in tasks[0][0].split("-") if not p[:1].isdigit()) if tasks else "none"
+        self.walls[kind] = self.walls.get(kind, 0.0) + time.perf_counter() - t
+        return [stats for stats, _, _ in done]
+
+
+def on_cluster(n: int, folder: Path, bands: int, budget_gb: float, address: str) -> dict:
+    """Both global steps end to end on a Ray cluster, as the stages run them: near dedup's edge tasks, unique
+    pairs, stand-in verification and component rounds (driver()), then the mix (mix_driver()); the driver's
+    peak (its Ray client included) and each kind of task's count, summed seconds, largest peak, wall time."""
+    import time
+
+    from longmix.data.dedup.near import edge_task, key_ranges
+
+    base, t0 = _rss_kb(), time.perf_counter()
+    job = RayBenchJob(folder / "cluster-run", address, int(budget_gb * 2**30))
+    files = [str(f) for f in sorted(folder.glob("bands-*.parquet"))]
+    parts = key_ranges(n, int(budget_gb * 2**30))
+    job.run_tasks([job.task(f"edges-{j:03d}-{k:05d}", edge_task, band_files=files, band=j, part=k, parts=parts,
+                            out_path=job.path("edges", f"b{j:03d}-{k:05d}.arrow"))
+                   for j in range(bands) for k in range(parts)])
+    near = driver(n, folder, budget_gb, job=job, edges=folder / "cluster-run" / "edges")
+    t_near = time.perf_counter() - t0
+    mix = mix_driver(n, folder, job=job)
+    out = {"near_dedup_seconds": round(t_near, 2), "mix_seconds": round(time.perf_counter() - t0 - t_near, 2),
+           "ranges": near["ranges"], "component_rounds": near["component_rounds"], "mix_tokens": mix["tokens"],
+           "peak_mb": round((_hwm_kb() - base) / 1024, 1)}
+    out["tasks"] = {kind: {"count": len(v), "seconds": round(sum(x for x, _ in v), 2),
+                           "peak_mb_max": round(max(m for _, m in v), 1), "wall": round(job.walls.get(kind, 0), 2)}
+                    for kind, v in job.tasks.items()}
+    return out
+
+
+def driver(n: int, folder: Path, budget_gb: float, job: BenchJob | None = None, edges: Path | None = None) -> dict:
     """The driver of the split steps that depend on the pairs alone, as the stage runs them: unique pairs per
     document range, then the component rounds (every candidate pair taken as verified); each task in its own
     process. Returns the driver's and each kind of task's time and peak."""
@@ -175,8 +232,10 @@ def driver(n: int, folder: Path, budget_gb: float) -> dict:
     base, t0 = _rss_kb(), time.perf_counter()
     work = folder / "split"
     shutil.rmtree(work, ignore_errors=True)
-    job = BenchJob(work)
-    edge_files = sorted((folder / "edges").glob("*.arrow"))
+    if job is None:
+        job = BenchJob(work)
+    job.dir = work
+    edge_files = sorted((edges or folder / "edges").glob("*.arrow"))
     found = sum(pa.ipc.open_file(pa.memory_map(str(f))).read_all().num_rows for f in edge_files)
     ranges = doc_ranges(found, int(budget_gb * 2**30))
     bounds = range_bounds(n, ranges)
@@ -225,7 +284,7 @@ def write_mix_shards(n: int, shards: Path) -> None:
         (shards / "done").write_text(f"{int(lens.astype(np.int64).sum())}\n")  # the budget's base, kept
 
 
-def mix_driver(n: int, folder: Path) -> dict:
+def mix_driver(n: int, folder: Path, job: BenchJob | None = None) -> dict:
     """The mix stage's driver (`plan_with_tasks`) over the shards of write_mix_shards, each task in its own
     process; the same corpus and parameters as the single-process `mix` step."""
     import time
@@ -237,7 +296,9 @@ def mix_driver(n: int, folder: Path) -> dict:
     base, t0 = _rss_kb(), time.perf_counter()
     work = folder / "mix-split"
     shutil.rmtree(work, ignore_errors=True)
-    job = BenchJob(work)
+    if job is None:
+        job = BenchJob(work)
+    job.dir = work
     report, _, split = plan_with_tasks(job, sorted(shards.glob("*.arrow")), None, [f"s{i}" for i in range(4)],
                                        mix_params(lens_sum))
     out = {"tokens": int(report.achieved_tokens.sum()), **split, "seconds": round(time.perf_counter() - t0, 2),
@@ -265,20 +326,43 @@ def write_band_files(folder: Path, n: int, bands: int, dup_rate: float = 0.02, s
         pq.write_table(pa.table(cols), folder / f"bands-{f:05d}.parquet", compression="none")
 
 
-def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0) -> dict:
-    child = [__file__, "--driver-child"] if step in ("driver", "mix_tasks") else ["-c", _CHILD]
+def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0, address: str = "") -> dict:
+    child = [__file__, "--driver-child"] if step in ("driver", "mix_tasks", "on_cluster") else ["-c", _CHILD]
     done = subprocess.run([sys.executable, *child, step, str(n), str(folder), str(bands), str(budget_gb),
-                           str(Path(__file__).parent)],
-                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+                           str(Path(__file__).parent), address],
+                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin",
+                                                               "HOME": os.environ.get("HOME", "/tmp"),
+                                                               "RAY_DISABLE_USAGE_STATS": "1"})
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def ray_run(n: int, folder: Path, args: argparse.Namespace) -> dict:
+    """Start a local Ray cluster (a head and more nodes, each its own raylet with 1 CPU and the node memory),
+    run both steps on it from a fresh driver process, stop it."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
+    write_mix_shards(n, folder / "mix-shards")
+    node = {"num_cpus": 1, "memory": int(args.node_memory_gb * 2**30), "object_store_memory": 80 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        for _ in range(args.ray_nodes - 1):
+            cluster.add_node(**node)
+        cluster.wait_for_nodes(timeout=600)
+        return measure("on_cluster", n, folder, args.bands, args.task_memory_gb, cluster.address)
+    finally:
+        cluster.shutdown()
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--driver-child"]:
-        step, n, folder, _, budget = sys.argv[2:7]
-        out = driver(int(n), Path(folder), float(budget)) if step == "driver" else mix_driver(int(n), Path(folder))
+        step, n, folder, bands, budget = sys.argv[2:7]
+        if step == "on_cluster":
+            out = on_cluster(int(n), Path(folder), int(bands), float(budget), sys.argv[8])
+        else:
+            out = driver(int(n), Path(folder), float(budget)) if step == "driver" else mix_driver(int(n), Path(folder))
         print(json.dumps(out))
         return
     ap = argparse.ArgumentParser()
@@ -287,7 +371,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("build/bench/global-scaling"))
     ap.add_argument("--task-memory-gb", type=float, default=1.0, help="the near-dedup task budget that splits bands")
     ap.add_argument("--steps", default="cluster,split,mix", help="which measurements: cluster (the single-process "
-                    "step, the baseline), split (edge tasks + driver), mix")
+                    "step, the baseline), split (edge tasks + driver), mix, ray (both steps on a local Ray cluster)")
+    ap.add_argument("--ray-nodes", type=int, default=3, help="ray: nodes of the local cluster (1 CPU each)")
+    ap.add_argument("--node-memory-gb", type=float, default=2.0, help="ray: each node's memory for tasks")
     args = ap.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -333,6 +419,15 @@ def main() -> None:
                 + f"; largest cell {mt['largest_cell_docs']:,} documents; all tasks {work:.1f} s "
                 f"({work / mix['seconds']:.2f}x the baseline's time), driver {mt['peak_mb']:.0f} MB "
                 f"({mt['peak_mb'] / mix['peak_mb']:.3f}x its peak); {same}", flush=True)
+        if "ray" in steps:
+            row["ray"] = r = ray_run(n, folder, args)
+            base = row.get("cluster", {}).get("seconds", 0) + row.get("mix", {}).get("seconds", 0)
+            vs = f" ({(r['near_dedup_seconds'] + r['mix_seconds']) / base:.2f}x the baselines' time)" if base else ""
+            print(f"{n:>13,} docs  on a Ray cluster of {args.ray_nodes} nodes x 1 CPU, {args.node_memory_gb:g} GiB "
+                  f"(tasks of {args.task_memory_gb:g} GiB): near dedup {r['near_dedup_seconds']:.1f} s, mix "
+                  f"{r['mix_seconds']:.1f} s wall{vs}; driver {r['peak_mb']:.0f} MB; " + ", ".join(
+                      f"{k} x{v['count']} {v['wall']:.1f} s wall (max {v['peak_mb_max']:.0f} MB)"
+                      for k, v in r["tasks"].items()), flush=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if len(rows) >= 2:
