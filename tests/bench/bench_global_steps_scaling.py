@@ -192,6 +192,14 @@ class RayBenchJob(BenchJob):
         return [stats for stats, _, _ in done]
 
 
+def _fresh(work: Path, job: BenchJob | None) -> BenchJob:
+    """`job` (or a new local one) writing into an emptied `work` folder."""
+    shutil.rmtree(work, ignore_errors=True)
+    job = job or BenchJob(work)
+    job.dir = work
+    return job
+
+
 def on_cluster(n: int, folder: Path, bands: int, budget_gb: float, address: str) -> dict:
     """Both global steps end to end on a Ray cluster, as the stages run them: near dedup's edge tasks, unique
     pairs, stand-in verification and component rounds (driver()), then the mix (mix_driver()); the driver's
@@ -231,10 +239,7 @@ def driver(n: int, folder: Path, budget_gb: float, job: BenchJob | None = None, 
 
     base, t0 = _rss_kb(), time.perf_counter()
     work = folder / "split"
-    shutil.rmtree(work, ignore_errors=True)
-    if job is None:
-        job = BenchJob(work)
-    job.dir = work
+    job = _fresh(work, job)
     edge_files = sorted((edges or folder / "edges").glob("*.arrow"))
     found = sum(pa.ipc.open_file(pa.memory_map(str(f))).read_all().num_rows for f in edge_files)
     ranges = doc_ranges(found, int(budget_gb * 2**30))
@@ -295,10 +300,7 @@ def mix_driver(n: int, folder: Path, job: BenchJob | None = None) -> dict:
     lens_sum = int((shards / "done").read_text())
     base, t0 = _rss_kb(), time.perf_counter()
     work = folder / "mix-split"
-    shutil.rmtree(work, ignore_errors=True)
-    if job is None:
-        job = BenchJob(work)
-    job.dir = work
+    job = _fresh(work, job)
     report, _, split = plan_with_tasks(job, sorted(shards.glob("*.arrow")), None, [f"s{i}" for i in range(4)],
                                        mix_params(lens_sum))
     out = {"tokens": int(report.achieved_tokens.sum()), **split, "seconds": round(time.perf_counter() - t0, 2),
