@@ -155,7 +155,9 @@ class BenchJob:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        workers = int(os.environ.get("BENCH_WORKERS", "1"))  # side by side on this machine's cores
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
             done = list(pool.map(_run_measured, tasks))
         for (task_id, _, _), (_, sec, mb) in zip(tasks, done, strict=True):
             kind = "-".join(p for p in task_id.split("-") if not p[:1].isdigit())  # cc-000-large-00001of00002: cc-large
@@ -334,6 +336,7 @@ def measure(step: str, n: int, folder: Path, bands: int, budget_gb: float = 1.0,
                            str(Path(__file__).parent), address],
                           capture_output=True, text=True, env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin",
                                                                "HOME": os.environ.get("HOME", "/tmp"),
+                                                               "BENCH_WORKERS": str(getattr(measure, "workers", 1)),
                                                                "RAY_DISABLE_USAGE_STATS": "1"})
     if done.returncode:
         raise SystemExit(done.stderr[-3000:])
@@ -374,9 +377,12 @@ def main() -> None:
     ap.add_argument("--task-memory-gb", type=float, default=1.0, help="the near-dedup task budget that splits bands")
     ap.add_argument("--steps", default="cluster,split,mix", help="which measurements: cluster (the single-process "
                     "step, the baseline), split (edge tasks + driver), mix, ray (both steps on a local Ray cluster)")
+    ap.add_argument("--workers", type=int, default=1, help="split and mix: tasks run this many at a time "
+                    "(1: one after another, their summed time; 2: side by side on 2 cores, the wall time)")
     ap.add_argument("--ray-nodes", type=int, default=3, help="ray: nodes of the local cluster (1 CPU each)")
     ap.add_argument("--node-memory-gb", type=float, default=2.0, help="ray: each node's memory for tasks")
     args = ap.parse_args()
+    measure.workers = args.workers  # type: ignore[attr-defined]
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         folder = args.work / f"u64-n{n}"
@@ -415,7 +421,8 @@ def main() -> None:
             row["mix_tasks"] = mt = measure("mix_tasks", n, folder, args.bands)
             work = sum(k["seconds"] for k in mt["tasks"].values())
             same = "same achieved tokens" if mt["tokens"] == mix["tokens"] else f"tokens DIFFER: {mt['tokens']}"
-            print(f"{n:>13,} docs  mix plan as tasks: " + ", ".join(
+            head = f"{n:>13,} docs  mix plan as tasks ({args.workers} at a time, {mt['seconds']:.1f} s wall): "
+            print(head + ", ".join(
                 f"{k} x{v['count']} {v['seconds']:.1f} s (max {v['peak_mb_max']:.0f} MB)"
                 for k, v in mt["tasks"].items())
                 + f"; largest cell {mt['largest_cell_docs']:,} documents; all tasks {work:.1f} s "
